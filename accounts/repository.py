@@ -1,0 +1,137 @@
+"""All SQL about accounts outside the posting kernel: create, read, list, patch, statements."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any, cast
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from accounts.models import Account
+from ledger.posting.repository import ACCOUNT_COLUMNS, account_from_row
+from ledger.posting.rules import AccountState
+from transfers.models import Entry
+
+accounts_t = cast(sa.Table, Account.__table__)
+entries_t = cast(sa.Table, Entry.__table__)
+
+
+async def insert_account(session: AsyncSession, account: AccountState) -> None:
+    await session.execute(
+        sa.insert(accounts_t).values(
+            id=account.id,
+            code=account.code,
+            currency=account.currency,
+            normal_balance=account.normal_balance,
+            min_balance=account.min_balance,
+            status=account.status,
+            metadata=account.metadata,
+            version=account.version,
+            posted_debits=0,
+            posted_credits=0,
+            pending_debits=0,
+            pending_credits=0,
+            created_at=account.created_at,
+            updated_at=account.updated_at,
+        )
+    )
+
+
+async def get_account(
+    session: AsyncSession, account_id: uuid.UUID, *, for_update: bool = False
+) -> AccountState | None:
+    query = sa.select(*ACCOUNT_COLUMNS).where(accounts_t.c.id == account_id)
+    if for_update:
+        query = query.with_for_update()
+    row = (await session.execute(query)).first()
+    return None if row is None else account_from_row(row)
+
+
+async def get_by_code(session: AsyncSession, code: str) -> AccountState | None:
+    row = (
+        await session.execute(sa.select(*ACCOUNT_COLUMNS).where(accounts_t.c.code == code))
+    ).first()
+    return None if row is None else account_from_row(row)
+
+
+async def list_accounts(
+    session: AsyncSession,
+    *,
+    code: str | None,
+    currency: str | None,
+    status: str | None,
+    after: uuid.UUID | None,
+    limit: int,
+) -> list[AccountState]:
+    query = sa.select(*ACCOUNT_COLUMNS).order_by(accounts_t.c.id).limit(limit)
+    if code is not None:
+        query = query.where(accounts_t.c.code == code)
+    if currency is not None:
+        query = query.where(accounts_t.c.currency == currency)
+    if status is not None:
+        query = query.where(accounts_t.c.status == status)
+    if after is not None:
+        query = query.where(accounts_t.c.id > after)
+    return [account_from_row(r) for r in await session.execute(query)]
+
+
+async def update_account(session: AsyncSession, account: AccountState) -> None:
+    await session.execute(
+        sa.update(accounts_t)
+        .where(accounts_t.c.id == account.id)
+        .values(
+            metadata=account.metadata,
+            status=account.status,
+            min_balance=account.min_balance,
+            version=account.version,
+            updated_at=account.updated_at,
+        )
+    )
+
+
+async def list_entries(
+    session: AsyncSession,
+    account_id: uuid.UUID,
+    *,
+    start: dt.datetime | None,
+    end: dt.datetime | None,
+    after_sequence: int | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    query = (
+        sa.select(
+            entries_t.c.sequence,
+            entries_t.c.transfer_id,
+            entries_t.c.direction,
+            entries_t.c.amount,
+            entries_t.c.balance_after,
+            entries_t.c.posted_at,
+        )
+        .where(entries_t.c.account_id == account_id)
+        .order_by(entries_t.c.sequence)
+        .limit(limit)
+    )
+    if start is not None:
+        query = query.where(entries_t.c.posted_at >= start)
+    if end is not None:
+        query = query.where(entries_t.c.posted_at < end)
+    if after_sequence is not None:
+        query = query.where(entries_t.c.sequence > after_sequence)
+    return [dict(r._mapping) for r in await session.execute(query)]
+
+
+async def balance_as_of(
+    session: AsyncSession, account_id: uuid.UUID, as_of: dt.datetime
+) -> tuple[int, int] | None:
+    """(posted balance, sequence) of the last entry at or before `as_of`."""
+    row = (
+        await session.execute(
+            sa.select(entries_t.c.balance_after, entries_t.c.sequence)
+            .where(entries_t.c.account_id == account_id, entries_t.c.posted_at <= as_of)
+            .order_by(entries_t.c.sequence.desc())
+            .limit(1)
+        )
+    ).first()
+    return None if row is None else (row.balance_after, row.sequence)

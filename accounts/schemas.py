@@ -1,0 +1,99 @@
+"""Account request and response bodies."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Literal
+
+import msgspec
+
+from ledger import limits
+from ledger.posting.rules import AccountState
+from ledger.schemas import Metadata, SignedBalance, Strict
+
+Code = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9:._-]{1,128}$")]
+Currency = Annotated[str, msgspec.Meta(pattern=r"^[A-Z0-9]{3,12}$")]
+MinBalance = Annotated[int, msgspec.Meta(ge=-limits.AMOUNT_MAX, le=limits.AMOUNT_MAX)]
+Status = Literal["active", "frozen", "closed"]
+
+UNSET: msgspec.UnsetType = msgspec.UNSET
+
+
+class AccountCreate(Strict):
+    code: Code
+    currency: Currency
+    normal_balance: Literal["debit", "credit"]
+    id: uuid.UUID | None = None
+    min_balance: MinBalance | msgspec.UnsetType | None = UNSET
+    metadata: Metadata | None = None
+
+
+class AccountPatch(Strict):
+    metadata: Metadata | msgspec.UnsetType | None = UNSET
+    status: Status | msgspec.UnsetType = UNSET
+    min_balance: MinBalance | msgspec.UnsetType | None = UNSET
+
+
+class Balances(msgspec.Struct):
+    posted: SignedBalance
+    available: int
+    posted_debits: int
+    posted_credits: int
+    pending_debits: int
+    pending_credits: int
+
+
+class AccountOut(msgspec.Struct):
+    id: uuid.UUID
+    code: str
+    currency: str
+    normal_balance: str
+    min_balance: int | None
+    status: str
+    metadata: Metadata
+    version: int
+    created_at: dt.datetime
+    balances: Balances
+
+
+class EntryOut(msgspec.Struct):
+    sequence: int
+    transfer_id: uuid.UUID
+    direction: str
+    amount: int
+    balance_after: int
+    posted_at: dt.datetime
+
+
+class BalanceAsOf(msgspec.Struct):
+    account_id: uuid.UUID
+    as_of: dt.datetime
+    posted: int
+    sequence: int
+
+
+def balances_of(account: AccountState) -> Balances:
+    return Balances(
+        posted=account.posted,
+        available=account.available,
+        posted_debits=account.posted_debits,
+        posted_credits=account.posted_credits,
+        pending_debits=account.pending_debits,
+        pending_credits=account.pending_credits,
+    )
+
+
+def account_out(account: AccountState) -> AccountOut:
+    return AccountOut(
+        id=account.id,
+        code=account.code,
+        currency=account.currency,
+        normal_balance=account.normal_balance,
+        min_balance=account.min_balance,
+        status=account.status,
+        metadata=account.metadata,
+        version=account.version,
+        created_at=account.created_at,
+        balances=balances_of(account),
+    )

@@ -1,0 +1,64 @@
+"""API keys over HTTP (admin only). The secret is in the create response and nowhere else."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from litestar import Controller, Request, Response, delete, get, post
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ledger.apikeys import service
+from ledger.apikeys.schemas import ApiKeyCreate
+from ledger.context import WriteContext
+from ledger.http import (
+    check_limit,
+    decode_uuid_cursor,
+    idempotent_post,
+    json_response,
+    page,
+    requires,
+    services_of,
+    write_context,
+)
+from ledger.schemas import decode_body
+
+
+class ApiKeyController(Controller):
+    path = "/v1/api-keys"
+    tags = ["api-keys"]
+    guards = [requires("keys")]
+
+    @post("/", operation_id="createApiKey", status_code=201)
+    async def create(self, request: Request[Any, Any, Any]) -> Response[bytes]:
+        body = decode_body(await request.body(), ApiKeyCreate)
+
+        async def effect(session: AsyncSession, ctx: WriteContext) -> tuple[int, Any]:
+            view, secret = await service.create_key(
+                session, name=body.name, role=body.role, ctx=ctx
+            )
+            return 201, {**view.public(), "secret": secret}
+
+        return await idempotent_post(request, effect)
+
+    @get("/", operation_id="listApiKeys")
+    async def list_(
+        self, request: Request[Any, Any, Any], cursor: str | None = None, limit: int = 100
+    ) -> Response[bytes]:
+        check_limit(limit)
+        after = decode_uuid_cursor("api_key", cursor)
+
+        async def work(session: AsyncSession) -> list[dict[str, Any]]:
+            return [k.public() for k in await service.list_keys(session, after=after, limit=limit)]
+
+        items = await services_of(request).run(work)
+        return json_response(page(items, limit, lambda k: str(k["id"]), "api_key"))
+
+    @delete("/{key_id:uuid}", operation_id="revokeApiKey", status_code=200)
+    async def revoke(self, request: Request[Any, Any, Any], key_id: uuid.UUID) -> Response[bytes]:
+        ctx = write_context(request)
+
+        async def work(session: AsyncSession) -> dict[str, Any]:
+            return (await service.revoke_key(session, key_id, ctx.at_now())).public()
+
+        return json_response(await services_of(request).run(work))

@@ -1,0 +1,73 @@
+"""The application factory: one place that wires settings, database, routes and plumbing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException
+from litestar.openapi.config import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
+
+from accounts.controllers import AccountController
+from ledger import limits
+from ledger.apikeys.controllers import ApiKeyController
+from ledger.db import create_engine, create_sessionmaker
+from ledger.errors import LedgerError
+from ledger.http import Services, handle_http_exception, handle_ledger_error, handle_unexpected
+from ledger.settings import Settings
+from ledger.system import health, metrics_endpoint, ready
+from observability.middleware import request_context_middleware
+from observability.tracing import configure_tracing
+from transfers.controllers import TransferController
+
+
+def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = None) -> Litestar:
+    configure_tracing()
+    engine = create_engine(settings)
+    services = Services(settings=settings, sessionmaker=create_sessionmaker(engine))
+
+    async def dispose_engine() -> None:
+        await engine.dispose()
+
+    return Litestar(
+        route_handlers=[
+            health,
+            ready,
+            metrics_endpoint,
+            AccountController,
+            TransferController,
+            ApiKeyController,
+            *(extra_route_handlers or []),
+        ],
+        state=State({"services": services, "engine": engine}),
+        middleware=[request_context_middleware],
+        plugins=[OpenTelemetryPlugin(OpenTelemetryConfig(exclude=["/metrics", "/health"]))],
+        exception_handlers={
+            LedgerError: handle_ledger_error,
+            HTTPException: handle_http_exception,
+            Exception: handle_unexpected,
+        },
+        openapi_config=OpenAPIConfig(
+            title="Ledger",
+            version="1.0.0",
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin()],
+        ),
+        request_max_body_size=limits.REQUEST_BODY_BYTES_MAX,
+        on_shutdown=[dispose_engine],
+        logging_config=None,
+        debug=False,
+    )
+
+
+def create_app_from_env() -> Litestar:
+    """Factory for `uvicorn --factory` in worker processes: settings from the environment."""
+    from ledger.settings import load_settings
+    from observability.logging import configure_logging
+
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)

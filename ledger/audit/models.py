@@ -1,0 +1,46 @@
+"""Audit records (insert-only) and their seals (an insert-only hash chain)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ledger.db import Base
+
+
+class AuditRecord(Base):
+    __tablename__ = "audit_records"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    # Insert order inside PostgreSQL; the sealer chains by commit visibility, not by this alone.
+    seq: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), unique=True)
+    at: Mapped[dt.datetime]
+    actor_id: Mapped[uuid.UUID | None]
+    actor_name: Mapped[str]
+    action: Mapped[str] = mapped_column(sa.String(64))
+    object_type: Mapped[str] = mapped_column(sa.String(32))
+    object_id: Mapped[str]
+    request_id: Mapped[str | None]
+    trace_id: Mapped[str | None]
+    client_addr: Mapped[str | None]
+    data: Mapped[dict[str, Any]]
+
+    __table_args__ = (
+        sa.Index("ix_audit_records_object_id_seq", "object_id", "seq"),
+        sa.Index("ix_audit_records_actor_id_seq", "actor_id", "seq"),
+        sa.Index("ix_audit_records_at", "at"),
+    )
+
+
+class AuditSeal(Base):
+    __tablename__ = "audit_seals"
+
+    seq: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True, autoincrement=False)
+    record_id: Mapped[uuid.UUID] = mapped_column(unique=True)
+    prev_hash: Mapped[str] = mapped_column(sa.String(64))
+    hash: Mapped[str] = mapped_column(sa.String(64))
+    sealed_at: Mapped[dt.datetime]

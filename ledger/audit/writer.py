@@ -1,0 +1,44 @@
+"""Audit records, appended in the business transaction. Never a secret in `data`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ledger.audit.models import AuditRecord
+from ledger.context import WriteContext
+from ledger.ids import new_id
+
+
+@dataclass(slots=True)
+class AuditEntry:
+    action: str
+    object_type: str
+    object_id: str
+    data: dict[str, Any]
+
+
+async def write_audit(session: AsyncSession, entries: list[AuditEntry], ctx: WriteContext) -> None:
+    if not entries:
+        return
+    rows = [
+        {
+            "id": new_id(),
+            "at": ctx.now,
+            "actor_id": ctx.actor.id,
+            "actor_name": ctx.actor.name,
+            "action": entry.action,
+            "object_type": entry.object_type,
+            "object_id": entry.object_id,
+            "request_id": ctx.request_id,
+            "trace_id": ctx.trace_id,
+            "client_addr": ctx.client_addr,
+            "data": msgspec.to_builtins(entry.data),
+        }
+        for entry in entries
+    ]
+    await session.execute(sa.insert(AuditRecord), rows)

@@ -1,0 +1,221 @@
+"""The `ledger` command. Settings are read here, once, when a command starts."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import structlog
+
+from ledger.errors import ConfigurationError
+from ledger.settings import Settings, load_settings
+from observability.logging import configure_logging
+
+T = TypeVar("T")
+log = structlog.get_logger("ledger.cli")
+
+DEV_DATA_DIR = Path(".ledger")
+
+
+def _settings(require_db: bool = True) -> Settings:
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    if require_db and settings.database_url is None:
+        raise ConfigurationError("LEDGER_DATABASE_URL is not set (or use `ledger dev`)")
+    return settings
+
+
+def _run(coro_fn: Callable[[], Awaitable[T]]) -> T:
+    return asyncio.run(coro_fn())  # type: ignore[arg-type]
+
+
+async def _with_session(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
+    from ledger.db import create_engine, create_sessionmaker, run_in_transaction
+
+    engine = create_engine(settings, pool_size=1)
+    try:
+        return await run_in_transaction(create_sessionmaker(engine), work)
+    finally:
+        await engine.dispose()
+
+
+async def ensure_admin_key(settings: Settings) -> None:
+    if settings.admin_key is None:
+        return
+    from ledger.apikeys.service import ensure_key
+    from ledger.context import Actor, WriteContext
+
+    secret = settings.admin_key
+
+    async def work(session: Any) -> None:
+        await ensure_key(
+            session, name="admin", role="admin", secret=secret, ctx=WriteContext(actor=Actor.cli())
+        )
+
+    await _with_session(settings, work)
+
+
+# -- commands -------------------------------------------------------------------------------------
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from ledger import migrate
+
+    settings = _settings()
+    url = settings.database_url or ""
+    if args.action == "upgrade":
+        migrate.upgrade(url, args.revision or "head")
+    elif args.action == "downgrade":
+        if not args.revision:
+            raise ConfigurationError("ledger db downgrade needs a revision (or base)")
+        migrate.downgrade(url, args.revision)
+    print(migrate.current_revision(url) or "base")
+    return 0
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from ledger.apikeys.service import ROLES, create_key
+    from ledger.context import Actor, WriteContext
+
+    if args.role not in ROLES:
+        raise ConfigurationError(f"--role must be one of {', '.join(ROLES)}")
+    if not (1 <= len(args.name) <= 128):
+        raise ConfigurationError("--name must be 1..128 characters")
+    settings = _settings()
+
+    async def work(session: Any) -> str:
+        _, secret = await create_key(
+            session, name=args.name, role=args.role, ctx=WriteContext(actor=Actor.cli())
+        )
+        return secret
+
+    print(_run(lambda: _with_session(settings, work)))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from ledger.verify import find_violations
+
+    settings = _settings()
+    violations = _run(lambda: _with_session(settings, find_violations))
+    for line in violations:
+        print(line)
+    if not violations:
+        print("ok: every ledger invariant holds", file=sys.stderr)
+    return 1 if violations else 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = _settings()
+    host = args.host or settings.host
+    port = args.port or settings.port
+    _run(lambda: ensure_admin_key(settings))
+    if settings.kafka_bootstrap_servers is None:
+        log.info("serve.kafka_disabled", detail="events stay in the outbox and the HTTP feed")
+    os.environ["LEDGER_HOST"], os.environ["LEDGER_PORT"] = host, str(port)
+    uvicorn.run(
+        "ledger.app:create_app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=args.workers,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from ledger.worker import run_worker
+
+    settings = _settings()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        await ensure_admin_key(settings)
+        await run_worker(settings, stop)
+
+    _run(main)
+    return 0
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from ledger.dev import run_dev
+
+    return run_dev(DEV_DATA_DIR, port=args.port)
+
+
+# -- parser ---------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ledger", description="Double-entry ledger service")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    dev = sub.add_parser("dev", help="embedded PostgreSQL and broker, migrations, API and workers")
+    dev.add_argument("--port", type=int, default=None)
+    dev.set_defaults(func=cmd_dev)
+
+    serve = sub.add_parser("serve", help="the HTTP API")
+    serve.add_argument("--host", default=None)
+    serve.add_argument("--port", type=int, default=None)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(func=cmd_serve)
+
+    worker = sub.add_parser("worker", help="outbox relay, expiry of pending transfers, sealing")
+    worker.set_defaults(func=cmd_worker)
+
+    db = sub.add_parser("db", help="schema migrations (Alembic)")
+    db_sub = db.add_subparsers(dest="action", required=True)
+    for action in ("upgrade", "downgrade", "current"):
+        p = db_sub.add_parser(action)
+        if action != "current":
+            p.add_argument("revision", nargs="?", default=None)
+        p.set_defaults(func=cmd_db, revision=None)
+
+    keys = sub.add_parser("keys", help="API keys")
+    keys_sub = keys.add_subparsers(dest="action", required=True)
+    create = keys_sub.add_parser("create", help="create a key; its secret is the only stdout line")
+    create.add_argument("--name", required=True)
+    create.add_argument("--role", required=True)
+    create.set_defaults(func=cmd_keys_create)
+
+    verify = sub.add_parser("verify", help="check every ledger invariant in the database")
+    verify.set_defaults(func=cmd_verify)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigurationError as exc:
+        print(f"ledger: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Database plumbing: declarative base, engine, sessions and the retrying unit of work."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import MetaData
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from ledger import limits
+from ledger.errors import ServiceUnavailable
+from ledger.settings import Settings
+from observability import metrics
+
+T = TypeVar("T")
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock detected
+UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "57P")  # connection exceptions, operator intervention
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {
+        int: sa.BigInteger(),
+        str: sa.Text(),
+        uuid.UUID: UUID(as_uuid=True),
+        dt.datetime: sa.DateTime(timezone=True),
+        dict[str, Any]: JSONB(),
+    }
+
+
+def create_engine(settings: Settings, *, pool_size: int = limits.DB_POOL_SIZE) -> AsyncEngine:
+    options = (
+        f"-c lock_timeout={limits.DB_LOCK_TIMEOUT_MS} "
+        f"-c statement_timeout={limits.DB_STATEMENT_TIMEOUT_MS} "
+        f"-c idle_in_transaction_session_timeout={limits.DB_IDLE_IN_TRANSACTION_TIMEOUT_MS} "
+        "-c timezone=UTC"
+    )
+    return create_async_engine(
+        settings.sqlalchemy_url,
+        pool_size=pool_size,
+        max_overflow=limits.DB_POOL_OVERFLOW,
+        pool_timeout=limits.DB_POOL_TIMEOUT_SECONDS,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        isolation_level="READ COMMITTED",
+        connect_args={
+            "options": options,
+            "connect_timeout": limits.DB_CONNECT_TIMEOUT_SECONDS,
+            "application_name": "ledger",
+        },
+    )
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    if isinstance(exc, DBAPIError):
+        orig = exc.orig
+        state = getattr(orig, "sqlstate", None)
+        return state if isinstance(state, str) else None
+    return None
+
+
+def is_retryable(exc: BaseException) -> bool:
+    return sqlstate(exc) in RETRYABLE_SQLSTATES
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True when the failure is the database being away, not the request being wrong."""
+    if isinstance(exc, PoolTimeoutError | ConnectionError | OSError):
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        state = sqlstate(exc)
+        if state is None:
+            return isinstance(exc, OperationalError)
+        return state.startswith(UNAVAILABLE_SQLSTATE_PREFIXES)
+    return False
+
+
+def _count_retry(retry_state: Any) -> None:
+    metrics.TX_RETRIES.inc()
+
+
+async def run_in_transaction(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    work: Callable[[AsyncSession], Awaitable[T]],
+) -> T:
+    """One owner of the unit of work: run `work` in a transaction, commit once, roll back on error.
+
+    Serialization failures and deadlocks are retried with capped, jittered exponential backoff;
+    a database that cannot be reached becomes `ServiceUnavailable` (503 with Retry-After).
+    """
+    retrying = AsyncRetrying(
+        retry=retry_if_exception(is_retryable),
+        stop=stop_after_attempt(limits.TX_RETRY_ATTEMPTS_MAX),
+        wait=wait_random_exponential(
+            multiplier=limits.TX_RETRY_BACKOFF_INITIAL_MS / 1000,
+            max=limits.TX_RETRY_BACKOFF_MAX_MS / 1000,
+        ),
+        before_sleep=_count_retry,
+        reraise=True,
+    )
+    try:
+        async for attempt in retrying:
+            with attempt:
+                async with sessionmaker() as session, session.begin():
+                    return await work(session)
+    except Exception as exc:
+        if is_unavailable(exc):
+            raise ServiceUnavailable() from exc
+        raise
+    raise RuntimeError("unreachable: tenacity either returns or raises")  # pragma: no cover

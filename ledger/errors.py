@@ -1,0 +1,217 @@
+"""Named errors. Every domain error maps to exactly one HTTP status and one stable problem code."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class ConfigurationError(Exception):
+    """The process cannot start with the settings it was given."""
+
+
+class LedgerError(Exception):
+    """A refusal the client can act on; rendered as an RFC 9457 problem."""
+
+    status: ClassVar[int] = 422
+    code: ClassVar[str] = "unprocessable"
+    title: ClassVar[str] = "Unprocessable request"
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.extra = extra
+
+    def problem(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": f"https://ledger.dev/problems/{self.code.replace('_', '-')}",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            "code": self.code,
+        }
+        body.update(self.extra)
+        return body
+
+
+class ValidationFailed(LedgerError):
+    status = 422
+    code = "validation_error"
+    title = "Request validation failed"
+
+
+class NotFound(LedgerError):
+    status = 404
+    code = "not_found"
+    title = "Not found"
+
+
+class AccountNotFound(LedgerError):
+    status = 404
+    code = "account_not_found"
+    title = "Account not found"
+
+
+class TransferNotFound(LedgerError):
+    status = 404
+    code = "transfer_not_found"
+    title = "Transfer not found"
+
+
+class ApiKeyNotFound(LedgerError):
+    status = 404
+    code = "api_key_not_found"
+    title = "API key not found"
+
+
+class AccountCodeExists(LedgerError):
+    status = 409
+    code = "account_code_exists"
+    title = "Account code taken"
+
+
+class AccountExistsWithDifferentFields(LedgerError):
+    status = 409
+    code = "account_exists_with_different_fields"
+    title = "An account with this id exists with different fields"
+
+
+class SameAccount(LedgerError):
+    status = 422
+    code = "same_account"
+    title = "Debit and credit account are the same"
+
+
+class CurrencyMismatch(LedgerError):
+    status = 422
+    code = "currency_mismatch"
+    title = "Currencies differ"
+
+
+class AccountNotActive(LedgerError):
+    status = 422
+    code = "account_not_active"
+    title = "Account is not active"
+
+
+class InsufficientFunds(LedgerError):
+    status = 422
+    code = "insufficient_funds"
+    title = "Insufficient funds"
+
+
+class AmountOverflow(LedgerError):
+    status = 422
+    code = "amount_overflow"
+    title = "Balance would overflow"
+
+
+class TransferExistsWithDifferentFields(LedgerError):
+    status = 409
+    code = "transfer_exists_with_different_fields"
+    title = "A transfer with this id exists with different fields"
+
+
+class TransferAlreadyVoided(LedgerError):
+    status = 409
+    code = "transfer_already_voided"
+    title = "This transfer id was voided"
+
+
+class TransferNotPending(LedgerError):
+    status = 409
+    code = "transfer_not_pending"
+    title = "Transfer is not pending"
+
+
+class TransferNotPosted(LedgerError):
+    status = 422
+    code = "transfer_not_posted"
+    title = "Only posted transfers can be reversed"
+
+
+class PostExceedsPending(LedgerError):
+    status = 422
+    code = "post_exceeds_pending"
+    title = "Amount exceeds the pending amount"
+
+
+class ReversalExceedsPosted(LedgerError):
+    status = 422
+    code = "reversal_exceeds_posted"
+    title = "Reversal exceeds the posted amount"
+
+
+class IdempotencyKeyReused(LedgerError):
+    status = 422
+    code = "idempotency_key_reused"
+    title = "Idempotency-Key was used with a different request"
+
+
+class IdempotencyKeyInUse(LedgerError):
+    status = 409
+    code = "idempotency_key_in_use"
+    title = "A request with this key is running"
+
+
+class PreconditionRequired(LedgerError):
+    status = 428
+    code = "precondition_required"
+    title = "If-Match header required"
+
+
+class PreconditionFailed(LedgerError):
+    status = 412
+    code = "precondition_failed"
+    title = "The resource has changed"
+
+
+class AccountClosed(LedgerError):
+    status = 422
+    code = "account_closed"
+    title = "Account is closed"
+
+
+class AccountNotEmpty(LedgerError):
+    status = 422
+    code = "account_not_empty"
+    title = "Only accounts with zero balances can close"
+
+
+class MinBalanceViolated(LedgerError):
+    status = 422
+    code = "min_balance_violated"
+    title = "The new min_balance is above the available balance"
+
+
+class Unauthorized(LedgerError):
+    status = 401
+    code = "unauthorized"
+    title = "Missing, unknown or revoked API key"
+
+
+class Forbidden(LedgerError):
+    status = 403
+    code = "forbidden"
+    title = "This key's role may not do that"
+
+
+class PayloadTooLarge(LedgerError):
+    status = 413
+    code = "payload_too_large"
+    title = "Request body too large"
+
+
+class NotCommitted(LedgerError):
+    status = 422
+    code = "not_committed"
+    title = "Not committed: another item of the atomic batch failed"
+
+
+class ServiceUnavailable(LedgerError):
+    status = 503
+    code = "service_unavailable"
+    title = "The database is unavailable; retry later"
+
+
+class InvariantViolation(Exception):
+    """The code was about to break a money invariant: a bug, never the client's fault (500)."""

@@ -1,0 +1,125 @@
+"""Idempotency-Key: the key row is inserted first, in the same transaction as the effect.
+
+`INSERT ... ON CONFLICT DO NOTHING` makes "check, act, mark" one atomic step: a concurrent
+duplicate blocks on the uncommitted key until the first request commits (it then replays the
+stored response) or rolls back (it then proceeds as the first). Refusals (4xx) are stored and
+replayed too; the business effect is rolled back to a savepoint, the key row is kept.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import cast
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ledger import limits
+from ledger.errors import IdempotencyKeyInUse, IdempotencyKeyReused, LedgerError, ValidationFailed
+from ledger.idempotency_models import IdempotencyRecord
+from ledger.schemas import encode
+
+keys_t = cast(sa.Table, IdempotencyRecord.__table__)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    status: int
+    body: bytes
+    replayed: bool = False
+    media_type: str = "application/json"
+
+
+def check_key(key: str) -> str:
+    if not (1 <= len(key) <= limits.IDEMPOTENCY_KEY_LENGTH_MAX) or not all(
+        "!" <= ch <= "~" for ch in key
+    ):
+        raise ValidationFailed(
+            "Idempotency-Key must be 1..255 visible ASCII characters",
+            errors=[{"field": "Idempotency-Key", "message": "invalid"}],
+        )
+    return key
+
+
+def fingerprint(method: str, path: str, body: bytes) -> str:
+    digest = hashlib.sha256()
+    for part in (method.encode(), b"\0", path.encode(), b"\0", body):
+        digest.update(part)
+    return digest.hexdigest()
+
+
+async def run_idempotent(
+    session: AsyncSession,
+    *,
+    principal_id: uuid.UUID,
+    key: str,
+    fingerprint_hex: str,
+    now: dt.datetime,
+    effect: Callable[[AsyncSession], Awaitable[StoredResponse]],
+) -> StoredResponse:
+    inserted = (
+        await session.execute(
+            pg_insert(keys_t)
+            .values(
+                principal_id=principal_id,
+                key=key,
+                fingerprint=fingerprint_hex,
+                status_code=None,
+                response_body=None,
+                created_at=now,
+            )
+            .on_conflict_do_nothing()
+            .returning(keys_t.c.key)
+        )
+    ).first()
+    if inserted is None:
+        return await _replay(session, principal_id, key, fingerprint_hex, now)
+    savepoint = await session.begin_nested()
+    try:
+        response = await effect(session)
+    except LedgerError as error:
+        await savepoint.rollback()
+        if error.status >= 500:
+            raise
+        response = StoredResponse(
+            error.status, encode(error.problem()), False, "application/problem+json"
+        )
+    else:
+        await savepoint.commit()
+    await session.execute(
+        sa.update(keys_t)
+        .where(keys_t.c.principal_id == principal_id, keys_t.c.key == key)
+        .values(status_code=response.status, response_body=_stored(response))
+    )
+    return response
+
+
+def _stored(response: StoredResponse) -> bytes:
+    # The media type travels with the body: one byte of kind, then the exact bytes sent.
+    kind = b"p" if response.media_type == "application/problem+json" else b"j"
+    return kind + response.body
+
+
+async def _replay(
+    session: AsyncSession, principal_id: uuid.UUID, key: str, fingerprint_hex: str, now: dt.datetime
+) -> StoredResponse:
+    row = (
+        await session.execute(
+            sa.select(keys_t).where(keys_t.c.principal_id == principal_id, keys_t.c.key == key)
+        )
+    ).first()
+    if row is None or row.status_code is None or row.response_body is None:
+        # Only reachable if the first request's row vanished between our insert and select.
+        raise IdempotencyKeyInUse("a request with this Idempotency-Key is still running")
+    if row.fingerprint != fingerprint_hex:
+        raise IdempotencyKeyReused("this Idempotency-Key was used with a different request")
+    if row.created_at < now - dt.timedelta(seconds=limits.IDEMPOTENCY_KEY_TTL_SECONDS):
+        raise IdempotencyKeyReused("this Idempotency-Key has expired; use a new key")
+    body = bytes(row.response_body)
+    media = "application/problem+json" if body[:1] == b"p" else "application/json"
+    return StoredResponse(row.status_code, body[1:], True, media)

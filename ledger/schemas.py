@@ -1,0 +1,108 @@
+"""Shared request/response building blocks (msgspec) and the strict JSON decoder."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+
+from ledger import limits
+from ledger.errors import ValidationFailed
+
+T = TypeVar("T")
+
+Amount = Annotated[int, msgspec.Meta(ge=1, le=limits.AMOUNT_MAX)]
+SignedBalance = Annotated[int, msgspec.Meta(ge=-limits.AMOUNT_MAX, le=limits.AMOUNT_MAX)]
+Metadata = dict[str, Any]
+
+
+class Strict(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False):
+    """Base of request bodies: unknown fields are refused."""
+
+
+class Page(msgspec.Struct):
+    data: list[Any]
+    next_cursor: str | None
+
+
+_PATH = re.compile(r"at `\$(?P<path>[^`]*)`")
+_UNKNOWN = re.compile(r"unknown field `(?P<name>[^`]*)`")
+
+
+def _field_of(message: str) -> str:
+    match = _PATH.search(message)
+    if not match:
+        unknown = _UNKNOWN.search(message)
+        return unknown.group("name") if unknown else ""
+    path = match.group("path")
+    return path.lstrip(".").replace("][", ".").replace("[", ".").replace("]", "").strip(".")
+
+
+def decode_body(body: bytes, kind: type[T]) -> T:
+    """Decode a JSON body strictly: wrong types, floats or strings for integers, unknown fields
+    and out-of-range values are all `validation_error` with the offending field named."""
+    if not body.strip():
+        raise ValidationFailed(
+            "a JSON body is required", errors=[{"field": "", "message": "empty"}]
+        )
+    try:
+        value = msgspec.json.decode(body, type=kind, strict=True)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        raise ValidationFailed(
+            message, errors=[{"field": _field_of(message), "message": message}]
+        ) from exc
+    except msgspec.DecodeError as exc:
+        raise ValidationFailed(
+            "the body is not valid JSON", errors=[{"field": "", "message": str(exc)}]
+        ) from exc
+    return value
+
+
+def check_metadata(metadata: Metadata | None, field: str = "metadata") -> Metadata:
+    """Metadata is free-form but bounded: size, depth, and no floats smuggled in as money."""
+    if metadata is None:
+        return {}
+    encoded = msgspec.json.encode(metadata)
+    if len(encoded) > limits.METADATA_BYTES_MAX:
+        raise ValidationFailed(
+            f"{field} is larger than {limits.METADATA_BYTES_MAX} bytes",
+            errors=[{"field": field, "message": "too large"}],
+        )
+    if _depth(metadata) > limits.METADATA_DEPTH_MAX:
+        raise ValidationFailed(
+            f"{field} nests deeper than {limits.METADATA_DEPTH_MAX}",
+            errors=[{"field": field, "message": "too deep"}],
+        )
+    if b"\\u0000" in encoded:
+        raise ValidationFailed(
+            f"{field} may not contain NUL characters",
+            errors=[{"field": field, "message": "NUL character"}],
+        )
+    return metadata
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+def check_text(value: str | None, field: str) -> None:
+    if value is not None and "\x00" in value:
+        raise ValidationFailed(
+            f"{field} may not contain NUL characters",
+            errors=[{"field": field, "message": "NUL character"}],
+        )
+
+
+def utc(value: dt.datetime) -> dt.datetime:
+    return value.astimezone(dt.UTC)
+
+
+def encode(value: Any) -> bytes:
+    return msgspec.json.encode(value)

@@ -1,0 +1,75 @@
+"""Settings read from the environment once, when a command starts (never at import)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from ledger.errors import ConfigurationError
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str | None = None
+    kafka_bootstrap_servers: str | None = None
+    kafka_topic: str = "ledger.events"
+    kafka_enable_idempotence: bool = False
+    admin_key: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "info"
+    log_format: str = "json"
+
+    def with_(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url is None:
+            raise ConfigurationError("LEDGER_DATABASE_URL is not set")
+        return to_sqlalchemy_url(self.database_url)
+
+
+def to_sqlalchemy_url(url: str) -> str:
+    """`postgresql://...` (the contract's form) to the psycopg 3 dialect SQLAlchemy needs."""
+    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    raise ConfigurationError("LEDGER_DATABASE_URL must start with postgresql://")
+
+
+def _flag(value: str | None, *, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    level = env.get("LEDGER_LOG_LEVEL", "info").strip().lower() or "info"
+    if level not in LOG_LEVELS:
+        raise ConfigurationError(f"LEDGER_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
+    default_format = "console" if sys.stderr.isatty() else "json"
+    log_format = env.get("LEDGER_LOG_FORMAT", default_format).strip().lower() or default_format
+    if log_format not in ("json", "console"):
+        raise ConfigurationError("LEDGER_LOG_FORMAT must be json or console")
+    port_text = env.get("LEDGER_PORT", "8000")
+    try:
+        port = int(port_text)
+    except ValueError as exc:
+        raise ConfigurationError("LEDGER_PORT must be an integer") from exc
+    return Settings(
+        database_url=env.get("LEDGER_DATABASE_URL") or None,
+        kafka_bootstrap_servers=env.get("LEDGER_KAFKA_BOOTSTRAP_SERVERS") or None,
+        kafka_topic=env.get("LEDGER_KAFKA_TOPIC") or "ledger.events",
+        kafka_enable_idempotence=_flag(env.get("LEDGER_KAFKA_ENABLE_IDEMPOTENCE"), default=False),
+        admin_key=env.get("LEDGER_ADMIN_KEY") or None,
+        host=env.get("LEDGER_HOST") or "127.0.0.1",
+        port=port,
+        log_level=level,
+        log_format=log_format,
+    )

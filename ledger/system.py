@@ -1,0 +1,61 @@
+"""Unauthenticated endpoints: liveness, readiness, Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from litestar import Request, Response, get
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ledger import migrate
+from ledger.errors import LedgerError
+from ledger.http import json_response, services_of
+from observability import metrics
+
+
+@get("/health", operation_id="health", include_in_schema=True, tags=["system"])
+async def health() -> Response[bytes]:
+    return json_response({"status": "ok"})
+
+
+@get("/ready", operation_id="ready", tags=["system"])
+async def ready(request: Request[Any, Any, Any]) -> Response[bytes]:
+    services = services_of(request)
+    head = migrate.head_revision()
+
+    async def current(session: AsyncSession) -> str | None:
+        row = (await session.execute(sa.text("SELECT version_num FROM alembic_version"))).first()
+        return None if row is None else str(row[0])
+
+    try:
+        revision = await services.run(current)
+    except LedgerError:
+        return json_response({"status": "unavailable", "database": "unreachable"}, 503)
+    except Exception:  # an unmigrated database has no alembic_version table
+        return json_response({"status": "unavailable", "database": "not migrated"}, 503)
+    if revision != head:
+        return json_response(
+            {"status": "unavailable", "migration": revision, "expected": head}, 503
+        )
+    return json_response({"status": "ready", "migration": revision})
+
+
+@get("/metrics", operation_id="metrics", tags=["system"])
+async def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
+    services = services_of(request)
+
+    async def backlog(session: AsyncSession) -> int:
+        value = (
+            await session.execute(
+                sa.text("SELECT count(*) FROM outbox_events WHERE position IS NULL")
+            )
+        ).scalar()
+        return int(value or 0)
+
+    try:
+        metrics.OUTBOX_BACKLOG.set(await services.run(backlog))
+    except Exception:  # metrics must answer even while the database is away
+        metrics.OUTBOX_BACKLOG.set(float("nan"))
+    return Response(content=generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,93 @@
+"""`ledger worker`: background jobs, each a bounded step run in a loop with its own interval.
+
+A step does a bounded amount of work in its own transactions and returns how much it did; the
+loop runs it again at once while there is work, and otherwise sleeps (or is woken early)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from ledger.context import Actor, WriteContext
+from ledger.db import run_in_transaction
+from ledger.errors import LedgerError
+from ledger.posting.repository import due_pending_ids
+from ledger.settings import Settings
+from transfers.service import expire_one
+
+log = structlog.get_logger("ledger.worker")
+
+EXPIRY_BATCH_SIZE = 100
+EXPIRY_INTERVAL_SECONDS = 1.0
+IDEMPOTENCY_CLEANUP_INTERVAL_SECONDS = 300.0
+
+
+@dataclass
+class Job:
+    name: str
+    step: Callable[[], Awaitable[int]]
+    interval_seconds: float
+
+
+async def expire_step(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
+    """Expire pending transfers past their timeout: each in its own transaction, under the same
+    locks as a void, so two workers at once never release one hold twice."""
+    ctx = WriteContext(actor=Actor.system("expiry"))
+
+    async def due(session: AsyncSession) -> list[object]:
+        return list(await due_pending_ids(session, ctx.now, EXPIRY_BATCH_SIZE))
+
+    expired = 0
+    for transfer_id in await run_in_transaction(sessionmaker, due):
+
+        async def one(session: AsyncSession, tid: object = transfer_id) -> bool:
+            return await expire_one(session, tid, ctx.at_now())  # type: ignore[arg-type]
+
+        if await run_in_transaction(sessionmaker, one):
+            expired += 1
+    if expired:
+        log.info("transfer.expired_batch", count=expired)
+    return expired
+
+
+async def run_job(job: Job, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            done = await job.step()
+        except LedgerError as exc:
+            log.warning("worker.step_unavailable", job=job.name, error=exc.code)
+            done = 0
+        except Exception:
+            log.exception("worker.step_failed", job=job.name)
+            done = 0
+        if done:
+            continue
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=job.interval_seconds)
+
+
+def default_jobs(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> list[Job]:
+    return [
+        Job("expiry", lambda: expire_step(sessionmaker), EXPIRY_INTERVAL_SECONDS),
+    ]
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
+    from ledger.db import create_engine, create_sessionmaker
+
+    engine = create_engine(settings, pool_size=4)
+    sessionmaker = create_sessionmaker(engine)
+    jobs = default_jobs(settings, sessionmaker)
+    if settings.kafka_bootstrap_servers is None:
+        log.info("worker.kafka_disabled", detail="events stay in the outbox and the HTTP feed")
+    log.info("worker.started", jobs=[j.name for j in jobs])
+    try:
+        await asyncio.gather(*(run_job(job, stop) for job in jobs))
+    finally:
+        await engine.dispose()
+        log.info("worker.stopped")

@@ -1,0 +1,76 @@
+"""The outbox writer: events become rows in the business transaction (never published here)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ledger.context import WriteContext
+from ledger.ids import new_id
+from outbox.models import OutboxEvent
+
+SEQUENCE_DIGITS = 20
+
+
+def sequence_text(version: int) -> str:
+    """CloudEvents sequence: a lexicographically ordered string, the version zero-padded."""
+    return f"{version:0{SEQUENCE_DIGITS}d}"
+
+
+@dataclass(slots=True)
+class PendingEvent:
+    type: str
+    subject: uuid.UUID
+    data: Any
+    sequence: int | None = None
+
+
+def envelope(event: PendingEvent, event_id: uuid.UUID, ctx: WriteContext) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": str(event_id),
+        "source": "ledger",
+        "type": event.type,
+        "subject": str(event.subject),
+        "time": msgspec.to_builtins(ctx.now),
+        "datacontenttype": "application/json",
+    }
+    if event.sequence is not None:
+        body["sequence"] = sequence_text(event.sequence)
+    if ctx.traceparent:
+        body["traceparent"] = ctx.traceparent
+    body["data"] = msgspec.to_builtins(event.data)
+    return body
+
+
+async def write_events(
+    session: AsyncSession, events: list[PendingEvent], ctx: WriteContext
+) -> None:
+    if not events:
+        return
+    rows = []
+    for event in events:
+        event_id = new_id()
+        rows.append(
+            {
+                "event_id": event_id,
+                "type": event.type,
+                "subject": str(event.subject),
+                "sequence": event.sequence,
+                "envelope": envelope(event, event_id, ctx),
+                "traceparent": ctx.traceparent,
+                "created_at": ctx.now,
+            }
+        )
+    await session.execute(sa.insert(OutboxEvent), rows)
+    await session.execute(sa.text("SELECT pg_notify('ledger_outbox', '')"))
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)

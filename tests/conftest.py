@@ -1,0 +1,92 @@
+"""Test infrastructure: a real PostgreSQL (embedded, or TEST_DATABASE_URL), migrated once into a
+template database; every test gets a fresh database cloned from it, and the real app on top."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from litestar.testing import AsyncTestClient
+
+from ledger import migrate
+from ledger.app import create_app
+from ledger.embedded import EmbeddedPostgres
+from ledger.settings import Settings
+from observability.logging import configure_logging
+
+TEMPLATE = "ledger_template"
+_counter = itertools.count()
+
+
+def _admin_url(base: str, database: str) -> str:
+    head, _, _ = base.rpartition("/")
+    return f"{head}/{database}"
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """URL of a server we may create databases on."""
+    configure_logging("warning", "json")
+    external = os.environ.get("TEST_DATABASE_URL")
+    if external:
+        yield external
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="ledger-test-pg-"))
+    server = EmbeddedPostgres(tmp, fast_unsafe=True).start()
+    try:
+        yield server.url("postgres")
+    finally:
+        server.remove()
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_server: str) -> str:
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{TEMPLATE}"')
+    url = _admin_url(pg_server, TEMPLATE)
+    migrate.upgrade(url)
+    return url
+
+
+def new_database(pg_server: str, template: str = TEMPLATE) -> str:
+    name = f"t_{os.getpid()}_{next(_counter)}_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    return _admin_url(pg_server, name)
+
+
+@pytest.fixture
+def db_url(pg_server: str, template_db: str) -> str:
+    return new_database(pg_server)
+
+
+@pytest.fixture
+def settings(db_url: str) -> Settings:
+    return Settings(
+        database_url=db_url, admin_key="lk_test_admin_secret_0123456789", log_format="json"
+    )
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[AsyncTestClient[Any]]:
+    from ledger.cli import ensure_admin_key
+
+    await ensure_admin_key(settings)
+    app = create_app(settings)
+    async with AsyncTestClient(app=app, raise_server_exceptions=False) as test_client:
+        test_client.headers["Authorization"] = f"Bearer {settings.admin_key}"
+        yield test_client
+
+
+@pytest.fixture
+def sync_db(db_url: str) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        yield conn

@@ -1,0 +1,63 @@
+"""Small helpers the HTTP tests share."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from litestar.testing import AsyncTestClient
+
+
+async def create_account(
+    client: AsyncTestClient[Any],
+    *,
+    normal_balance: str = "credit",
+    currency: str = "USD",
+    min_balance: int | str | None = "default",
+    code: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "code": code or f"acct:{uuid.uuid4().hex[:12]}",
+        "currency": currency,
+        "normal_balance": normal_balance,
+        **extra,
+    }
+    if min_balance != "default":
+        body["min_balance"] = min_balance
+    response = await client.post("/v1/accounts", json=body)
+    assert response.status_code == 201, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+async def transfer(
+    client: AsyncTestClient[Any], debit: str, credit: str, amount: int, **extra: Any
+) -> Any:
+    return await client.post(
+        "/v1/transfers",
+        json={"debit_account_id": debit, "credit_account_id": credit, "amount": amount, **extra},
+    )
+
+
+async def funded_pair(
+    client: AsyncTestClient[Any], amount: int, currency: str = "USD"
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """A debit-normal source with no floor, and two credit-normal customer accounts, the first
+    funded with `amount`."""
+    source = await create_account(
+        client, normal_balance="debit", currency=currency, min_balance=None
+    )
+    a = await create_account(client, currency=currency)
+    b = await create_account(client, currency=currency)
+    if amount:
+        response = await transfer(client, source["id"], a["id"], amount)
+        assert response.status_code == 201, response.text
+    return source, a, b
+
+
+async def balances(client: AsyncTestClient[Any], account_id: str) -> dict[str, Any]:
+    response = await client.get(f"/v1/accounts/{account_id}")
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()["balances"]
+    return result

@@ -1,0 +1,91 @@
+"""Transfers, their posted entries (append-only) and tombstones of ids voided before creation."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ledger.db import Base
+
+
+class Transfer(Base):
+    __tablename__ = "transfers"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    debit_account_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("accounts.id"))
+    credit_account_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("accounts.id"))
+    amount: Mapped[int]
+    currency: Mapped[str] = mapped_column(sa.String(12))
+    state: Mapped[str] = mapped_column(sa.String(8))
+    posted_amount: Mapped[int]
+    reversed_amount: Mapped[int]
+    reference: Mapped[str | None] = mapped_column(sa.String(255))
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata")
+    timeout_at: Mapped[dt.datetime | None]
+    created_at: Mapped[dt.datetime]
+    updated_at: Mapped[dt.datetime]
+    reversal_of: Mapped[uuid.UUID | None] = mapped_column(sa.ForeignKey("transfers.id"))
+    # What the client asked, kept to tell a repeated create from a different one.
+    created_pending: Mapped[bool]
+    timeout_seconds: Mapped[int | None]
+
+    __table_args__ = (
+        sa.CheckConstraint("amount > 0", name="amount_positive"),
+        sa.CheckConstraint("debit_account_id <> credit_account_id", name="distinct_accounts"),
+        sa.CheckConstraint("state IN ('pending', 'posted', 'voided', 'expired')", name="state"),
+        sa.CheckConstraint(
+            "posted_amount >= 0 AND posted_amount <= amount", name="posted_within_amount"
+        ),
+        sa.CheckConstraint(
+            "(state = 'posted') = (posted_amount > 0)", name="posted_iff_posted_amount"
+        ),
+        sa.CheckConstraint(
+            "reversed_amount >= 0 AND reversed_amount <= posted_amount",
+            name="reversed_within_posted",
+        ),
+        sa.Index("ix_transfers_debit_account_id_id", "debit_account_id", "id"),
+        sa.Index("ix_transfers_credit_account_id_id", "credit_account_id", "id"),
+        sa.Index("ix_transfers_state_id", "state", "id"),
+        sa.Index(
+            "ix_transfers_pending_timeout",
+            "timeout_at",
+            postgresql_where=sa.text("state = 'pending' AND timeout_at IS NOT NULL"),
+        ),
+        sa.Index("ix_transfers_reversal_of", "reversal_of"),
+    )
+
+
+class Entry(Base):
+    """One leg of a posted movement. Append-only: a trigger refuses UPDATE and DELETE."""
+
+    __tablename__ = "entries"
+
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
+    account_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("accounts.id"))
+    transfer_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("transfers.id"))
+    direction: Mapped[str] = mapped_column(sa.String(6))
+    amount: Mapped[int]
+    balance_after: Mapped[int]
+    sequence: Mapped[int]
+    posted_at: Mapped[dt.datetime]
+
+    __table_args__ = (
+        sa.CheckConstraint("direction IN ('debit', 'credit')", name="direction"),
+        sa.CheckConstraint("amount > 0", name="amount_positive"),
+        sa.UniqueConstraint("account_id", "sequence"),
+        sa.Index("ix_entries_transfer_id", "transfer_id"),
+        sa.Index("ix_entries_account_id_posted_at", "account_id", "posted_at"),
+    )
+
+
+class VoidedTransferId(Base):
+    """An id voided before the ledger saw it (TCC empty cancel); refuses a late create."""
+
+    __tablename__ = "voided_transfer_ids"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    created_at: Mapped[dt.datetime]

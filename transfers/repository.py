@@ -1,0 +1,56 @@
+"""Transfer reads for the API (the posting kernel owns every transfer write)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ledger.posting.repository import (
+    TRANSFER_COLUMNS,
+    TransferRow,
+    tombstones_t,
+    transfer_from_row,
+    transfers_t,
+)
+
+
+async def get_transfer(session: AsyncSession, transfer_id: uuid.UUID) -> TransferRow | None:
+    row = (
+        await session.execute(sa.select(*TRANSFER_COLUMNS).where(transfers_t.c.id == transfer_id))
+    ).first()
+    return None if row is None else transfer_from_row(row)
+
+
+async def tombstone_time(session: AsyncSession, transfer_id: uuid.UUID) -> dt.datetime | None:
+    value = (
+        await session.execute(
+            sa.select(tombstones_t.c.created_at).where(tombstones_t.c.id == transfer_id)
+        )
+    ).scalar()
+    return value
+
+
+async def list_transfers(
+    session: AsyncSession,
+    *,
+    account_id: uuid.UUID | None,
+    state: str | None,
+    after: uuid.UUID | None,
+    limit: int,
+) -> list[TransferRow]:
+    query = sa.select(*TRANSFER_COLUMNS).order_by(transfers_t.c.id).limit(limit)
+    if account_id is not None:
+        query = query.where(
+            sa.or_(
+                transfers_t.c.debit_account_id == account_id,
+                transfers_t.c.credit_account_id == account_id,
+            )
+        )
+    if state is not None:
+        query = query.where(transfers_t.c.state == state)
+    if after is not None:
+        query = query.where(transfers_t.c.id > after)
+    return [transfer_from_row(r) for r in await session.execute(query)]
