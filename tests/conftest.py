@@ -21,6 +21,8 @@ from ledger.embedded import EmbeddedPostgres
 from ledger.settings import Settings
 from observability.logging import configure_logging
 
+pytest_plugins = ["tests.kafka_fixtures"]
+
 TEMPLATE = "ledger_template"
 _counter = itertools.count()
 
