@@ -29,6 +29,8 @@ class PendingEvent:
     subject: uuid.UUID
     data: Any
     sequence: int | None = None
+    # The request that caused this event, when one transaction serves several (group commit).
+    ctx: WriteContext | None = None
 
 
 def envelope(event: PendingEvent, event_id: uuid.UUID, ctx: WriteContext) -> dict[str, Any]:
@@ -57,15 +59,16 @@ async def write_events(
     rows = []
     for event in events:
         event_id = new_id()
+        event_ctx = event.ctx or ctx
         rows.append(
             {
                 "event_id": event_id,
                 "type": event.type,
                 "subject": str(event.subject),
                 "sequence": event.sequence,
-                "envelope": envelope(event, event_id, ctx),
-                "traceparent": ctx.traceparent,
-                "created_at": ctx.now,
+                "envelope": envelope(event, event_id, event_ctx),
+                "traceparent": event_ctx.traceparent,
+                "created_at": event_ctx.now,
             }
         )
     await session.execute(sa.insert(OutboxEvent), rows)

@@ -20,25 +20,29 @@ class AuditEntry:
     object_type: str
     object_id: str
     data: dict[str, Any]
+    # The request that made this write, when one transaction serves several (group commit).
+    ctx: WriteContext | None = None
 
 
 async def write_audit(session: AsyncSession, entries: list[AuditEntry], ctx: WriteContext) -> None:
     if not entries:
         return
-    rows = [
-        {
-            "id": new_id(),
-            "at": ctx.now,
-            "actor_id": ctx.actor.id,
-            "actor_name": ctx.actor.name,
-            "action": entry.action,
-            "object_type": entry.object_type,
-            "object_id": entry.object_id,
-            "request_id": ctx.request_id,
-            "trace_id": ctx.trace_id,
-            "client_addr": ctx.client_addr,
-            "data": msgspec.to_builtins(entry.data),
-        }
-        for entry in entries
-    ]
+    rows = []
+    for entry in entries:
+        entry_ctx = entry.ctx or ctx
+        rows.append(
+            {
+                "id": new_id(),
+                "at": entry_ctx.now,
+                "actor_id": entry_ctx.actor.id,
+                "actor_name": entry_ctx.actor.name,
+                "action": entry.action,
+                "object_type": entry.object_type,
+                "object_id": entry.object_id,
+                "request_id": entry_ctx.request_id,
+                "trace_id": entry_ctx.trace_id,
+                "client_addr": entry_ctx.client_addr,
+                "data": msgspec.to_builtins(entry.data),
+            }
+        )
     await session.execute(sa.insert(AuditRecord), rows)

@@ -21,6 +21,7 @@ from ledger.audit.writer import AuditEntry, write_audit
 from ledger.context import WriteContext
 from ledger.errors import (
     AccountNotFound,
+    InvariantViolation,
     LedgerError,
     NotCommitted,
     PostExceedsPending,
@@ -99,6 +100,7 @@ class Posting:
                 type="ledger.account.balance_changed",
                 subject=account.id,
                 sequence=account.version,
+                ctx=self.ctx,
                 data={
                     "account_id": account.id,
                     "transfer_id": transfer.id,
@@ -139,7 +141,10 @@ class Posting:
     def _transfer_event(self, kind: str, transfer: TransferRow) -> None:
         self.events.append(
             PendingEvent(
-                type=f"ledger.transfer.{kind}", subject=transfer.id, data=transfer_out(transfer)
+                type=f"ledger.transfer.{kind}",
+                subject=transfer.id,
+                data=transfer_out(transfer),
+                ctx=self.ctx,
             )
         )
         metrics.TRANSFERS.labels(state=transfer.state).inc()
@@ -198,6 +203,7 @@ class Posting:
         self._transfer_event(transfer.state, transfer)
         self.audit.append(
             AuditEntry(
+                ctx=self.ctx,
                 action="transfer.create",
                 object_type="transfer",
                 object_id=str(transfer.id),
@@ -227,6 +233,7 @@ class Posting:
         self._transfer_event("posted", transfer)
         self.audit.append(
             AuditEntry(
+                ctx=self.ctx,
                 action="transfer.post",
                 object_type="transfer",
                 object_id=str(transfer.id),
@@ -249,6 +256,7 @@ class Posting:
         self._transfer_event(final, transfer)
         self.audit.append(
             AuditEntry(
+                ctx=self.ctx,
                 action="transfer.expire" if expire else "transfer.void",
                 object_type="transfer",
                 object_id=str(transfer.id),
@@ -297,6 +305,7 @@ class Posting:
         self._transfer_event("reversed", reversal)
         self.audit.append(
             AuditEntry(
+                ctx=self.ctx,
                 action="transfer.reverse",
                 object_type="transfer",
                 object_id=str(original.id),
@@ -348,12 +357,19 @@ def command_data(command: TransferCommand) -> dict[str, Any]:
 
 
 async def create_transfers(
-    session: AsyncSession, commands: list[TransferCommand], *, atomic: bool, ctx: WriteContext
+    session: AsyncSession,
+    commands: list[TransferCommand],
+    *,
+    atomic: bool,
+    ctx: WriteContext,
+    contexts: list[WriteContext] | None = None,
 ) -> list[Outcome]:
     """Create transfers in one transaction, each checked in arrival order on locked balances.
 
     Not atomic: a refused item leaves its neighbours untouched. Atomic: the first refused item
     names its error, every other item answers `not_committed`, and nothing is written.
+    `contexts` (group commit) gives each command the request it came from, for its events and
+    audit record; they must share one `now`.
     """
     started = time.perf_counter()
     client_ids = [c.id for c in commands if c.id is not None]
@@ -364,8 +380,12 @@ async def create_transfers(
     )
     posting.transfers = await repo.load_transfers(session, client_ids)
     tombstones = await repo.load_tombstones(session, client_ids)
+    if contexts is not None and len(contexts) != len(commands):
+        raise InvariantViolation("group commit needs one context per command")
     outcomes: list[Outcome] = []
-    for command in commands:
+    for index, command in enumerate(commands):
+        if contexts is not None:
+            posting.ctx = contexts[index]
         try:
             outcomes.append(posting.create(command, tombstones))
         except LedgerError as error:
