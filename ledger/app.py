@@ -9,17 +9,17 @@ from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
-from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 
 from accounts.controllers import AccountController
 from ledger import limits
 from ledger.apikeys.controllers import ApiKeyController
+from ledger.audit.controllers import AuditController
 from ledger.db import create_engine, create_sessionmaker
 from ledger.errors import LedgerError
 from ledger.http import Services, handle_http_exception, handle_ledger_error, handle_unexpected
 from ledger.settings import Settings
 from ledger.system import health, metrics_endpoint, ready
-from observability.middleware import request_context_middleware
+from observability.middleware import telemetry_config
 from observability.tracing import configure_tracing
 from transfers.controllers import TransferController
 
@@ -40,11 +40,13 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
             AccountController,
             TransferController,
             ApiKeyController,
+            AuditController,
             *(extra_route_handlers or []),
         ],
         state=State({"services": services, "engine": engine}),
-        middleware=[request_context_middleware],
-        plugins=[OpenTelemetryPlugin(OpenTelemetryConfig(exclude=["/metrics", "/health"]))],
+        # Outermost: the server span, then request ids, access line and duration histogram for
+        # every response (unmatched routes too); see observability/middleware.py.
+        middleware=[telemetry_config().middleware],
         exception_handlers={
             LedgerError: handle_ledger_error,
             HTTPException: handle_http_exception,

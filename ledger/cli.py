@@ -17,6 +17,7 @@ import structlog
 from ledger.errors import ConfigurationError
 from ledger.settings import Settings, load_settings
 from observability.logging import configure_logging
+from observability.tracing import configure_tracing
 
 T = TypeVar("T")
 log = structlog.get_logger("ledger.cli")
@@ -27,6 +28,8 @@ DEV_DATA_DIR = Path(".ledger")
 def _settings(require_db: bool = True) -> Settings:
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
+    # Every command's spans (the worker's relay, the consumer) go where OTEL_* says.
+    configure_tracing()
     if require_db and settings.database_url is None:
         raise ConfigurationError("LEDGER_DATABASE_URL is not set (or use `ledger dev`)")
     return settings
@@ -122,17 +125,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.kafka_bootstrap_servers is None:
         log.info("serve.kafka_disabled", detail="events stay in the outbox and the HTTP feed")
     os.environ["LEDGER_HOST"], os.environ["LEDGER_PORT"] = host, str(port)
-    uvicorn.run(
-        "ledger.app:create_app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=args.workers,
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        timeout_graceful_shutdown=10,
-    )
+    from observability.metrics import multiprocess_dir
+
+    # With several worker processes /metrics must add up all of them: prometheus_client's
+    # multiprocess mode, its directory set before the workers start.
+    with multiprocess_dir(args.workers):
+        uvicorn.run(
+            "ledger.app:create_app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=args.workers,
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            timeout_graceful_shutdown=10,
+        )
     return 0
 
 

@@ -29,7 +29,7 @@ from tenacity import (
 from ledger import limits
 from ledger.errors import ServiceUnavailable
 from ledger.settings import Settings
-from observability import metrics
+from observability import metrics, tracing
 
 T = TypeVar("T")
 
@@ -63,7 +63,7 @@ def create_engine(settings: Settings, *, pool_size: int = limits.DB_POOL_SIZE) -
         f"-c idle_in_transaction_session_timeout={limits.DB_IDLE_IN_TRANSACTION_TIMEOUT_MS} "
         "-c timezone=UTC"
     )
-    return create_async_engine(
+    engine = create_async_engine(
         settings.sqlalchemy_url,
         pool_size=pool_size,
         max_overflow=limits.DB_POOL_OVERFLOW,
@@ -77,6 +77,9 @@ def create_engine(settings: Settings, *, pool_size: int = limits.DB_POOL_SIZE) -
             "application_name": "ledger",
         },
     )
+    # SQL spans, children of the request's (or the consumer's) span: one trace end to end.
+    tracing.instrument_engine(engine)
+    return engine
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -23,6 +23,7 @@ class Settings:
     port: int = 8000
     log_level: str = "info"
     log_format: str = "json"
+    audit_sealer: bool = True  # LEDGER_AUDIT_SEALER=off: no sealing (only to measure its cost)
 
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -72,4 +73,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         port=port,
         log_level=level,
         log_format=log_format,
+        audit_sealer=_flag(env.get("LEDGER_AUDIT_SEALER"), default=True),
     )

@@ -6,7 +6,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from litestar import Request, Response, get
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger import migrate
@@ -58,4 +57,5 @@ async def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
         metrics.OUTBOX_BACKLOG.set(await services.run(backlog))
     except Exception:  # metrics must answer even while the database is away
         metrics.OUTBOX_BACKLOG.set(float("nan"))
-    return Response(content=generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    body, content_type = metrics.exposition()  # all workers' values under serve --workers N
+    return Response(content=body, media_type=content_type)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from ledger import limits
 from ledger.context import Actor, WriteContext
 from ledger.db import run_in_transaction
 from ledger.errors import LedgerError
@@ -32,6 +33,8 @@ class Job:
     name: str
     step: Callable[[], Awaitable[int]]
     interval_seconds: float
+    # Releases what the job holds between steps (a connection, an advisory lock) at shutdown.
+    close: Callable[[], Awaitable[None]] | None = None
 
 
 async def expire_step(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
@@ -72,9 +75,22 @@ async def run_job(job: Job, stop: asyncio.Event) -> None:
 
 
 def default_jobs(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> list[Job]:
-    return [
+    jobs = [
         Job("expiry", lambda: expire_step(sessionmaker), EXPIRY_INTERVAL_SECONDS),
     ]
+    if settings.audit_sealer:
+        jobs.append(audit_sealer_job(sessionmaker))
+    return jobs
+
+
+def audit_sealer_job(sessionmaker: async_sessionmaker[AsyncSession]) -> Job:
+    """Seals new audit records into the hash chain; one active sealer per database."""
+    from ledger.audit.sealer import AuditSealer, engine_of
+
+    sealer = AuditSealer(engine_of(sessionmaker))
+    return Job(
+        "audit-sealer", sealer.paced_step, limits.AUDIT_SEAL_INTERVAL_SECONDS, close=sealer.close
+    )
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
@@ -89,5 +105,9 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     try:
         await asyncio.gather(*(run_job(job, stop) for job in jobs))
     finally:
+        for job in jobs:
+            if job.close is not None:
+                with contextlib.suppress(Exception):
+                    await job.close()
         await engine.dispose()
         log.info("worker.stopped")

@@ -1,8 +1,30 @@
-"""Prometheus metrics. Labels are bounded: route templates and states, never raw paths or ids."""
+"""Prometheus metrics. Labels are bounded: route templates and states, never raw paths or ids.
+
+`ledger serve --workers N` runs N processes, each with its own counters. With N > 1 the command
+sets PROMETHEUS_MULTIPROC_DIR (before the workers start, so prometheus_client keeps its values in
+files there) and /metrics sums the files of every worker (`exposition`). Gauges say how to merge
+(`multiprocess_mode`): the ones set when scraped take the most recent value."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 HTTP_REQUEST_DURATION = Histogram(
     "http_server_request_duration_seconds",
@@ -31,8 +53,39 @@ IDEMPOTENT_REPLAYS = Counter(
 OUTBOX_BACKLOG = Gauge(
     "ledger_outbox_backlog",
     "Events committed but not yet published (read when scraped)",
+    multiprocess_mode="mostrecent",
 )
 CONSUMER_SEQUENCE_GAPS = Counter(
     "ledger_consumer_sequence_gaps",
     "Gaps seen by the reference consumer in an account's event sequence",
 )
+
+
+def exposition() -> tuple[bytes, str]:
+    """The Prometheus text for /metrics: this process's registry, or every worker's values when
+    `ledger serve --workers N` runs them in multiprocess mode."""
+    if os.environ.get(MULTIPROC_DIR_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+@contextmanager
+def multiprocess_dir(workers: int) -> Iterator[str | None]:
+    """For `ledger serve --workers N`: a fresh PROMETHEUS_MULTIPROC_DIR for the worker processes
+    when N > 1 (removed afterwards), so /metrics on any worker reports all of them.
+
+    A directory the operator set is used as it is (prometheus_client wants it emptied between
+    runs: that is then theirs to do). Must run before the workers start: prometheus_client
+    chooses where values live when it is imported."""
+    if workers <= 1 or os.environ.get(MULTIPROC_DIR_ENV):
+        yield os.environ.get(MULTIPROC_DIR_ENV)
+        return
+    path = tempfile.mkdtemp(prefix="ledger-metrics-")
+    os.environ[MULTIPROC_DIR_ENV] = path
+    try:
+        yield path
+    finally:
+        os.environ.pop(MULTIPROC_DIR_ENV, None)
+        shutil.rmtree(path, ignore_errors=True)

@@ -21,7 +21,8 @@ from ledger.embedded import EmbeddedPostgres
 from ledger.settings import Settings
 from observability.logging import configure_logging
 
-pytest_plugins = ["tests.kafka_fixtures"]
+# log_capture: every log line of the session also goes to one file, scanned for secrets at the end.
+pytest_plugins = ["tests.kafka_fixtures", "tests.log_capture"]
 
 TEMPLATE = "ledger_template"
 _counter = itertools.count()
@@ -35,7 +36,7 @@ def _admin_url(base: str, database: str) -> str:
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[str]:
     """URL of a server we may create databases on."""
-    configure_logging("warning", "json")
+    configure_logging("info", "json")  # info: the secrets scan must see request lines
     external = os.environ.get("TEST_DATABASE_URL")
     if external:
         yield external
