@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from ledger.errors import ConfigurationError
+from ledger.errors import ConfigurationError, LedgerError
 from ledger.settings import Settings, load_settings
 from observability.logging import configure_logging
 from observability.tracing import configure_tracing
@@ -115,6 +115,46 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1 if violations else 0
 
 
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    """Prints the report as one JSON line (as `GET /v1/audit/verify` answers); exit 1 if bad."""
+    import msgspec
+
+    from ledger.audit.service import verify
+
+    settings = _settings()
+    report = _run(lambda: _with_session(settings, verify))
+    print(msgspec.json.encode(report).decode(), flush=True)
+    if report.ok:
+        print(
+            f"ok: {report.checked} sealed audit records verified, {report.unsealed} not sealed yet",
+            file=sys.stderr,
+        )
+        return 0
+    print(
+        f"audit trail invalid at record {report.first_invalid_id}: {report.reason}",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def cmd_audit_show(args: argparse.Namespace) -> int:
+    """One object's audit history as a readable timeline (or JSON lines with --json)."""
+    import msgspec
+
+    from ledger.audit.service import object_history
+    from ledger.audit.timeline import render
+
+    settings = _settings()
+    object_id = args.object.strip()
+    records = _run(lambda: _with_session(settings, lambda s: object_history(s, object_id)))
+    if args.json:
+        for record in records:
+            print(msgspec.json.encode(record).decode())
+    else:
+        print("\n".join(render(object_id, records)))
+    return 0 if records else 1
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -209,6 +249,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     verify = sub.add_parser("verify", help="check every ledger invariant in the database")
     verify.set_defaults(func=cmd_verify)
+
+    audit = sub.add_parser("audit", help="the audit trail: verify its hash chain, show a history")
+    audit_sub = audit.add_subparsers(dest="action", required=True)
+    audit_verify = audit_sub.add_parser(
+        "verify", help="recompute the hash chain; exit 1 naming the first bad record"
+    )
+    audit_verify.set_defaults(func=cmd_audit_verify)
+    audit_show = audit_sub.add_parser("show", help="one account's or transfer's history")
+    audit_show.add_argument("--object", required=True, help="account, transfer or API key id")
+    audit_show.add_argument("--json", action="store_true", help="one JSON record per line")
+    audit_show.set_defaults(func=cmd_audit_show)
     return parser
 
 
@@ -219,6 +270,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
     except ConfigurationError as exc:
         print(f"ledger: {exc}", file=sys.stderr)
+        return 2
+    except LedgerError as exc:  # e.g. the database is unreachable, or a bad argument value
+        print(f"ledger: {exc.code}: {exc.detail}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

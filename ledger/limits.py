@@ -35,3 +35,10 @@ TX_RETRY_BACKOFF_INITIAL_MS = 5
 TX_RETRY_BACKOFF_MAX_MS = 500
 
 RETRY_AFTER_SECONDS = 2  # sent with 503 while the database is unreachable
+
+# Audit trail: the sealer chains new records within a second; verify reads the chain in pages.
+AUDIT_SEAL_INTERVAL_SECONDS = 0.5  # idle wait between sealer passes (the contract asks <= 5 s)
+AUDIT_SEAL_BATCH_SIZE = 2_000  # records sealed per transaction
+AUDIT_SEAL_GRACE_SECONDS = 60  # longer than any write transaction runs; see docs/audit.md
+AUDIT_VERIFY_BATCH_SIZE = 2_000  # seals read per query by `audit verify`
+AUDIT_SHOW_RECORDS_MAX = 10_000  # records one `ledger audit show` prints at most

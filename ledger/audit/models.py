@@ -13,6 +13,8 @@ from ledger.db import Base
 
 
 class AuditRecord(Base):
+    """Who did what, from which request, and what changed. Insert-only (trigger-enforced)."""
+
     __tablename__ = "audit_records"
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
@@ -28,15 +30,22 @@ class AuditRecord(Base):
     trace_id: Mapped[str | None]
     client_addr: Mapped[str | None]
     data: Mapped[dict[str, Any]]
+    # The writing transaction's id (migration 0003): lets the sealer find late commits exactly.
+    xact_id: Mapped[int] = mapped_column(
+        sa.BigInteger, server_default=sa.text("(pg_current_xact_id()::text)::bigint")
+    )
 
     __table_args__ = (
         sa.Index("ix_audit_records_object_id_seq", "object_id", "seq"),
+        sa.Index("ix_audit_records_xact_id", "xact_id"),
         sa.Index("ix_audit_records_actor_id_seq", "actor_id", "seq"),
         sa.Index("ix_audit_records_at", "at"),
     )
 
 
 class AuditSeal(Base):
+    """One link of the hash chain: seal `seq` covers one record and the previous seal's hash."""
+
     __tablename__ = "audit_seals"
 
     seq: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True, autoincrement=False)

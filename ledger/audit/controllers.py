@@ -1,0 +1,54 @@
+"""Thin HTTP layer for auditors: the trail, filtered and paged, and its verification."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from litestar import Controller, Request, Response, get
+from litestar.params import Parameter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ledger.audit import service
+from ledger.audit.schemas import AuditRecordOut, AuditVerifyOut
+from ledger.http import check_limit, decode_int_cursor, json_response, page, requires, services_of
+
+
+class AuditController(Controller):
+    path = "/v1/audit"
+    tags = ["audit"]
+    guards = [requires("audit")]
+
+    @get("/", operation_id="listAuditRecords")
+    async def list_(
+        self,
+        request: Request[Any, Any, Any],
+        actor: str | None = None,
+        object_id: str | None = None,
+        action: str | None = None,
+        from_: dt.datetime | None = Parameter(query="from", default=None),
+        to: dt.datetime | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> Response[bytes]:
+        """Audit records oldest first; `actor` is an API key id or an actor name."""
+        check_limit(limit)
+        after = decode_int_cursor("audit", cursor)
+        where = service.record_filter(
+            actor=actor, object_id=object_id, action=action, start=from_, end=to
+        )
+
+        async def work(session: AsyncSession) -> list[AuditRecordOut]:
+            return await service.list_records(session, where, after_seq=after, limit=limit)
+
+        items = await services_of(request).run(work)
+        return json_response(page(items, limit, lambda r: str(r.seq), "audit"))
+
+    @get("/verify", operation_id="verifyAuditTrail")
+    async def verify(self, request: Request[Any, Any, Any]) -> Response[bytes]:
+        """Recompute the hash chain: `ok` false names the first bad record (200 either way)."""
+
+        async def work(session: AsyncSession) -> AuditVerifyOut:
+            return await service.verify(session)
+
+        return json_response(await services_of(request).run(work))

@@ -1,0 +1,42 @@
+"""What the audit endpoints answer (msgspec Structs)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import msgspec
+
+
+class AuditActor(msgspec.Struct):
+    """The API key's id and name; `id` is null for the CLI (`cli`) and the worker's own jobs."""
+
+    id: uuid.UUID | None
+    name: str
+
+
+class AuditRecordOut(msgspec.Struct):
+    id: uuid.UUID
+    seq: int
+    at: dt.datetime
+    actor: AuditActor
+    action: str
+    object_type: str
+    object_id: str
+    request_id: str | None
+    trace_id: str | None
+    client_addr: str | None
+    data: dict[str, Any]
+
+
+class AuditVerifyOut(msgspec.Struct, omit_defaults=True):
+    """`first_invalid_id` and `reason` appear only when `ok` is false."""
+
+    ok: bool
+    checked: int
+    unsealed: int
+    head_seq: int
+    head_hash: str
+    first_invalid_id: uuid.UUID | None = None
+    reason: str | None = None

@@ -1,0 +1,137 @@
+"""Audit decisions for reviewers: filter parsing, listing, one object's history, verification."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ledger import limits
+from ledger.audit import repository as repo
+from ledger.audit.schemas import AuditActor, AuditRecordOut, AuditVerifyOut
+from ledger.audit.verify import verify_chain
+from ledger.errors import ValidationFailed
+from transfers import repository as transfers_repo
+
+ACTION_LENGTH_MAX = 64
+ACTOR_NAME_LENGTH_MAX = limits.API_KEY_NAME_LENGTH_MAX
+OBJECT_ID_LENGTH_MAX = 255
+
+
+def record_out(row: sa.Row[Any]) -> AuditRecordOut:
+    return AuditRecordOut(
+        id=row.id,
+        seq=row.seq,
+        at=row.at,
+        actor=AuditActor(id=row.actor_id, name=row.actor_name),
+        action=row.action,
+        object_type=row.object_type,
+        object_id=row.object_id,
+        request_id=row.request_id,
+        trace_id=row.trace_id,
+        client_addr=row.client_addr,
+        data=row.data,
+    )
+
+
+def _invalid(field: str, message: str) -> ValidationFailed:
+    return ValidationFailed(f"{field}: {message}", errors=[{"field": field, "message": message}])
+
+
+def _bounded(value: str | None, field: str, length_max: int) -> str | None:
+    if value is None:
+        return None
+    if not 1 <= len(value) <= length_max or "\x00" in value:
+        raise _invalid(field, f"must be 1..{length_max} characters")
+    return value
+
+
+def _utc(value: dt.datetime | None, field: str) -> dt.datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise _invalid(field, "timestamps must carry a UTC offset (RFC 3339)")
+    return value.astimezone(dt.UTC)
+
+
+def record_filter(
+    *,
+    actor: str | None = None,
+    object_id: str | None = None,
+    action: str | None = None,
+    start: dt.datetime | None = None,
+    end: dt.datetime | None = None,
+) -> repo.RecordFilter:
+    """`actor` is an API key id (a UUID) or an actor name (a key's name, `cli`, `expiry`, ...)."""
+    actor = _bounded(actor, "actor", ACTOR_NAME_LENGTH_MAX)
+    actor_id: uuid.UUID | None = None
+    actor_name: str | None = None
+    if actor is not None:
+        try:
+            actor_id = uuid.UUID(actor)
+        except ValueError:
+            actor_name = actor
+    return repo.RecordFilter(
+        actor_id=actor_id,
+        actor_name=actor_name,
+        object_id=_bounded(object_id, "object_id", OBJECT_ID_LENGTH_MAX),
+        action=_bounded(action, "action", ACTION_LENGTH_MAX),
+        start=_utc(start, "from"),
+        end=_utc(end, "to"),
+    )
+
+
+async def list_records(
+    session: AsyncSession, where: repo.RecordFilter, *, after_seq: int | None, limit: int
+) -> list[AuditRecordOut]:
+    rows = await repo.list_records(session, where, after_seq=after_seq, limit=limit)
+    return [record_out(r) for r in rows]
+
+
+async def object_history(
+    session: AsyncSession, object_id: str, *, records_max: int = limits.AUDIT_SHOW_RECORDS_MAX
+) -> list[AuditRecordOut]:
+    """Every record about one object, oldest first. A reversal transfer has no record of its own
+    (the reverse is recorded on the original), so its history starts with that record."""
+    where = record_filter(object_id=object_id)
+    found: list[AuditRecordOut] = []
+    after: int | None = None
+    while len(found) < records_max:
+        page_size = min(limits.LIST_LIMIT_MAX, records_max - len(found))
+        page = await list_records(session, where, after_seq=after, limit=page_size)
+        found.extend(page)
+        if len(page) < page_size:
+            break
+        after = page[-1].seq
+    origin = await _reversal_origin(session, object_id)
+    if origin is not None:
+        made = [record_out(r) for r in await repo.reversal_records(session, origin, object_id)]
+        found = sorted([*made, *found], key=lambda r: r.seq)[:records_max]
+    return found
+
+
+async def _reversal_origin(session: AsyncSession, object_id: str) -> str | None:
+    try:
+        transfer_id = uuid.UUID(object_id)
+    except ValueError:
+        return None
+    transfer = await transfers_repo.get_transfer(session, transfer_id)
+    if transfer is None or transfer.reversal_of is None:
+        return None
+    return str(transfer.reversal_of)
+
+
+async def verify(session: AsyncSession) -> AuditVerifyOut:
+    report = await verify_chain(session)
+    return AuditVerifyOut(
+        ok=report.ok,
+        checked=report.checked,
+        unsealed=report.unsealed,
+        head_seq=report.head_seq,
+        head_hash=report.head_hash,
+        first_invalid_id=report.first_invalid_id,
+        reason=report.reason,
+    )
