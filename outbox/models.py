@@ -60,3 +60,15 @@ class ConsumerBalance(Base):
     pending_debits: Mapped[int]
     pending_credits: Mapped[int]
     updated_at: Mapped[dt.datetime]
+
+
+class ConsumerSequence(Base):
+    """The last sequence a consumer group applied per subject: how the consumer kit proves it
+    missed nothing (a jump is a gap), across restarts, in the consumer's own transaction."""
+
+    __tablename__ = "consumer_sequences"
+
+    group_id: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    subject: Mapped[str] = mapped_column(primary_key=True)
+    sequence: Mapped[int]
+    updated_at: Mapped[dt.datetime]
