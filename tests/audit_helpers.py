@@ -1,0 +1,64 @@
+"""Helpers the audit tests share: read records straight from PostgreSQL, seal, run the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from ledger.audit.sealer import AuditSealer
+from ledger.db import create_engine
+from ledger.settings import Settings
+
+LEDGER = str(Path(sys.executable).with_name("ledger"))
+CLI_TIMEOUT_SECONDS = 60
+
+
+def records(conn: psycopg.Connection[Any], after_seq: int = 0) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute("SELECT * FROM audit_records WHERE seq > %s ORDER BY seq", (after_seq,))
+        return cur.fetchall()
+
+
+def last_seq(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("SELECT coalesce(max(seq), 0) FROM audit_records").fetchone()
+    return int(row[0]) if row else 0
+
+
+async def seal_all(settings: Settings) -> int:
+    """Run sealer passes in this process until one seals nothing; returns how many it sealed."""
+    engine = create_engine(settings, pool_size=1)
+    sealer = AuditSealer(engine)
+    total = 0
+    try:
+        while True:
+            done = await sealer.step()
+            total += done
+            if not done:
+                return total
+    finally:
+        await sealer.close()
+        await engine.dispose()
+
+
+def cli_env(db_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+    env.update(LEDGER_DATABASE_URL=db_url, LEDGER_LOG_FORMAT="json", LEDGER_LOG_LEVEL="warning")
+    env.update(extra)
+    return env
+
+
+def run_cli(db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [LEDGER, *args],
+        env=cli_env(db_url),
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_SECONDS,
+        check=False,
+    )
