@@ -21,13 +21,20 @@ from ledger.settings import Settings
 from ledger.system import health, metrics_endpoint, ready
 from observability.middleware import telemetry_config
 from observability.tracing import configure_tracing
+from outbox.feed import EventController
 from transfers.controllers import TransferController
+from transfers.group_commit import GroupCommitter
 
 
 def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = None) -> Litestar:
     configure_tracing()
     engine = create_engine(settings)
-    services = Services(settings=settings, sessionmaker=create_sessionmaker(engine))
+    sessionmaker = create_sessionmaker(engine)
+    services = Services(
+        settings=settings,
+        sessionmaker=sessionmaker,
+        group_committer=GroupCommitter(sessionmaker) if settings.group_commit else None,
+    )
 
     async def dispose_engine() -> None:
         await engine.dispose()
@@ -40,6 +47,7 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
             AccountController,
             TransferController,
             ApiKeyController,
+            EventController,
             AuditController,
             *(extra_route_handlers or []),
         ],

@@ -26,6 +26,7 @@ from ledger.errors import Forbidden, LedgerError, ServiceUnavailable, Unauthoriz
 from ledger.idempotency import StoredResponse, check_key, fingerprint, run_idempotent
 from ledger.settings import Settings
 from observability import metrics
+from transfers.group_commit import GroupCommitter, IdempotencyClaim
 
 T = TypeVar("T")
 log = structlog.get_logger("ledger.http")
@@ -44,6 +45,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
 class Services:
     settings: Settings
     sessionmaker: async_sessionmaker[AsyncSession]
+    group_committer: GroupCommitter | None = None
 
     async def run(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
         return await run_in_transaction(self.sessionmaker, work)
@@ -102,19 +104,28 @@ def canonical(body: bytes) -> bytes:
         return body
 
 
+def claim_of(request: Request[Any, Any, Any], body: bytes) -> IdempotencyClaim | None:
+    """The request's Idempotency-Key, scoped to its principal, with the body's fingerprint."""
+    key = request.headers.get("idempotency-key")
+    actor: Actor = request.state.actor
+    if key is None or actor.id is None:
+        return None
+    check_key(key)
+    return IdempotencyClaim(
+        principal_id=actor.id,
+        key=key,
+        fingerprint=fingerprint(request.method, request.url.path, canonical(body)),
+    )
+
+
 async def idempotent_post(
     request: Request[Any, Any, Any],
     effect: Callable[[AsyncSession, WriteContext], Awaitable[tuple[int, Any]]],
 ) -> Response[bytes]:
     """Run one write in one transaction, honouring Idempotency-Key exactly as the contract says."""
     services = services_of(request)
-    key = request.headers.get("idempotency-key")
-    actor: Actor = request.state.actor
+    claim = claim_of(request, await request.body())
     base_ctx = write_context(request)
-    if key is not None:
-        check_key(key)
-        body = await request.body()
-        print_hex = fingerprint(request.method, request.url.path, canonical(body))
 
     async def work(session: AsyncSession) -> StoredResponse:
         ctx = base_ctx.at_now()
@@ -123,13 +134,13 @@ async def idempotent_post(
             status, value = await effect(s, ctx)
             return StoredResponse(status, msgspec.json.encode(value))
 
-        if key is None or actor.id is None:
+        if claim is None:
             return await run_effect(session)
         return await run_idempotent(
             session,
-            principal_id=actor.id,
-            key=key,
-            fingerprint_hex=print_hex,
+            principal_id=claim.principal_id,
+            key=claim.key,
+            fingerprint_hex=claim.fingerprint,
             now=ctx.now,
             effect=run_effect,
         )

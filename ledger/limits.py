@@ -42,3 +42,42 @@ AUDIT_SEAL_BATCH_SIZE = 2_000  # records sealed per transaction
 AUDIT_SEAL_GRACE_SECONDS = 60  # longer than any write transaction runs; see docs/audit.md
 AUDIT_VERIFY_BATCH_SIZE = 2_000  # seals read per query by `audit verify`
 AUDIT_SHOW_RECORDS_MAX = 10_000  # records one `ledger audit show` prints at most
+
+# `ledger bench`, the load generator: every loop, list and wait it keeps is bounded.
+BENCH_ACCOUNTS_MAX = 100_000
+BENCH_CLIENTS_MAX = 1_000
+BENCH_DURATION_SECONDS_MAX = 24 * 60 * 60
+BENCH_SETUP_CONCURRENCY_MAX = 16  # parallel requests while creating and checking accounts
+BENCH_CHECK_TRANSFERS_MAX = 10_000  # acknowledged transfers re-read with GET after the run
+BENCH_CHECK_TRANSFERS_DEFAULT = 1_000
+BENCH_REQUEST_TIMEOUT_SECONDS = 30
+BENCH_PGBENCH_SCALE = 10  # `pgbench -i -s 10`: 1,000,000 pgbench_accounts rows
+BENCH_PGBENCH_INIT_TIMEOUT_SECONDS = 600
+
+# Events: the outbox relay, its Kafka clients, the HTTP feed's retention and the consumer kit.
+OUTBOX_RELAY_BATCH_SIZE = 500  # outbox rows published and given feed positions per relay step
+OUTBOX_POLL_INTERVAL_SECONDS = 0.5  # safety net behind LISTEN/NOTIFY; a standby retries the lock
+OUTBOX_RELAY_BACKOFF_INITIAL_MS = 200  # after a failed publish, doubled up to the max
+OUTBOX_RELAY_BACKOFF_MAX_MS = 5_000
+OUTBOX_RELAY_FAILURES_BEFORE_RECONNECT = 3  # consecutive failures before the producer is rebuilt
+OUTBOX_RETENTION_BATCH_SIZE = 1_000  # published rows deleted per statement by the cleanup job
+OUTBOX_RETENTION_INTERVAL_SECONDS = 60.0
+EVENT_RETENTION_HOURS_DEFAULT = 168  # LEDGER_EVENT_RETENTION_HOURS: the HTTP feed keeps a week
+EVENT_RETENTION_HOURS_MAX = 10 * 365 * 24
+KAFKA_REQUEST_TIMEOUT_MS = 10_000  # one produce attempt, retries inside it included
+KAFKA_RETRY_BACKOFF_MS = 200
+KAFKA_LINGER_MS = 5
+KAFKA_BATCH_BYTES_MAX = 256 * 1024  # one record batch; the broker's default limit is 1 MiB
+KAFKA_REQUEST_BYTES_MAX = 1024 * 1024
+KAFKA_TOPIC_PARTITIONS = 3  # only when the relay has to create the topic
+KAFKA_TOPIC_REPLICATION_MAX = 3
+KAFKA_CONSUMER_SESSION_TIMEOUT_MS = 6_000  # Kafka's smallest default group.min.session.timeout
+KAFKA_CONSUMER_HEARTBEAT_INTERVAL_MS = 2_000
+KAFKA_CONSUMER_MAX_POLL_RECORDS = 500  # records applied per consumer database transaction
+KAFKA_CONSUMER_POLL_TIMEOUT_MS = 500
+CONSUMER_RETRY_BACKOFF_INITIAL_MS = 200
+CONSUMER_RETRY_BACKOFF_MAX_MS = 5_000
+
+# Group commit of single-transfer requests (transfers/group_commit.py).
+GROUP_COMMIT_BATCH_SIZE_MAX = 500  # transfers per shared transaction
+GROUP_COMMIT_INFLIGHT_MAX = 4  # shared transactions running at once per process

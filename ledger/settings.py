@@ -7,6 +7,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
+from ledger import limits
 from ledger.errors import ConfigurationError
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -18,12 +19,14 @@ class Settings:
     kafka_bootstrap_servers: str | None = None
     kafka_topic: str = "ledger.events"
     kafka_enable_idempotence: bool = False
+    event_retention_hours: int = limits.EVENT_RETENTION_HOURS_DEFAULT
     admin_key: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "info"
     log_format: str = "json"
     audit_sealer: bool = True  # LEDGER_AUDIT_SEALER=off: no sealing (only to measure its cost)
+    group_commit: bool = True  # LEDGER_GROUP_COMMIT=off: one transaction per transfer request
 
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -49,6 +52,17 @@ def _flag(value: str | None, *, default: bool) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
+def _retention_hours(value: str | None) -> int:
+    """How long published events stay in the HTTP feed, in whole hours (bounded in limits)."""
+    if value is None or not value.strip():
+        return limits.EVENT_RETENTION_HOURS_DEFAULT
+    text = value.strip()
+    if not text.isdigit() or not (1 <= int(text) <= limits.EVENT_RETENTION_HOURS_MAX):
+        bound = limits.EVENT_RETENTION_HOURS_MAX
+        raise ConfigurationError(f"LEDGER_EVENT_RETENTION_HOURS must be a whole number 1..{bound}")
+    return int(text)
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if environ is None else environ
     level = env.get("LEDGER_LOG_LEVEL", "info").strip().lower() or "info"
@@ -68,10 +82,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         kafka_bootstrap_servers=env.get("LEDGER_KAFKA_BOOTSTRAP_SERVERS") or None,
         kafka_topic=env.get("LEDGER_KAFKA_TOPIC") or "ledger.events",
         kafka_enable_idempotence=_flag(env.get("LEDGER_KAFKA_ENABLE_IDEMPOTENCE"), default=False),
+        event_retention_hours=_retention_hours(env.get("LEDGER_EVENT_RETENTION_HOURS")),
         admin_key=env.get("LEDGER_ADMIN_KEY") or None,
         host=env.get("LEDGER_HOST") or "127.0.0.1",
         port=port,
         log_level=level,
         log_format=log_format,
         audit_sealer=_flag(env.get("LEDGER_AUDIT_SEALER"), default=True),
+        group_commit=_flag(env.get("LEDGER_GROUP_COMMIT"), default=True),
     )

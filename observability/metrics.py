@@ -59,6 +59,31 @@ CONSUMER_SEQUENCE_GAPS = Counter(
     "ledger_consumer_sequence_gaps",
     "Gaps seen by the reference consumer in an account's event sequence",
 )
+OUTBOX_OLDEST_UNPUBLISHED_AGE = Gauge(
+    "ledger_outbox_oldest_unpublished_age_seconds",
+    "Age of the oldest event committed but not yet published, 0 when none (read when scraped)",
+    multiprocess_mode="mostrecent",
+)
+OUTBOX_PUBLISHED = Counter(
+    "ledger_outbox_published",
+    "Outbox events published by the relay (to Kafka, or to the HTTP feed alone without Kafka)",
+)
+OUTBOX_PUBLISH_FAILURES = Counter(
+    "ledger_outbox_publish_failures",
+    "Relay steps whose publish to Kafka failed and will be retried",
+)
+CONSUMER_EVENTS = Counter(
+    "ledger_consumer_events",
+    "Events seen by the consumer kit, by outcome (applied, duplicate, stale, invalid)",
+    ["outcome"],
+)
+
+
+GROUP_COMMIT_BATCH_SIZE = Histogram(
+    "ledger_group_commit_batch_size",
+    "Transfer requests posted together in one group-commit transaction",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 500),
+)
 
 
 def exposition() -> tuple[bytes, str]:

@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
-from litestar.testing import AsyncTestClient
 
 from ledger import migrate
 from ledger.app import create_app
@@ -79,14 +79,24 @@ def settings(db_url: str) -> Settings:
 
 
 @pytest.fixture
-async def client(settings: Settings) -> AsyncIterator[AsyncTestClient[Any]]:
+async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The real app in the test's own event loop. Not Litestar's AsyncTestClient: that one runs
+    each request to completion on a blocking portal, so concurrent requests would silently run
+    one after another and every race test would pass without racing."""
     from ledger.cli import ensure_admin_key
 
     await ensure_admin_key(settings)
     app = create_app(settings)
-    async with AsyncTestClient(app=app, raise_server_exceptions=False) as test_client:
-        test_client.headers["Authorization"] = f"Bearer {settings.admin_key}"
-        yield test_client
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    try:
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url="http://testserver.local",
+            headers={"Authorization": f"Bearer {settings.admin_key}"},
+        ) as test_client:
+            yield test_client
+    finally:
+        await app.state.engine.dispose()
 
 
 @pytest.fixture

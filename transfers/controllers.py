@@ -13,12 +13,14 @@ from ledger.context import WriteContext
 from ledger.errors import ValidationFailed
 from ledger.http import (
     check_limit,
+    claim_of,
     decode_uuid_cursor,
     idempotent_post,
     json_response,
     page,
     requires,
     services_of,
+    write_context,
 )
 from ledger.posting.kernel import transfer_out
 from ledger.schemas import decode_body
@@ -42,12 +44,21 @@ class TransferController(Controller):
 
     @post("/", guards=[requires("write")], operation_id="createTransfer", status_code=201)
     async def create(self, request: Request[Any, Any, Any]) -> Response[bytes]:
-        command = service.to_command(decode_body(await request.body(), TransferCreate))
+        body = await request.body()
+        command = service.to_command(decode_body(body, TransferCreate))
 
         async def effect(session: AsyncSession, ctx: WriteContext) -> tuple[int, Any]:
             return await service.create_transfer(session, command, ctx)
 
-        return await idempotent_post(request, effect)
+        committer = services_of(request).group_committer
+        if committer is None:
+            return await idempotent_post(request, effect)
+        stored = await committer.submit(command, write_context(request), claim_of(request, body))
+        if stored is None:  # the key exists already: wait for it and replay, one request alone
+            return await idempotent_post(request, effect)
+        return Response(
+            content=stored.body, status_code=stored.status, media_type=stored.media_type
+        )
 
     @post("/batch", guards=[requires("write")], operation_id="createTransferBatch", status_code=200)
     async def batch(self, request: Request[Any, Any, Any]) -> Response[bytes]:

@@ -1,0 +1,171 @@
+"""Group commit under real concurrency: many requests share transactions, each keeps its own
+outcome, idempotency, events and audit record."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from typing import Any
+
+import psycopg
+from litestar.testing import AsyncTestClient
+from prometheus_client import REGISTRY
+
+from ledger.context import Actor, WriteContext
+from ledger.db import create_engine, create_sessionmaker
+from ledger.settings import Settings
+from ledger.verify import find_violations
+from tests.helpers import balances, create_account, transfer
+from transfers.group_commit import GroupCommitter
+from transfers.schemas import TransferCreate
+from transfers.service import to_command
+
+
+def _batch_stats() -> tuple[float, float]:
+    count = REGISTRY.get_sample_value("ledger_group_commit_batch_size_count") or 0.0
+    total = REGISTRY.get_sample_value("ledger_group_commit_batch_size_sum") or 0.0
+    return count, total
+
+
+async def _violations(settings: Settings) -> list[str]:
+    engine = create_engine(settings, pool_size=1)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            return await find_violations(session)
+    finally:
+        await engine.dispose()
+
+
+async def test_bank_with_hot_account_under_group_commit(
+    client: AsyncTestClient[Any], settings: Settings, sync_db: psycopg.Connection[Any]
+) -> None:
+    source = await create_account(client, normal_balance="debit", min_balance=None)
+    accounts = [await create_account(client) for _ in range(5)]
+    hot = accounts[0]
+    for account in accounts:
+        assert (await transfer(client, source["id"], account["id"], 5_000)).status_code == 201
+    deadlocks_before = sync_db.execute(
+        "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+    ).fetchone()
+    count_before, sum_before = _batch_stats()
+    rng = random.Random(7)
+    requests = []
+    for i in range(240):
+        a, b = rng.sample(accounts, 2)
+        if i % 2 == 0:  # every other transfer touches the hot account, in both directions
+            a, b = (hot, b) if rng.random() < 0.5 else (a, hot)
+            if a is b:
+                continue
+        amount = rng.choice([1, 5, 25, 100, 9_999_999])  # the last always fails: no funds
+        requests.append(
+            client.post(
+                "/v1/transfers",
+                json={"debit_account_id": a["id"], "credit_account_id": b["id"], "amount": amount},
+                headers={"X-Request-ID": f"bank-{i}"},
+            )
+        )
+    responses = await asyncio.gather(*requests)
+    statuses = {r.status_code for r in responses}
+    assert statuses <= {201, 422}, [r.text for r in responses if r.status_code not in (201, 422)]
+    refused = [r for r in responses if r.status_code == 422]
+    assert refused
+    assert {r.json()["code"] for r in refused} == {"insufficient_funds"}, [r.text for r in refused][:3]
+    accepted = [r.json()["id"] for r in responses if r.status_code == 201]
+    assert len(accepted) == len(set(accepted)) > 100
+    stored = sync_db.execute(
+        "SELECT count(*) FROM transfers WHERE id = ANY(%s)", ([uuid.UUID(i) for i in accepted],)
+    ).fetchone()
+    assert stored == (len(accepted),)
+    total = sum([(await balances(client, a["id"]))["posted"] for a in accounts])
+    assert total == 5 * 5_000
+    for account in accounts:
+        assert (await balances(client, account["id"]))["available"] >= 0
+    count_after, sum_after = _batch_stats()
+    assert sum_after - sum_before > count_after - count_before, "no batch held two requests"
+    audit_ids = {
+        row[0]
+        for row in sync_db.execute(
+            "SELECT request_id FROM audit_records WHERE action = 'transfer.create'"
+            " AND request_id LIKE 'bank-%%'"
+        )
+    }
+    assert len(audit_ids) == len(accepted)
+    deadlocks_after = sync_db.execute(
+        "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+    ).fetchone()
+    assert deadlocks_after == deadlocks_before
+    assert await _violations(settings) == []
+
+
+async def test_a_refused_transfer_does_not_fail_its_batch(
+    client: AsyncTestClient[Any], settings: Settings
+) -> None:
+    source = await create_account(client, normal_balance="debit", min_balance=None)
+    a = await create_account(client)
+    b = await create_account(client)
+    assert (await transfer(client, source["id"], a["id"], 100)).status_code == 201
+    engine = create_engine(settings, pool_size=2)
+    committer = GroupCommitter(create_sessionmaker(engine), inflight_max=1)
+    ctx = WriteContext(actor=Actor.cli())
+    bodies = [
+        TransferCreate(
+            debit_account_id=uuid.UUID(a["id"]), credit_account_id=uuid.UUID(b["id"]), amount=amount
+        )
+        for amount in (60, 50, 40)  # the middle one no longer fits after the first
+    ]
+    try:
+        results = await asyncio.gather(
+            *(committer.submit(to_command(body), ctx, None) for body in bodies)
+        )
+    finally:
+        await engine.dispose()
+    assert [r.status for r in results if r is not None] == [201, 422, 201]
+    assert (await balances(client, a["id"]))["posted"] == 0
+    assert (await balances(client, b["id"]))["posted"] == 100
+    assert await _violations(settings) == []
+
+
+async def test_one_idempotency_key_many_concurrent_requests(client: AsyncTestClient[Any]) -> None:
+    source = await create_account(client, normal_balance="debit", min_balance=None)
+    a = await create_account(client)
+    body = {"debit_account_id": source["id"], "credit_account_id": a["id"], "amount": 10}
+    responses = await asyncio.gather(
+        *(
+            client.post("/v1/transfers", json=body, headers={"Idempotency-Key": "same-key"})
+            for _ in range(25)
+        )
+    )
+    ok = [r for r in responses if r.status_code == 201]
+    assert {r.status_code for r in responses} <= {201, 409}
+    assert len({r.content for r in ok}) == 1
+    assert all(
+        r.json()["code"] == "idempotency_key_in_use" for r in responses if r.status_code == 409
+    )
+    assert (await balances(client, a["id"]))["posted"] == 10
+    replay = await client.post("/v1/transfers", json=body, headers={"Idempotency-Key": "same-key"})
+    assert replay.status_code == 201
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert replay.content == ok[0].content
+    reused = await client.post(
+        "/v1/transfers", json={**body, "amount": 11}, headers={"Idempotency-Key": "same-key"}
+    )
+    assert reused.status_code == 422
+    assert reused.json()["code"] == "idempotency_key_reused"
+
+
+async def test_refusal_is_stored_for_its_key(client: AsyncTestClient[Any]) -> None:
+    source = await create_account(client, normal_balance="debit", min_balance=None)
+    a = await create_account(client)
+    b = await create_account(client)
+    body = {"debit_account_id": a["id"], "credit_account_id": b["id"], "amount": 10}
+    first = await client.post("/v1/transfers", json=body, headers={"Idempotency-Key": "k-refused"})
+    assert first.status_code == 422
+    assert first.headers["content-type"].startswith("application/problem+json")
+    # money arrives, but the key still answers what it answered the first time
+    assert (await transfer(client, source["id"], a["id"], 100)).status_code == 201
+    again = await client.post("/v1/transfers", json=body, headers={"Idempotency-Key": "k-refused"})
+    assert again.status_code == 422
+    assert again.content == first.content
+    assert again.headers["idempotent-replayed"] == "true"
+    assert (await balances(client, b["id"]))["posted"] == 0

@@ -1,0 +1,223 @@
+"""Group commit: concurrent single-transfer requests of one process share one transaction.
+
+Why: a hot account (one merchant or fee account in most transfers) serialises every transfer on
+its row lock, and each holder waits for its own commit. Posting many transfers per commit
+amortises the lock hold and the commit (TigerBeetle's answer, done inside PostgreSQL here).
+
+How: requests queue up; up to `inflight_max` batches run at once, each taking at most
+`batch_size_max` queued requests. A request that arrives while every slot is busy waits for the
+next batch; a request that finds a free slot leaves at the next turn of the event loop, so an idle
+server adds no latency. Each batch is one transaction: Idempotency-Key rows first (sorted, one
+statement), then the posting kernel, non-atomic, checking every transfer in arrival order on the
+locked balances, then each keyed request's stored response. Every request gets its own outcome.
+
+What stays exactly as it is per transfer: events, audit records and sequences (each with its own
+request's context), the Idempotency-Key rules (a key that already exists, or appears twice in one
+batch, leaves the batch and takes the one-request path, which waits and replays), and refusals
+(a refused transfer never fails its neighbours). A database error fails the whole batch, after
+the usual deadlock retries, and every request in it gets the same retryable answer (503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+from dataclasses import dataclass, field, replace
+from typing import Any, cast
+
+import msgspec
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from ledger import limits
+from ledger.context import WriteContext
+from ledger.db import run_in_transaction
+from ledger.errors import ConfigurationError, LedgerError
+from ledger.idempotency import StoredResponse
+from ledger.idempotency_models import IdempotencyRecord
+from ledger.posting import kernel
+from ledger.posting.kernel import Outcome, TransferCommand, transfer_out
+from observability import metrics
+
+log = structlog.get_logger("ledger.group_commit")
+keys_t = cast(sa.Table, IdempotencyRecord.__table__)
+
+PROBLEM = "application/problem+json"
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyClaim:
+    principal_id: uuid.UUID
+    key: str
+    fingerprint: str
+
+
+@dataclass(slots=True)
+class Submission:
+    command: TransferCommand
+    ctx: WriteContext
+    claim: IdempotencyClaim | None
+    # None as a result: the key was taken, answer through the one-request path instead.
+    future: asyncio.Future[StoredResponse | None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class GroupCommitter:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        *,
+        batch_size_max: int = limits.GROUP_COMMIT_BATCH_SIZE_MAX,
+        inflight_max: int = limits.GROUP_COMMIT_INFLIGHT_MAX,
+    ) -> None:
+        if batch_size_max < 1 or inflight_max < 1:
+            raise ConfigurationError("group commit bounds must be positive")
+        self.sessionmaker = sessionmaker
+        self.batch_size_max = batch_size_max
+        self.inflight_max = inflight_max
+        self.queue: list[Submission] = []
+        self.inflight = 0
+        self.scheduled = False
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def submit(
+        self, command: TransferCommand, ctx: WriteContext, claim: IdempotencyClaim | None
+    ) -> StoredResponse | None:
+        submission = Submission(command=command, ctx=ctx, claim=claim)
+        self.queue.append(submission)
+        self._schedule()
+        return await submission.future
+
+    def _schedule(self) -> None:
+        # Start at the next turn of the loop, so requests arriving together leave together.
+        if not self.scheduled and self.inflight < self.inflight_max:
+            self.scheduled = True
+            asyncio.get_running_loop().call_soon(self._start_batches)
+
+    def _start_batches(self) -> None:
+        self.scheduled = False
+        while self.queue and self.inflight < self.inflight_max:
+            batch = self.queue[: self.batch_size_max]
+            del self.queue[: self.batch_size_max]
+            self.inflight += 1
+            task = asyncio.create_task(self._run(batch))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _run(self, batch: list[Submission]) -> None:
+        metrics.GROUP_COMMIT_BATCH_SIZE.observe(len(batch))
+        try:
+            results = await run_in_transaction(
+                self.sessionmaker, lambda session: self._post(session, batch)
+            )
+        except BaseException as exc:  # every waiter must hear the outcome, whatever it is
+            for submission in batch:
+                if not submission.future.done():
+                    submission.future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            for submission, result in zip(batch, results, strict=True):
+                if not submission.future.done():
+                    submission.future.set_result(result)
+        finally:
+            self.inflight -= 1
+            if self.queue:
+                self._schedule()
+
+    async def _post(
+        self, session: AsyncSession, batch: list[Submission]
+    ) -> list[StoredResponse | None]:
+        now = dt.datetime.now(dt.UTC)
+        contexts = [replace(s.ctx, now=now) for s in batch]
+        taken = await self._claim_keys(session, batch, now)
+        live = [i for i, s in enumerate(batch) if i not in taken]
+        outcomes = await kernel.create_transfers(
+            session,
+            [batch[i].command for i in live],
+            atomic=False,
+            ctx=contexts[0],
+            contexts=[contexts[i] for i in live],
+        )
+        results: list[StoredResponse | None] = [None] * len(batch)
+        stored_rows: list[dict[str, Any]] = []
+        for index, outcome in zip(live, outcomes, strict=True):
+            response = _response(outcome)
+            results[index] = response
+            claim = batch[index].claim
+            if claim is not None:
+                kind = b"p" if response.media_type == PROBLEM else b"j"
+                stored_rows.append(
+                    {
+                        "b_principal": claim.principal_id,
+                        "b_key": claim.key,
+                        "status_code": response.status,
+                        "response_body": kind + response.body,
+                    }
+                )
+        if stored_rows:
+            await session.execute(
+                sa.update(keys_t)
+                .where(keys_t.c.principal_id == sa.bindparam("b_principal"))
+                .where(keys_t.c.key == sa.bindparam("b_key"))
+                .values(
+                    status_code=sa.bindparam("status_code"),
+                    response_body=sa.bindparam("response_body"),
+                ),
+                stored_rows,
+                execution_options={"synchronize_session": False},
+            )
+        return results
+
+    async def _claim_keys(
+        self, session: AsyncSession, batch: list[Submission], now: dt.datetime
+    ) -> set[int]:
+        """Insert every Idempotency-Key row of the batch in one statement, in key order (two
+        batches never wait on each other's keys in a cycle). Returns the indexes whose key was
+        already there, or repeated inside the batch: those leave the batch."""
+        keyed = [(i, s.claim) for i, s in enumerate(batch) if s.claim is not None]
+        if not keyed:
+            return set()
+        seen: dict[tuple[uuid.UUID, str], int] = {}
+        taken: set[int] = set()
+        for index, claim in keyed:
+            pair = (claim.principal_id, claim.key)
+            if pair in seen:
+                taken.add(index)
+            else:
+                seen[pair] = index
+        rows = [
+            {
+                "principal_id": pair[0],
+                "key": pair[1],
+                "fingerprint": cast(IdempotencyClaim, batch[index].claim).fingerprint,
+                "status_code": None,
+                "response_body": None,
+                "created_at": now,
+            }
+            for pair, index in sorted(seen.items(), key=lambda item: (str(item[0][0]), item[0][1]))
+        ]
+        inserted = await session.execute(
+            pg_insert(keys_t)
+            .values(rows)
+            .on_conflict_do_nothing()
+            .returning(keys_t.c.principal_id, keys_t.c.key)
+        )
+        won = {(row.principal_id, row.key) for row in inserted}
+        taken.update(index for pair, index in seen.items() if pair not in won)
+        return taken
+
+
+def _response(outcome: Outcome) -> StoredResponse:
+    if outcome.error is not None:
+        return StoredResponse(
+            outcome.error.status, msgspec.json.encode(outcome.error.problem()), False, PROBLEM
+        )
+    if outcome.transfer is None:
+        error = LedgerError("the kernel returned no transfer")
+        return StoredResponse(500, msgspec.json.encode(error.problem()), False, PROBLEM)
+    return StoredResponse(outcome.status, msgspec.json.encode(transfer_out(outcome.transfer)))
