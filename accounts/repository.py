@@ -7,6 +7,7 @@ import uuid
 from typing import Any, cast
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from accounts.models import Account
@@ -18,9 +19,12 @@ accounts_t = cast(sa.Table, Account.__table__)
 entries_t = cast(sa.Table, Entry.__table__)
 
 
-async def insert_account(session: AsyncSession, account: AccountState) -> None:
-    await session.execute(
-        sa.insert(accounts_t).values(
+async def insert_account(session: AsyncSession, account: AccountState) -> bool:
+    """Insert unless the id or the code is taken; False when it was (a concurrent create that
+    committed first wins, and this one then reads the winner instead of failing)."""
+    inserted = await session.execute(
+        pg_insert(accounts_t)
+        .values(
             id=account.id,
             code=account.code,
             currency=account.currency,
@@ -36,7 +40,10 @@ async def insert_account(session: AsyncSession, account: AccountState) -> None:
             created_at=account.created_at,
             updated_at=account.updated_at,
         )
+        .on_conflict_do_nothing()
+        .returning(accounts_t.c.id)
     )
+    return inserted.first() is not None
 
 
 async def get_account(
@@ -49,11 +56,16 @@ async def get_account(
     return None if row is None else account_from_row(row)
 
 
-async def get_by_code(session: AsyncSession, code: str) -> AccountState | None:
-    row = (
-        await session.execute(sa.select(*ACCOUNT_COLUMNS).where(accounts_t.c.code == code))
-    ).first()
-    return None if row is None else account_from_row(row)
+async def find_by_id_or_code(
+    session: AsyncSession, account_id: uuid.UUID | None, code: str
+) -> list[AccountState]:
+    """The accounts holding this id or this code, read in one snapshot (so a concurrent create
+    that commits meanwhile is either wholly seen or wholly not)."""
+    condition = accounts_t.c.code == code
+    if account_id is not None:
+        condition = sa.or_(condition, accounts_t.c.id == account_id)
+    rows = await session.execute(sa.select(*ACCOUNT_COLUMNS).where(condition))
+    return [account_from_row(r) for r in rows]
 
 
 async def list_accounts(

@@ -52,16 +52,15 @@ async def create_account(
 ) -> tuple[int, AccountOut]:
     metadata = check_metadata(request.metadata)
     min_balance = 0 if request.min_balance is msgspec.UNSET else request.min_balance
-    if request.id is not None:
-        existing = await repo.get_account(session, request.id)
-        if existing is not None:
-            if _same_as_existing(existing, request, min_balance):
-                return 200, account_out(existing)
-            raise AccountExistsWithDifferentFields(
-                f"account {request.id} exists with different fields"
-            )
-    if await repo.get_by_code(session, request.code) is not None:
-        raise AccountCodeExists(f"account code {request.code!r} is taken")
+    existing = await _existing(session, request, min_balance)
+    if existing is not None:
+        return 200, existing
+    if min_balance is not None and min_balance > 0:
+        # A new account holds nothing: a positive floor would be broken from its first moment
+        # (and the database's floor check refuses such a row).
+        raise MinBalanceViolated(
+            f"a new account's available balance is 0, below the requested min_balance {min_balance}"
+        )
     account = AccountState(
         id=request.id or new_id(),
         code=request.code,
@@ -78,7 +77,13 @@ async def create_account(
         created_at=ctx.now,
         updated_at=ctx.now,
     )
-    await repo.insert_account(session, account)
+    if not await repo.insert_account(session, account):
+        # A concurrent create of the same id or code committed between our check and insert:
+        # answer as if it had committed before we looked.
+        existing = await _existing(session, request, min_balance)
+        if existing is not None:
+            return 200, existing
+        raise AccountCodeExists(f"account code {request.code!r} is taken")
     out = account_out(account)
     await write_events(
         session,
@@ -98,6 +103,24 @@ async def create_account(
         ctx,
     )
     return 201, out
+
+
+async def _existing(
+    session: AsyncSession, request: AccountCreate, min_balance: int | None
+) -> AccountOut | None:
+    """The account this create repeats (same id, same fields), or None when the id and the code
+    are free; a named conflict when either is taken otherwise."""
+    found = await repo.find_by_id_or_code(session, request.id, request.code)
+    for existing in found:
+        if existing.id == request.id:
+            if _same_as_existing(existing, request, min_balance):
+                return account_out(existing)
+            raise AccountExistsWithDifferentFields(
+                f"account {request.id} exists with different fields"
+            )
+    if found:
+        raise AccountCodeExists(f"account code {request.code!r} is taken")
+    return None
 
 
 async def get_account(session: AsyncSession, account_id: uuid.UUID) -> AccountState:

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
+import uvicorn
 from litestar.testing import AsyncTestClient
+
+from ledger.app import create_app
+from ledger.embedded import LOOPBACK, free_port
+from ledger.settings import Settings
 
 
 async def create_account(
@@ -61,3 +69,34 @@ async def balances(client: AsyncTestClient[Any], account_id: str) -> dict[str, A
     assert response.status_code == 200, response.text
     result: dict[str, Any] = response.json()["balances"]
     return result
+
+
+@contextlib.asynccontextmanager
+async def live_server(settings: Settings) -> AsyncIterator[str]:
+    """The real app under uvicorn on a loopback port, in this event loop: unlike the test
+    client (which runs one request at a time), it serves concurrent requests concurrently."""
+    from ledger.cli import ensure_admin_key
+
+    await ensure_admin_key(settings)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings),
+            host=LOOPBACK,
+            port=port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+        )
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("the live server stopped at start")
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://{LOOPBACK}:{port}"
+    finally:
+        server.should_exit = True
+        await task
