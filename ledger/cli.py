@@ -206,6 +206,38 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
             loop.add_signal_handler(sig, stop.set)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from ledger import limits
+    from ledger.bench import BenchOptions, run_bench
+
+    settings = _settings(require_db=False)
+    options = BenchOptions(
+        url=args.url or f"http://{settings.host}:{settings.port}",
+        key=args.key or settings.admin_key or "",
+        accounts=args.accounts,
+        clients=args.clients,
+        duration_s=args.duration,
+        hot=args.hot,
+        batch=args.batch or 0,
+        seed=args.seed,
+        idempotency=args.idempotency,
+        currency=args.currency,
+        baseline=args.baseline,
+        database_url=args.database_url or settings.database_url,
+        progress=sys.stderr.isatty(),
+        check_sample=(
+            limits.BENCH_CHECK_TRANSFERS_DEFAULT if args.check_sample is None else args.check_sample
+        ),
+    )
+    report, problems = run_bench(options)
+    for line in problems:
+        print(f"bench: {line}", file=sys.stderr)
+    print(json.dumps(report), flush=True)
+    return 0
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     from ledger.dev import run_dev
 
@@ -249,6 +281,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     verify = sub.add_parser("verify", help="check every ledger invariant in the database")
     verify.set_defaults(func=cmd_verify)
+
+    bench = sub.add_parser("bench", help="load generator: funded accounts, concurrent transfers")
+    bench.add_argument("--url", default=None, help="the API (default http://LEDGER_HOST:PORT)")
+    bench.add_argument("--key", default=None, help="operator key (default LEDGER_ADMIN_KEY)")
+    bench.add_argument("--accounts", type=int, default=1000)
+    bench.add_argument("--clients", type=int, default=16)
+    bench.add_argument("--duration", type=float, default=30.0, help="seconds of load")
+    bench.add_argument("--hot", action="store_true", help="every transfer pays one account")
+    bench.add_argument("--batch", type=int, default=None, help="transfers per batch request")
+    bench.add_argument("--seed", type=int, default=None)
+    bench.add_argument("--idempotency", action="store_true", help="Idempotency-Key per request")
+    bench.add_argument("--currency", default="USD")
+    bench.add_argument("--baseline", action="store_true", help="also run pgbench, print ratios")
+    bench.add_argument("--database-url", default=None, help="default LEDGER_DATABASE_URL")
+    bench.add_argument(
+        "--check-sample", type=int, default=None, help="acknowledged transfers re-read (1000)"
+    )
+    bench.set_defaults(func=cmd_bench)
 
     audit = sub.add_parser("audit", help="the audit trail: verify its hash chain, show a history")
     audit_sub = audit.add_subparsers(dest="action", required=True)

@@ -213,5 +213,9 @@ class ServiceUnavailable(LedgerError):
     title = "The database is unavailable; retry later"
 
 
+class BenchAborted(ConfigurationError):
+    """`ledger bench` could not run: the service or the database refused or was unreachable."""
+
+
 class InvariantViolation(Exception):
     """The code was about to break a money invariant: a bug, never the client's fault (500)."""

@@ -1,0 +1,75 @@
+"""`ledger bench`: the load generator of contract section 7, with an optional pgbench baseline.
+
+A run: create and fund this run's accounts (setup), drive C clients for S seconds (load), read
+everything back (check), optionally measure raw PostgreSQL on the same server (baseline), and
+return the one JSON object the command prints as its last stdout line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ledger.bench.baseline import run_baseline
+from ledger.bench.check import CheckResult, check_run
+from ledger.bench.http import open_client
+from ledger.bench.load import Tally, run_load
+from ledger.bench.options import BenchOptions
+from ledger.bench.setup import prepare_ledger
+
+__all__ = ["BenchOptions", "run_bench"]
+
+
+def run_bench(options: BenchOptions) -> tuple[dict[str, Any], list[str]]:
+    """The report and the problems the check found (for stderr)."""
+    options.check()
+    report, problems = asyncio.run(_measure(options))
+    if options.baseline and options.database_url:
+        base = run_baseline(options.database_url, options.clients, options.duration_s)
+        rate = float(report["transfers_per_s"])
+        report.update(
+            baseline_tpcb_tps=round(base.tpcb_tps, 1),
+            baseline_hot_row_tps=round(base.hot_row_tps, 1),
+            ratio_tpcb=_ratio(rate, base.tpcb_tps),
+            ratio_hot_row=_ratio(rate, base.hot_row_tps),
+        )
+    return report, problems
+
+
+async def _measure(options: BenchOptions) -> tuple[dict[str, Any], list[str]]:
+    async with open_client(options.url, options.key, options.clients) as http:
+        ledger = await prepare_ledger(http, options)
+        tally, elapsed_s = await run_load(http, ledger, options)
+        checked = await check_run(http, ledger, tally)
+    return _report(options, tally, elapsed_s, checked), checked.problems
+
+
+def _report(
+    options: BenchOptions, tally: Tally, elapsed_s: float, checked: CheckResult
+) -> dict[str, Any]:
+    return {
+        "transfers_per_s": round(tally.acked / elapsed_s, 1) if elapsed_s > 0 else 0.0,
+        "p50_ms": tally.percentile_ms(0.50),
+        "p99_ms": tally.percentile_ms(0.99),
+        "errors": tally.errors,
+        "rejected": tally.rejected,
+        "ok": checked.ok,
+        "mode": options.mode,
+        "clients": options.clients,
+        "accounts": options.accounts,
+        "batch": options.batch or 1,
+        "duration_s": round(elapsed_s, 3),
+        "requests": tally.requests,
+        "transfers": tally.acked,
+        "ambiguous": tally.ambiguous,
+        "error_codes": dict(tally.error_codes),
+        "conserved": checked.conserved,
+        "stored": checked.stored,
+        "balances_exact": checked.balances_exact,
+        "checked_transfers": checked.checked_transfers,
+        "seed": options.seed,
+    }
+
+
+def _ratio(ours: float, theirs: float) -> float | None:
+    return round(ours / theirs, 3) if theirs > 0 else None
