@@ -1,0 +1,140 @@
+"""Sealing under load: two real `ledger worker` processes (one active sealer, one standby), many
+concurrent writers, the active sealer killed with SIGKILL midway. Every record ends up sealed
+exactly once, in one gapless chain that verifies."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from litestar.testing import AsyncTestClient
+
+from ledger.audit.repository import SEALER_LOCK_KEY
+from tests.audit_helpers import LEDGER, cli_env
+from tests.helpers import create_account, transfer
+
+WRITERS = 24  # concurrent clients
+TRANSFERS_PER_ROUND = 150
+WAIT_SECONDS_MAX = 60
+POLL_SECONDS = 0.2
+
+ACTIVE_SEALER_SQL = """
+SELECT a.application_name
+  FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+ WHERE l.locktype = 'advisory' AND l.granted AND l.database = (
+       SELECT oid FROM pg_database WHERE datname = current_database())
+   AND l.classid = %s AND l.objid = %s
+"""
+
+
+@pytest.fixture
+def workers(db_url: str) -> Iterator[list[subprocess.Popen[bytes]]]:
+    with tempfile.TemporaryFile() as logs:
+        started = [
+            subprocess.Popen(
+                [LEDGER, "worker"], env=cli_env(db_url), stdout=logs, stderr=subprocess.STDOUT
+            )
+            for _ in range(2)
+        ]
+        try:
+            yield started
+        finally:
+            for process in started:
+                if process.poll() is None:
+                    process.send_signal(signal.SIGTERM)
+            for process in started:
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+def _active_sealers(db: psycopg.Connection[Any]) -> list[int]:
+    """OS pids of the workers holding the sealer lock (their connections' application_name)."""
+    rows = db.execute(
+        ACTIVE_SEALER_SQL, (SEALER_LOCK_KEY >> 32, SEALER_LOCK_KEY & 0xFFFFFFFF)
+    ).fetchall()
+    return [int(name.rpartition(":")[2]) for (name,) in rows if name.startswith("ledger-sealer:")]
+
+
+async def _wait_for(check: Any, what: str) -> Any:
+    for _ in range(int(WAIT_SECONDS_MAX / POLL_SECONDS)):
+        value = check()
+        if value:
+            return value
+        await asyncio.sleep(POLL_SECONDS)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+def _chain_counts(db: psycopg.Connection[Any]) -> tuple[int, int, int, int, int]:
+    row = db.execute(
+        "SELECT (SELECT count(*) FROM audit_records), (SELECT count(*) FROM audit_seals), "
+        "(SELECT count(DISTINCT record_id) FROM audit_seals), "
+        "(SELECT coalesce(max(seq), 0) FROM audit_seals), "
+        "(SELECT count(*) FROM audit_records r WHERE NOT EXISTS "
+        "   (SELECT 1 FROM audit_seals s WHERE s.record_id = r.id))"
+    ).fetchone()
+    assert row is not None
+    return row[0], row[1], row[2], row[3], row[4]
+
+
+async def _write_round(client: AsyncTestClient[Any], accounts: list[dict[str, Any]]) -> int:
+    """TRANSFERS_PER_ROUND transfers between random accounts from WRITERS concurrent clients."""
+    gate = asyncio.Semaphore(WRITERS)
+    rng = random.Random(len(accounts))
+
+    async def one() -> int:
+        debit, credit = rng.sample(accounts, 2)
+        async with gate:
+            response = await transfer(client, debit["id"], credit["id"], rng.randint(1, 5))
+        assert response.status_code == 201, response.text
+        return 1
+
+    return sum(await asyncio.gather(*(one() for _ in range(TRANSFERS_PER_ROUND))))
+
+
+async def test_every_record_is_sealed_once_with_two_workers_and_a_killed_sealer(
+    client: AsyncTestClient[Any],
+    sync_db: psycopg.Connection[Any],
+    workers: list[subprocess.Popen[bytes]],
+) -> None:
+    accounts = [await create_account(client, min_balance=None) for _ in range(8)]
+    [first] = await _wait_for(lambda: _active_sealers(sync_db), "an active sealer")
+    assert first in {w.pid for w in workers}
+    assert await _write_round(client, accounts) == TRANSFERS_PER_ROUND
+    sealed_by_first = await _wait_for(
+        lambda: (c := _chain_counts(sync_db))[4] == 0 and c[3], "the first round to be sealed"
+    )
+    assert _active_sealers(sync_db) == [first]
+
+    os.kill(first, signal.SIGKILL)
+    written = asyncio.create_task(_write_round(client, accounts))
+    [second] = await _wait_for(
+        lambda: [p for p in _active_sealers(sync_db) if p != first], "the standby to take over"
+    )
+    assert await written == TRANSFERS_PER_ROUND
+    assert second != first
+    assert second in {w.pid for w in workers}
+
+    counts = await _wait_for(
+        lambda: (c := _chain_counts(sync_db))[4] == 0 and c, "every record to be sealed"
+    )
+    records_n, seals_n, distinct_n, head, unsealed = counts
+    assert records_n >= 2 * TRANSFERS_PER_ROUND + len(accounts)
+    assert head >= sealed_by_first + TRANSFERS_PER_ROUND  # the standby sealed the second round
+    assert records_n == seals_n == distinct_n == head
+    assert unsealed == 0
+    response = await client.get("/v1/audit/verify")
+    assert response.status_code == 200
+    report = response.json()
+    assert report["ok"] is True, report
+    assert report["checked"] == records_n
