@@ -35,6 +35,16 @@ def _settings(require_db: bool = True) -> Settings:
     return settings
 
 
+def _serve_metrics(settings: Settings) -> None:
+    """Processes without the API expose their own /metrics when LEDGER_METRICS_PORT is set."""
+    if settings.metrics_port is None:
+        return
+    from observability.metrics import serve_metrics
+
+    serve_metrics(settings.host, settings.metrics_port)
+    log.info("metrics.serving", host=settings.host, port=settings.metrics_port)
+
+
 def _run(coro_fn: Callable[[], Awaitable[T]]) -> T:
     return asyncio.run(coro_fn())  # type: ignore[arg-type]
 
@@ -188,6 +198,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from ledger.worker import run_worker
 
     settings = _settings()
+    _serve_metrics(settings)
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -27,6 +27,9 @@ class Settings:
     log_format: str = "json"
     audit_sealer: bool = True  # LEDGER_AUDIT_SEALER=off: no sealing (only to measure its cost)
     group_commit: bool = True  # LEDGER_GROUP_COMMIT=off: one transaction per transfer request
+    # LEDGER_METRICS_PORT: `ledger worker` / `ledger consume` serve /metrics on this port too
+    # (the API's /metrics cannot see another process's counters).
+    metrics_port: int | None = None
 
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -63,6 +66,15 @@ def _retention_hours(value: str | None) -> int:
     return int(text)
 
 
+def _metrics_port(value: str | None) -> int | None:
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if not text.isdigit() or not (1 <= int(text) <= 65535):
+        raise ConfigurationError("LEDGER_METRICS_PORT must be a port number 1..65535")
+    return int(text)
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if environ is None else environ
     level = env.get("LEDGER_LOG_LEVEL", "info").strip().lower() or "info"
@@ -90,4 +102,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         log_format=log_format,
         audit_sealer=_flag(env.get("LEDGER_AUDIT_SEALER"), default=True),
         group_commit=_flag(env.get("LEDGER_GROUP_COMMIT"), default=True),
+        metrics_port=_metrics_port(env.get("LEDGER_METRICS_PORT")),
     )

@@ -22,6 +22,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
+    start_http_server,
 )
 
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -114,3 +115,10 @@ def multiprocess_dir(workers: int) -> Iterator[str | None]:
     finally:
         os.environ.pop(MULTIPROC_DIR_ENV, None)
         shutil.rmtree(path, ignore_errors=True)
+
+
+def serve_metrics(host: str, port: int) -> None:
+    """/metrics of a process without the HTTP API (`ledger worker`, `ledger consume`), served by
+    prometheus_client on a daemon thread, so the relay's and the consumer's counters can be
+    scraped where they are counted."""
+    start_http_server(port, addr=host)
