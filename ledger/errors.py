@@ -213,6 +213,15 @@ class ServiceUnavailable(LedgerError):
     title = "The database is unavailable; retry later"
 
 
+class EventsExpired(LedgerError):
+    """The events right after the client's feed cursor were trimmed by retention: reading on
+    would skip them silently, so the feed refuses instead."""
+
+    status = 410
+    code = "events_expired"
+    title = "Events after this cursor are past retention"
+
+
 class BenchAborted(ConfigurationError):
     """`ledger bench` could not run: the service or the database refused or was unreachable."""
 

@@ -12,6 +12,7 @@ from ledger import migrate
 from ledger.errors import LedgerError
 from ledger.http import json_response, services_of
 from observability import metrics
+from outbox import repository as outbox_repo
 
 
 @get("/health", operation_id="health", include_in_schema=True, tags=["system"])
@@ -45,17 +46,12 @@ async def ready(request: Request[Any, Any, Any]) -> Response[bytes]:
 async def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
     services = services_of(request)
 
-    async def backlog(session: AsyncSession) -> int:
-        value = (
-            await session.execute(
-                sa.text("SELECT count(*) FROM outbox_events WHERE position IS NULL")
-            )
-        ).scalar()
-        return int(value or 0)
-
     try:
-        metrics.OUTBOX_BACKLOG.set(await services.run(backlog))
+        status = await services.run(outbox_repo.status)
+        metrics.OUTBOX_BACKLOG.set(status.backlog)
+        metrics.OUTBOX_OLDEST_UNPUBLISHED_AGE.set(status.oldest_age_seconds)
     except Exception:  # metrics must answer even while the database is away
         metrics.OUTBOX_BACKLOG.set(float("nan"))
+        metrics.OUTBOX_OLDEST_UNPUBLISHED_AGE.set(float("nan"))
     body, content_type = metrics.exposition()  # all workers' values under serve --workers N
     return Response(content=body, media_type=content_type)

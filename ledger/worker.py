@@ -35,6 +35,8 @@ class Job:
     interval_seconds: float
     # Releases what the job holds between steps (a connection, an advisory lock) at shutdown.
     close: Callable[[], Awaitable[None]] | None = None
+    # Set by the job's own listener (the relay's LISTEN) to run the next step before the interval.
+    wake: asyncio.Event | None = None
 
 
 async def expire_step(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
@@ -60,6 +62,8 @@ async def expire_step(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
 
 async def run_job(job: Job, stop: asyncio.Event) -> None:
     while not stop.is_set():
+        if job.wake is not None:
+            job.wake.clear()  # cleared before the step: a wake-up during the step is kept
         try:
             done = await job.step()
         except LedgerError as exc:
@@ -70,8 +74,19 @@ async def run_job(job: Job, stop: asyncio.Event) -> None:
             done = 0
         if done:
             continue
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=job.interval_seconds)
+        await _idle(job, stop)
+
+
+async def _idle(job: Job, stop: asyncio.Event) -> None:
+    """Wait for the interval, the stop signal or the job's wake-up, whichever comes first."""
+    waits = [asyncio.ensure_future(stop.wait())]
+    if job.wake is not None:
+        waits.append(asyncio.ensure_future(job.wake.wait()))
+    try:
+        await asyncio.wait(waits, timeout=job.interval_seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waits:
+            waiter.cancel()
 
 
 def default_jobs(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> list[Job]:
@@ -80,7 +95,29 @@ def default_jobs(settings: Settings, sessionmaker: async_sessionmaker[AsyncSessi
     ]
     if settings.audit_sealer:
         jobs.append(audit_sealer_job(sessionmaker))
+    jobs.extend(event_jobs(settings, sessionmaker))
     return jobs
+
+
+def event_jobs(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> list[Job]:
+    """The outbox relay (one active per database, others stand by) and feed retention."""
+    from outbox.relay import Relay, trim_published_step
+
+    relay = Relay(settings)
+    return [
+        Job(
+            "outbox-relay",
+            relay.step,
+            limits.OUTBOX_POLL_INTERVAL_SECONDS,
+            close=relay.close,
+            wake=relay.wake,
+        ),
+        Job(
+            "outbox-retention",
+            lambda: trim_published_step(settings, sessionmaker),
+            limits.OUTBOX_RETENTION_INTERVAL_SECONDS,
+        ),
+    ]
 
 
 def audit_sealer_job(sessionmaker: async_sessionmaker[AsyncSession]) -> Job:

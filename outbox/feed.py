@@ -1,0 +1,69 @@
+"""`GET /v1/events`: the event feed for clients without Kafka.
+
+Pages follow the feed position the relay gives each published event, one total order that
+Kafka follows too; a walk from any cursor never skips or repeats an event. `next_cursor` is set
+when the page is full (more may follow at once), null at the end, like every list. To wait for
+new events, keep `resume_cursor`: it always continues after the last event returned.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, Response, get
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ledger import limits
+from ledger.errors import ValidationFailed
+from ledger.http import (
+    check_limit,
+    decode_int_cursor,
+    encode_cursor,
+    json_response,
+    requires,
+    services_of,
+)
+from outbox import service
+from outbox.service import FeedPage
+
+CURSOR_KIND = "event"
+
+
+class EventController(Controller):
+    path = "/v1/events"
+    tags = ["events"]
+
+    @get("/", guards=[requires("read")], operation_id="listEvents")
+    async def list_events(
+        self,
+        request: Request[Any, Any, Any],
+        after: str | None = None,
+        cursor: str | None = None,
+        limit: int = limits.LIST_LIMIT_DEFAULT,
+    ) -> Response[bytes]:
+        check_limit(limit)
+        if after is not None and cursor is not None and after != cursor:
+            raise ValidationFailed(
+                "send the cursor as `after` or `cursor`, not two different ones",
+                errors=[{"field": "cursor", "message": "conflicts with after"}],
+            )
+        given = after if after is not None else cursor
+        position = decode_int_cursor(CURSOR_KIND, given) or 0
+
+        async def work(session: AsyncSession) -> FeedPage:
+            return await service.read_feed(session, after=position, limit=limit)
+
+        page = await services_of(request).run(work)
+        resume = (
+            encode_cursor(CURSOR_KIND, str(page.last_position))
+            if page.last_position is not None
+            else given
+        )
+        full = len(page.envelopes) == limit
+        return json_response(
+            {
+                "data": page.envelopes,
+                "next_cursor": resume if full else None,
+                "resume_cursor": resume,
+            }
+        )

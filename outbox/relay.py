@@ -1,0 +1,379 @@
+"""The outbox relay: publishes committed events, then gives them their feed positions.
+
+One relay is active at a time. It holds a session-level `pg_try_advisory_lock` on its own
+connection; a second worker's relay finds the lock taken and stands by, retrying every poll
+interval, and takes over when the first one's connection ends (a killed process included).
+
+A step, on the lock holder's connection:
+1. read the oldest unpublished rows (`position IS NULL`) in insert-id order;
+2. publish them to Kafka, keyed by subject, one batch in flight per partition (so a retry never
+   overtakes a later record of the same subject) with `acks="all"`, and wait for every ack;
+3. in one transaction, mark them published with the next gapless feed positions.
+
+A crash between 2 and 3 publishes the rows again on restart: at least once, never lost. A row
+that commits late behind a higher id is simply unpublished at the next step and taken then.
+Without Kafka, step 2 is skipped: events still reach the HTTP feed. Wake-ups come from
+LISTEN/NOTIFY on `ledger_outbox` (the writer notifies in the business transaction); the poll
+interval is the safety net.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import random
+import time
+from typing import Any
+
+import msgspec
+import psycopg
+import structlog
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import NullPool
+
+from ledger import limits
+from ledger.db import run_in_transaction
+from ledger.errors import ServiceUnavailable
+from ledger.settings import Settings
+from observability import metrics
+from outbox import repository as repo
+from outbox.kafka import KafkaOptions, ensure_topic, make_producer, partition_for, record_headers
+
+log = structlog.get_logger("outbox.relay")
+
+NOTIFY_CHANNEL = "ledger_outbox"
+ENVELOPE_KEYS = (
+    "specversion",
+    "id",
+    "source",
+    "type",
+    "subject",
+    "time",
+    "datacontenttype",
+    "sequence",
+    "traceparent",
+    "data",
+)
+KAFKA_ERRORS = (KafkaError, OSError, TimeoutError)
+
+
+class RecordTooLarge(Exception):
+    """One event does not fit in a Kafka record batch: the limits on metadata make this a bug."""
+
+
+def ordered_envelope(envelope: dict[str, Any]) -> dict[str, Any]:
+    """The envelope with its keys in the contract's order (JSONB keeps its own order)."""
+    ordered = {key: envelope[key] for key in ENVELOPE_KEYS if key in envelope}
+    ordered.update((key, value) for key, value in envelope.items() if key not in ordered)
+    return ordered
+
+
+def encode_envelope(envelope: dict[str, Any]) -> bytes:
+    return msgspec.json.encode(ordered_envelope(envelope))
+
+
+def libpq_url(database_url: str) -> str:
+    """The contract's `postgresql://...` URL for psycopg (which has no `+driver` forms)."""
+    _scheme, sep, rest = database_url.partition("://")
+    if not sep:
+        return database_url
+    return f"postgresql://{rest}"
+
+
+class Relay:
+    """The relay job. `step` does one bounded batch and returns how many events it published;
+    the worker loop calls it again at once while there is work, else waits for `wake`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        options: KafkaOptions | None = None,
+        batch_size: int = limits.OUTBOX_RELAY_BATCH_SIZE,
+    ) -> None:
+        self.settings = settings
+        self.options = options or KafkaOptions()
+        self.batch_size = batch_size
+        self.wake = asyncio.Event()
+        self.kafka_enabled = settings.kafka_bootstrap_servers is not None
+        self._engine: AsyncEngine | None = None
+        self._conn: AsyncConnection | None = None
+        self._leading = False
+        self._said_standby = False
+        self._listen_task: asyncio.Task[None] | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._failures = 0
+        self._retry_at = 0.0
+
+    @property
+    def leading(self) -> bool:
+        return self._leading
+
+    # -- the step ------------------------------------------------------------------------------
+
+    async def step(self) -> int:
+        if not await self._lead():
+            return 0
+        self._ensure_listener()
+        if time.monotonic() < self._retry_at:
+            return 0
+        rows = await self._on_lock_connection(
+            lambda conn: repo.fetch_unpublished(conn, self.batch_size)
+        )
+        if not rows:
+            return 0
+        if self.kafka_enabled and not await self._publish(rows):
+            return 0
+        ids = [row.id for row in rows]
+        now = dt.datetime.now(dt.UTC)
+        marked = await self._on_lock_connection(lambda conn: repo.mark_published(conn, ids, now))
+        if marked != len(ids):
+            # Only a second writer of positions could cause this; the unique index keeps the
+            # feed consistent whatever happens, so say it loudly and go on.
+            log.error("relay.mark_mismatch", expected=len(ids), marked=marked)
+        metrics.OUTBOX_PUBLISHED.inc(len(ids))
+        log.debug("relay.published", count=len(ids), first_id=ids[0], last_id=ids[-1])
+        return len(ids)
+
+    # -- leadership ----------------------------------------------------------------------------
+
+    async def _lead(self) -> bool:
+        if self._leading:
+            return True
+        if self._engine is None:
+            self._engine = _relay_engine(self.settings)
+        try:
+            if self._conn is None:
+                self._conn = await self._engine.connect()
+            async with self._conn.begin():
+                self._leading = await repo.try_relay_lock(self._conn)
+        except DBAPIError as exc:
+            await self._drop_connection()
+            raise ServiceUnavailable("the relay cannot reach the database") from exc
+        if self._leading:
+            log.info("relay.leading", kafka=self.kafka_enabled, topic=self.settings.kafka_topic)
+            self._said_standby = False
+            self.wake.set()
+        elif not self._said_standby:
+            log.info("relay.standby", detail="another relay holds the lock")
+            self._said_standby = True
+        return self._leading
+
+    async def _on_lock_connection(self, work: Any) -> Any:
+        """Run `work(conn)` in one transaction on the lock holder's connection. Any database
+        failure gives the lock up (the connection is closed) and is retried as a new leader."""
+        conn = self._conn
+        if conn is None:
+            raise ServiceUnavailable("the relay lost its database connection")
+        try:
+            async with conn.begin():
+                return await work(conn)
+        except DBAPIError as exc:
+            await self._drop_connection()
+            raise ServiceUnavailable("the relay lost its database connection") from exc
+
+    async def _drop_connection(self) -> None:
+        conn, self._conn, self._leading = self._conn, None, False
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.invalidate()
+            with contextlib.suppress(Exception):
+                await conn.close()
+        if self._listen_task is not None:
+            self._listen_task.cancel()
+            self._listen_task = None
+
+    # -- wake-ups ------------------------------------------------------------------------------
+
+    def _ensure_listener(self) -> None:
+        if self._listen_task is None or self._listen_task.done():
+            self._listen_task = asyncio.create_task(self._listen(), name="outbox-relay-listen")
+
+    async def _listen(self) -> None:
+        url = libpq_url(self.settings.database_url or "")
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                url,
+                autocommit=True,
+                connect_timeout=limits.DB_CONNECT_TIMEOUT_SECONDS,
+                application_name="ledger-relay-listen",
+            )
+            async with conn:
+                await repo.listen(conn, NOTIFY_CHANNEL)
+                self.wake.set()  # a commit before LISTEN took effect is seen by the next step
+                async for _notify in conn.notifies():
+                    self.wake.set()
+        except (psycopg.Error, OSError) as exc:
+            # The poll interval keeps the relay going; the next step listens again.
+            log.warning("relay.listen_lost", error=type(exc).__name__)
+
+    # -- Kafka ---------------------------------------------------------------------------------
+
+    async def _publish(self, rows: list[repo.UnpublishedEvent]) -> bool:
+        """Publish every row and wait for every ack; False (and a backoff) when any failed."""
+        bound_s = self.options.request_timeout_ms / 1000 * 2 + 5
+        try:
+            producer = await asyncio.wait_for(self._ensure_producer(), bound_s)
+            partitions = await asyncio.wait_for(
+                producer.partitions_for(self.settings.kafka_topic), bound_s
+            )
+            if not partitions:
+                raise KafkaError(f"topic {self.settings.kafka_topic} has no partitions")
+            by_partition: dict[int, list[repo.UnpublishedEvent]] = {}
+            for row in rows:
+                partition = partition_for(row.subject.encode(), list(partitions))
+                by_partition.setdefault(partition, []).append(row)
+            results = await asyncio.gather(
+                *(
+                    self._send_partition(producer, partition, part_rows, bound_s)
+                    for partition, part_rows in by_partition.items()
+                ),
+                return_exceptions=True,
+            )
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+        except KAFKA_ERRORS as exc:
+            await self._publish_failed(exc)
+            return False
+        if self._failures:
+            log.info("relay.publish_recovered", after_failures=self._failures)
+        self._failures = 0
+        return True
+
+    async def _send_partition(
+        self,
+        producer: AIOKafkaProducer,
+        partition: int,
+        rows: list[repo.UnpublishedEvent],
+        bound_s: float,
+    ) -> None:
+        """One partition's rows in order, one batch in flight at a time."""
+        batch = producer.create_batch()
+        for row in rows:
+            record = {
+                "key": row.subject.encode(),
+                "value": encode_envelope(row.envelope),
+                "timestamp": int(row.created_at.timestamp() * 1000),
+                "headers": record_headers(row.traceparent),
+            }
+            if batch.append(**record) is None:
+                if batch.record_count() == 0:
+                    raise RecordTooLarge(f"outbox row {row.id} does not fit in a record batch")
+                await self._send_batch(producer, batch, partition, bound_s)
+                batch = producer.create_batch()
+                if batch.append(**record) is None:
+                    raise RecordTooLarge(f"outbox row {row.id} does not fit in a record batch")
+        if batch.record_count():
+            await self._send_batch(producer, batch, partition, bound_s)
+
+    async def _send_batch(
+        self, producer: AIOKafkaProducer, batch: Any, partition: int, bound_s: float
+    ) -> None:
+        delivery = await producer.send_batch(batch, self.settings.kafka_topic, partition=partition)
+        # shield: a timeout must not cancel aiokafka's own future (its sender sets it later).
+        await asyncio.wait_for(asyncio.shield(delivery), bound_s)
+
+    async def _ensure_producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            await ensure_topic(self.settings, self.options)
+            producer = make_producer(self.settings, self.options)
+            try:
+                await producer.start()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                raise
+            self._producer = producer
+            log.info("relay.kafka_connected", bootstrap=self.settings.kafka_bootstrap_servers)
+        return self._producer
+
+    async def _publish_failed(self, exc: BaseException) -> None:
+        self._failures += 1
+        metrics.OUTBOX_PUBLISH_FAILURES.inc()
+        delay_ms = min(
+            limits.OUTBOX_RELAY_BACKOFF_MAX_MS,
+            limits.OUTBOX_RELAY_BACKOFF_INITIAL_MS * 2 ** min(self._failures - 1, 16),
+        )
+        delay_ms = random.uniform(delay_ms / 2, delay_ms)  # jitter: standbys never sync up
+        self._retry_at = time.monotonic() + delay_ms / 1000
+        log.warning(
+            "relay.publish_failed",
+            error=type(exc).__name__,
+            detail=str(exc)[:200],
+            failures=self._failures,
+            retry_in_ms=round(delay_ms),
+        )
+        if self._failures >= limits.OUTBOX_RELAY_FAILURES_BEFORE_RECONNECT:
+            await self._drop_producer()
+
+    async def _drop_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), self.options.request_timeout_ms / 1000 + 5)
+
+    # -- shutdown ------------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        if self._listen_task is not None:
+            self._listen_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._listen_task
+            self._listen_task = None
+        await self._drop_producer()
+        if self._conn is not None and self._leading:
+            with contextlib.suppress(Exception):
+                async with self._conn.begin():
+                    await repo.release_relay_lock(self._conn)
+        await self._drop_connection()
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None
+
+
+def _relay_engine(settings: Settings) -> AsyncEngine:
+    """The relay's own engine, without a pool: its connection holds a session-level lock, and a
+    pooled connection could hand that lock to someone else when returned."""
+    options = (
+        f"-c lock_timeout={limits.DB_LOCK_TIMEOUT_MS} "
+        f"-c statement_timeout={limits.DB_STATEMENT_TIMEOUT_MS} "
+        f"-c idle_in_transaction_session_timeout={limits.DB_IDLE_IN_TRANSACTION_TIMEOUT_MS} "
+        "-c timezone=UTC"
+    )
+    return create_async_engine(
+        settings.sqlalchemy_url,
+        poolclass=NullPool,
+        isolation_level="READ COMMITTED",
+        connect_args={
+            "options": options,
+            "connect_timeout": limits.DB_CONNECT_TIMEOUT_SECONDS,
+            "application_name": f"ledger-relay-{os.getpid()}",
+        },
+    )
+
+
+async def trim_published_step(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> int:
+    """Retention: delete one bounded batch of published events older than the setting."""
+    cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(hours=settings.event_retention_hours)
+
+    async def work(session: AsyncSession) -> int:
+        return await repo.trim_published(session, cutoff, limits.OUTBOX_RETENTION_BATCH_SIZE)
+
+    deleted = await run_in_transaction(sessionmaker, work)
+    if deleted:
+        log.info("outbox.trimmed", count=deleted, cutoff=cutoff.isoformat())
+    return deleted

@@ -1,0 +1,170 @@
+"""All SQL of the producing side of events: the relay, the HTTP feed, retention and status.
+
+Feed positions are handed out by exactly one relay at a time (it holds RELAY_LOCK_KEY), in the
+same transaction that marks the rows published, as max(position) + 1, + 2, ... so they are
+gapless and commit in increasing order. That is what lets the feed page by position without
+ever skipping a row whose transaction committed late behind a higher insert id.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any, cast
+
+import psycopg
+import sqlalchemy as sa
+from psycopg import sql
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from outbox.models import OutboxEvent
+
+# pg_try_advisory_lock key of the single active relay: the bytes of "ledgrrly" as a bigint.
+RELAY_LOCK_KEY = int.from_bytes(b"ledgrrly", "big") & 0x7FFF_FFFF_FFFF_FFFF
+
+Executor = AsyncConnection | AsyncSession
+
+events_t = cast(sa.Table, OutboxEvent.__table__)
+
+
+@dataclass(frozen=True, slots=True)
+class UnpublishedEvent:
+    id: int
+    subject: str
+    envelope: dict[str, Any]
+    traceparent: str | None
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStatus:
+    backlog: int
+    oldest_age_seconds: float
+    last_position: int
+
+
+async def try_relay_lock(conn: AsyncConnection) -> bool:
+    """Session-level: held until released or until the connection ends (a killed relay's
+    backend exits and PostgreSQL frees the lock, so a standby takes over)."""
+    result = await conn.execute(sa.select(sa.func.pg_try_advisory_lock(RELAY_LOCK_KEY)))
+    return bool(result.scalar())
+
+
+async def release_relay_lock(conn: AsyncConnection) -> None:
+    await conn.execute(sa.select(sa.func.pg_advisory_unlock(RELAY_LOCK_KEY)))
+
+
+async def listen(conn: psycopg.AsyncConnection[Any], channel: str) -> None:
+    """LISTEN on a dedicated autocommit connection: the relay's wake-up bell."""
+    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+
+
+async def fetch_unpublished(db: Executor, limit: int) -> list[UnpublishedEvent]:
+    """The oldest unpublished rows by insert id (the partial index on id WHERE position IS NULL
+    serves this). A row whose transaction is still open is invisible now and is taken by a later
+    step, whatever its id: nothing here remembers a "last id"."""
+    query = (
+        sa.select(
+            events_t.c.id,
+            events_t.c.subject,
+            events_t.c.envelope,
+            events_t.c.traceparent,
+            events_t.c.created_at,
+        )
+        .where(events_t.c.position.is_(None))
+        .order_by(events_t.c.id)
+        .limit(limit)
+    )
+    return [
+        UnpublishedEvent(r.id, r.subject, r.envelope, r.traceparent, r.created_at)
+        for r in await db.execute(query)
+    ]
+
+
+async def mark_published(db: Executor, ids: list[int], now: dt.datetime) -> int:
+    """Give the rows the next feed positions in id order and stamp them published. Only the lock
+    holder calls this; the unique index on position would refuse a second writer anyway."""
+    if not ids:
+        return 0
+    result = await db.execute(
+        sa.text(
+            """
+            WITH base AS (
+                SELECT coalesce(max(position), 0) AS last FROM outbox_events
+            ), ordered AS (
+                SELECT id, row_number() OVER (ORDER BY id) AS rank
+                FROM outbox_events
+                WHERE id = ANY(:ids) AND position IS NULL
+            )
+            UPDATE outbox_events AS o
+            SET position = base.last + ordered.rank, published_at = :now
+            FROM base, ordered
+            WHERE o.id = ordered.id
+            """
+        ),
+        {"ids": ids, "now": now},
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def feed_page(db: Executor, after: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
+    """(position, envelope) of the events after `after`, in position order."""
+    query = (
+        sa.select(events_t.c.position, events_t.c.envelope)
+        .where(events_t.c.position > after)
+        .order_by(events_t.c.position)
+        .limit(limit)
+    )
+    return [(int(r.position), r.envelope) for r in await db.execute(query)]
+
+
+async def first_retained_position(db: Executor) -> int | None:
+    value = (await db.execute(sa.select(sa.func.min(events_t.c.position)))).scalar()
+    return None if value is None else int(value)
+
+
+async def status(db: Executor) -> OutboxStatus:
+    row = (
+        await db.execute(
+            sa.text(
+                """
+                SELECT
+                    (SELECT count(*) FROM outbox_events WHERE position IS NULL) AS backlog,
+                    (SELECT extract(epoch FROM clock_timestamp() - min(created_at))
+                       FROM outbox_events WHERE position IS NULL) AS oldest_age_seconds,
+                    (SELECT max(position) FROM outbox_events) AS last_position
+                """
+            )
+        )
+    ).one()
+    age = row.oldest_age_seconds
+    return OutboxStatus(
+        backlog=int(row.backlog or 0),
+        oldest_age_seconds=max(0.0, float(age)) if age is not None else 0.0,
+        last_position=int(row.last_position or 0),
+    )
+
+
+async def trim_published(db: Executor, published_before: dt.datetime, limit: int) -> int:
+    """Delete published rows older than the cutoff among the `limit` lowest positions (positions
+    are handed out in time order, so those are the oldest, and the scan stays bounded). The newest
+    published row always stays: it carries max(position), so positions never restart."""
+    result = await db.execute(
+        sa.text(
+            """
+            DELETE FROM outbox_events
+            WHERE id IN (
+                SELECT id FROM (
+                    SELECT id, position, published_at FROM outbox_events
+                    WHERE position IS NOT NULL
+                    ORDER BY position
+                    LIMIT :limit
+                ) AS oldest
+                WHERE published_at < :cutoff
+                  AND position < (SELECT max(position) FROM outbox_events)
+            )
+            """
+        ),
+        {"cutoff": published_before, "limit": limit},
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
