@@ -329,3 +329,24 @@ async def test_a_write_and_its_record_commit_together(
     sync_db.execute("DROP TRIGGER fail_audit ON audit_records")
     account = await create_account(client, code="now-it-works")
     assert records(sync_db)[-1]["object_id"] == account["id"]
+
+
+async def test_concurrent_writes_keep_their_own_request_and_trace(
+    client: AsyncTestClient[Any], sync_db: psycopg.Connection[Any]
+) -> None:
+    """Concurrent requests may share a transaction (group commit): each record still names the
+    request and trace it came from."""
+    _, a, b = await funded_pair(client, 10_000)
+    body = {"debit_account_id": a["id"], "credit_account_id": b["id"], "amount": 1}
+
+    async def one() -> tuple[str, str, str]:
+        headers, request_id, trace_id = _trace_headers()
+        response = await client.post("/v1/transfers", json=body, headers=headers)
+        assert response.status_code == 201, response.text
+        return response.json()["id"], request_id, trace_id
+
+    sent = await asyncio.gather(*(one() for _ in range(40)))
+    by_object = {r["object_id"]: r for r in records(sync_db)}
+    for transfer_id, request_id, trace_id in sent:
+        assert by_object[transfer_id]["request_id"] == request_id
+        assert by_object[transfer_id]["trace_id"] == trace_id
