@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from typing import Any
 
@@ -15,7 +16,7 @@ from accounts import repository as repo
 from accounts import service
 from accounts.schemas import AccountCreate, AccountPatch, BalanceAsOf, EntryOut, account_out
 from ledger.context import WriteContext
-from ledger.errors import PreconditionFailed, PreconditionRequired
+from ledger.errors import PreconditionFailed, PreconditionRequired, ValidationFailed
 from ledger.http import (
     check_limit,
     decode_int_cursor,
@@ -28,6 +29,10 @@ from ledger.http import (
     write_context,
 )
 from ledger.schemas import decode_body
+
+CODE = re.compile(r"[A-Za-z0-9:._-]{1,128}")
+CURRENCY = re.compile(r"[A-Z0-9]{3,12}")
+STATUSES = ("active", "frozen", "closed")
 
 
 def etag(version: int) -> str:
@@ -65,6 +70,7 @@ class AccountController(Controller):
         limit: int = 100,
     ) -> Response[bytes]:
         check_limit(limit)
+        check_filters(code=code, currency=currency, status=status)
         after = decode_uuid_cursor("account", cursor)
 
         async def work(session: AsyncSession) -> list[Any]:
@@ -134,6 +140,23 @@ class AccountController(Controller):
             return BalanceAsOf(account_id=account_id, as_of=when, posted=posted, sequence=sequence)
 
         return json_response(await services_of(request).run(work))
+
+
+def check_filters(*, code: str | None, currency: str | None, status: str | None) -> None:
+    """Filters take the shapes the fields have: anything else (a NUL, a 10 kB string) is a
+    validation error, not a query."""
+    wrong = [
+        name
+        for name, value, pattern in (("code", code, CODE), ("currency", currency, CURRENCY))
+        if value is not None and not pattern.fullmatch(value)
+    ]
+    if status is not None and status not in STATUSES:
+        wrong.append("status")
+    if wrong:
+        raise ValidationFailed(
+            f"invalid filter: {', '.join(wrong)}",
+            errors=[{"field": name, "message": "invalid value"} for name in wrong],
+        )
 
 
 def _parse_etag(value: str) -> int:

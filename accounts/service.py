@@ -228,4 +228,10 @@ def utc(value: dt.datetime) -> dt.datetime:
             "timestamps must carry a UTC offset (RFC 3339)",
             errors=[{"field": "timestamp", "message": "no offset"}],
         )
-    return value.astimezone(dt.UTC)
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError as exc:  # year 1 with a positive offset, year 9999 with a negative one
+        raise ValidationFailed(
+            "timestamp is out of range",
+            errors=[{"field": "timestamp", "message": "out of range"}],
+        ) from exc

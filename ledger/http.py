@@ -16,12 +16,13 @@ from litestar import Request, Response
 from litestar.connection import ASGIConnection
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.handlers.base import BaseRouteHandler
+from sqlalchemy.exc import DataError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ledger import limits
 from ledger.apikeys import service as keys
 from ledger.context import Actor, WriteContext
-from ledger.db import is_unavailable, run_in_transaction
+from ledger.db import is_unavailable, run_in_transaction, sqlstate
 from ledger.errors import Forbidden, LedgerError, ServiceUnavailable, Unauthorized, ValidationFailed
 from ledger.idempotency import StoredResponse, check_key, fingerprint, run_idempotent
 from ledger.settings import Settings
@@ -297,9 +298,30 @@ def handle_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Resp
     )
 
 
+# Lock and statement timeouts: the database is too busy to finish in our bounds; nothing
+# committed, so the client may retry.
+BUSY_SQLSTATES = frozenset({"55P03", "57014"})
+
+
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     if is_unavailable(exc):
         return handle_ledger_error(request, ServiceUnavailable())
+    if sqlstate(exc) in BUSY_SQLSTATES:
+        log.warning("http.database_busy", sqlstate=sqlstate(exc), path=request.url.path)
+        return handle_ledger_error(
+            request, ServiceUnavailable("the database did not answer within our time bounds")
+        )
+    if isinstance(exc, DataError):
+        # A value the database cannot take (say a NUL character) that no check caught: the
+        # input's fault, never a 500. Logged, since a check should have named the field.
+        log.warning("http.data_error", path=request.url.path, error=type(exc.orig).__name__)
+        return handle_ledger_error(
+            request,
+            ValidationFailed(
+                "a value in the request cannot be stored",
+                errors=[{"field": "", "message": "invalid value"}],
+            ),
+        )
     log.error("http.unhandled_error", exc_info=exc, path=request.url.path)
     return problem_response(
         {

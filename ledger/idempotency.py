@@ -17,14 +17,17 @@ from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger import limits
+from ledger.db import sqlstate
 from ledger.errors import IdempotencyKeyInUse, IdempotencyKeyReused, LedgerError, ValidationFailed
 from ledger.idempotency_models import IdempotencyRecord
 from ledger.schemas import encode
 
 keys_t = cast(sa.Table, IdempotencyRecord.__table__)
+LOCK_NOT_AVAILABLE = "55P03"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,22 +65,14 @@ async def run_idempotent(
     now: dt.datetime,
     effect: Callable[[AsyncSession], Awaitable[StoredResponse]],
 ) -> StoredResponse:
-    inserted = (
-        await session.execute(
-            pg_insert(keys_t)
-            .values(
-                principal_id=principal_id,
-                key=key,
-                fingerprint=fingerprint_hex,
-                status_code=None,
-                response_body=None,
-                created_at=now,
-            )
-            .on_conflict_do_nothing()
-            .returning(keys_t.c.key)
-        )
-    ).first()
-    if inserted is None:
+    try:
+        inserted = await _claim(session, principal_id, key, fingerprint_hex, now)
+    except DBAPIError as exc:
+        if sqlstate(exc) != LOCK_NOT_AVAILABLE:
+            raise
+        # The first request with this key held it past our lock timeout: still running.
+        raise IdempotencyKeyInUse("a request with this Idempotency-Key is still running") from exc
+    if not inserted:
         return await _replay(session, principal_id, key, fingerprint_hex, now)
     savepoint = await session.begin_nested()
     try:
@@ -97,6 +92,29 @@ async def run_idempotent(
         .values(status_code=response.status, response_body=_stored(response))
     )
     return response
+
+
+async def _claim(
+    session: AsyncSession, principal_id: uuid.UUID, key: str, fingerprint_hex: str, now: dt.datetime
+) -> bool:
+    """Insert the key row; False when it exists. A concurrent first request's uncommitted row
+    makes this wait (up to the lock timeout) until that request commits or rolls back."""
+    inserted = (
+        await session.execute(
+            pg_insert(keys_t)
+            .values(
+                principal_id=principal_id,
+                key=key,
+                fingerprint=fingerprint_hex,
+                status_code=None,
+                response_body=None,
+                created_at=now,
+            )
+            .on_conflict_do_nothing()
+            .returning(keys_t.c.key)
+        )
+    ).first()
+    return inserted is not None
 
 
 def _stored(response: StoredResponse) -> bytes:

@@ -8,8 +8,8 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import uvicorn
-from litestar.testing import AsyncTestClient
 
 from ledger.app import create_app
 from ledger.embedded import LOOPBACK, free_port
@@ -17,7 +17,7 @@ from ledger.settings import Settings
 
 
 async def create_account(
-    client: AsyncTestClient[Any],
+    client: httpx.AsyncClient,
     *,
     normal_balance: str = "credit",
     currency: str = "USD",
@@ -40,7 +40,7 @@ async def create_account(
 
 
 async def transfer(
-    client: AsyncTestClient[Any], debit: str, credit: str, amount: int, **extra: Any
+    client: httpx.AsyncClient, debit: str, credit: str, amount: int, **extra: Any
 ) -> Any:
     return await client.post(
         "/v1/transfers",
@@ -49,7 +49,7 @@ async def transfer(
 
 
 async def funded_pair(
-    client: AsyncTestClient[Any], amount: int, currency: str = "USD"
+    client: httpx.AsyncClient, amount: int, currency: str = "USD"
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """A debit-normal source with no floor, and two credit-normal customer accounts, the first
     funded with `amount`."""
@@ -64,7 +64,7 @@ async def funded_pair(
     return source, a, b
 
 
-async def balances(client: AsyncTestClient[Any], account_id: str) -> dict[str, Any]:
+async def balances(client: httpx.AsyncClient, account_id: str) -> dict[str, Any]:
     response = await client.get(f"/v1/accounts/{account_id}")
     assert response.status_code == 200, response.text
     result: dict[str, Any] = response.json()["balances"]
@@ -100,3 +100,22 @@ async def live_server(settings: Settings) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+@contextlib.asynccontextmanager
+async def app_client(
+    settings: Settings, secret: str | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """Like the `client` fixture, for tests that build their own settings (another database, a
+    shorter lock timeout, ...)."""
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    try:
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url="http://testserver.local",
+            headers={"Authorization": f"Bearer {secret or settings.admin_key}"},
+        ) as http:
+            yield http
+    finally:
+        await app.state.engine.dispose()

@@ -9,7 +9,6 @@ import uuid
 from typing import Any
 
 import httpx
-from litestar.testing import AsyncTestClient
 
 from ledger.settings import Settings
 from tests.helpers import balances, create_account, funded_pair, live_server, transfer
@@ -27,7 +26,7 @@ def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
 
 
 async def test_create_returns_the_account_with_zero_balances(
-    client: AsyncTestClient[Any],
+    client: httpx.AsyncClient,
 ) -> None:
     response = await client.post(
         "/v1/accounts",
@@ -68,12 +67,12 @@ async def test_create_returns_the_account_with_zero_balances(
     assert body["created_at"].endswith("Z")
 
 
-async def test_min_balance_defaults_to_zero(client: AsyncTestClient[Any]) -> None:
+async def test_min_balance_defaults_to_zero(client: httpx.AsyncClient) -> None:
     account = await create_account(client)
     assert account["min_balance"] == 0
 
 
-async def test_create_with_the_same_id_is_idempotent(client: AsyncTestClient[Any]) -> None:
+async def test_create_with_the_same_id_is_idempotent(client: httpx.AsyncClient) -> None:
     account_id = str(uuid.uuid4())
     body = {"id": account_id, "code": "same-id", "currency": "USD", "normal_balance": "credit"}
     first = await client.post("/v1/accounts", json=body)
@@ -87,7 +86,7 @@ async def test_create_with_the_same_id_is_idempotent(client: AsyncTestClient[Any
     assert [a["id"] for a in listed.json()["data"]] == [account_id]
 
 
-async def test_a_taken_code_is_refused(client: AsyncTestClient[Any]) -> None:
+async def test_a_taken_code_is_refused(client: httpx.AsyncClient) -> None:
     await create_account(client, code="taken")
     response = await client.post(
         "/v1/accounts", json={"code": "taken", "currency": "USD", "normal_balance": "credit"}
@@ -128,7 +127,7 @@ async def test_concurrent_creates_of_one_code_or_id_make_one_account(settings: S
 
 
 async def test_positive_min_balance_on_a_new_account_is_refused(
-    client: AsyncTestClient[Any],
+    client: httpx.AsyncClient,
 ) -> None:
     response = await client.post(
         "/v1/accounts",
@@ -138,7 +137,7 @@ async def test_positive_min_balance_on_a_new_account_is_refused(
     assert (await client.get("/v1/accounts", params={"code": "floor"})).json()["data"] == []
 
 
-async def test_get_has_an_etag_and_unknown_ids_are_404(client: AsyncTestClient[Any]) -> None:
+async def test_get_has_an_etag_and_unknown_ids_are_404(client: httpx.AsyncClient) -> None:
     account = await create_account(client)
     response = await client.get(f"/v1/accounts/{account['id']}")
     assert response.status_code == 200
@@ -147,7 +146,7 @@ async def test_get_has_an_etag_and_unknown_ids_are_404(client: AsyncTestClient[A
     assert_problem(await client.get(f"/v1/accounts/{uuid.uuid4()}"), 404, "account_not_found")
 
 
-async def test_list_filters_and_walks_every_page_once(client: AsyncTestClient[Any]) -> None:
+async def test_list_filters_and_walks_every_page_once(client: httpx.AsyncClient) -> None:
     usd = [await create_account(client, currency="USD") for _ in range(5)]
     eur = [await create_account(client, currency="EUR") for _ in range(2)]
     seen: list[str] = []
@@ -183,7 +182,7 @@ async def test_list_filters_and_walks_every_page_once(client: AsyncTestClient[An
     assert [a["id"] for a in by_status.json()["data"]] == [eur[0]["id"]]
 
 
-async def test_list_limit_bounds(client: AsyncTestClient[Any]) -> None:
+async def test_list_limit_bounds(client: httpx.AsyncClient) -> None:
     for limit in (0, 1001, -1):
         response = await client.get("/v1/accounts", params={"limit": limit})
         assert_problem(response, 422, "validation_error")
@@ -193,7 +192,7 @@ async def test_list_limit_bounds(client: AsyncTestClient[Any]) -> None:
 
 
 async def test_patch_needs_if_match_and_refuses_stale_versions(
-    client: AsyncTestClient[Any],
+    client: httpx.AsyncClient,
 ) -> None:
     account = await create_account(client)
     url = f"/v1/accounts/{account['id']}"
@@ -213,7 +212,7 @@ async def test_patch_needs_if_match_and_refuses_stale_versions(
     assert_problem(missing, 404, "account_not_found")
 
 
-async def test_version_grows_with_every_balance_change(client: AsyncTestClient[Any]) -> None:
+async def test_version_grows_with_every_balance_change(client: httpx.AsyncClient) -> None:
     _source, a, b = await funded_pair(client, 100)
     assert (await client.get(f"/v1/accounts/{a['id']}")).headers["etag"] == '"2"'
     await transfer(client, a["id"], b["id"], 10)
@@ -223,7 +222,7 @@ async def test_version_grows_with_every_balance_change(client: AsyncTestClient[A
 
 
 async def test_frozen_accounts_refuse_transfers_until_thawed(
-    client: AsyncTestClient[Any],
+    client: httpx.AsyncClient,
 ) -> None:
     _source, a, b = await funded_pair(client, 100)
     url = f"/v1/accounts/{a['id']}"
@@ -237,7 +236,7 @@ async def test_frozen_accounts_refuse_transfers_until_thawed(
 
 
 async def test_close_only_from_zero_balances_and_closed_is_final(
-    client: AsyncTestClient[Any],
+    client: httpx.AsyncClient,
 ) -> None:
     source, a, _b = await funded_pair(client, 100)
     url = f"/v1/accounts/{a['id']}"
@@ -253,7 +252,7 @@ async def test_close_only_from_zero_balances_and_closed_is_final(
 
 
 async def test_raising_the_floor_above_available_is_refused(
-    client: AsyncTestClient[Any],
+    client: httpx.AsyncClient,
 ) -> None:
     _source, a, b = await funded_pair(client, 100)
     url = f"/v1/accounts/{a['id']}"
@@ -270,7 +269,7 @@ async def test_raising_the_floor_above_available_is_refused(
 
 
 async def test_statement_has_running_balances_oldest_first(
-    client: AsyncTestClient[Any],
+    client: httpx.AsyncClient,
 ) -> None:
     _source, a, b = await funded_pair(client, 100)
     t1 = (await transfer(client, a["id"], b["id"], 30)).json()
@@ -315,7 +314,7 @@ async def test_statement_has_running_balances_oldest_first(
     )
 
 
-async def test_balance_as_of_a_past_instant(client: AsyncTestClient[Any]) -> None:
+async def test_balance_as_of_a_past_instant(client: httpx.AsyncClient) -> None:
     _source, a, b = await funded_pair(client, 100)
     entries = (await client.get(f"/v1/accounts/{a['id']}/entries")).json()["data"]
     funded_at = dt.datetime.fromisoformat(entries[0]["posted_at"])
