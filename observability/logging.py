@@ -127,15 +127,17 @@ def make_formatter(fmt: LogFormat = "json") -> logging.Formatter:
     """The formatter every handler uses: our processors, then secrets masked, then rendered."""
     renderer: Any
     if fmt == "console":
-        renderer = structlog.dev.ConsoleRenderer(
-            colors=False, exception_formatter=structlog.dev.plain_traceback
-        )
+        renderer = structlog.dev.ConsoleRenderer(colors=False)
     else:
         renderer = structlog.processors.JSONRenderer(serializer=_json_dumps)
-    final: list[Any] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
-    if fmt != "console":
-        final.append(structlog.processors.format_exc_info)
-    final += [redact_secrets, renderer]
+    # Tracebacks become text before the secrets are masked, in both formats: an exception's
+    # message can carry a secret as easily as a field can.
+    final: list[Any] = [
+        structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+        structlog.processors.format_exc_info,
+        redact_secrets,
+        renderer,
+    ]
     return structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=_shared_processors(), processors=final
     )

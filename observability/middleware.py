@@ -72,6 +72,8 @@ def request_context(app: ASGIApp) -> ASGIApp:
         request_id = _request_id(scope)
         trace_id, span_id, traceparent = current_ids()
         structlog.contextvars.clear_contextvars()
+        # ledger/http.py write_context reads these for the audit record and the outbox rows;
+        # log lines take trace_id/span_id from the current span when written instead.
         structlog.contextvars.bind_contextvars(
             request_id=request_id, trace_id=trace_id, span_id=span_id, traceparent=traceparent
         )

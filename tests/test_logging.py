@@ -156,12 +156,18 @@ def test_console_rendering_for_a_terminal() -> None:
     logger.propagate = False
     try:
         logger.warning("console.probe")
+        try:
+            raise RuntimeError(f"refused {ADMIN_SECRET}")
+        except RuntimeError:
+            logger.exception("console.failed")
     finally:
         logger.removeHandler(handler)
         logger.propagate = True
-    line = buffer.getvalue()
-    assert "console.probe" in line and "warning" in line
-    assert not line.lstrip().startswith("{")
+    text = buffer.getvalue()
+    assert "console.probe" in text and "warning" in text
+    assert not text.lstrip().startswith("{")
+    assert "RuntimeError: refused [redacted]" in text  # tracebacks are masked here too
+    assert ADMIN_SECRET not in text
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
