@@ -158,7 +158,7 @@ async def wait_until(predicate: Any, what: str, deadline_s: float = DEADLINE_SEC
     while not predicate():
         if time.monotonic() > stop_at:
             raise AssertionError(f"gave up waiting for {what}")
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.02)
 
 
 # -- the HTTP feed --------------------------------------------------------------------------------
