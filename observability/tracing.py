@@ -46,7 +46,7 @@ def configure_tracing(service_name: str = "ledger") -> TracerProvider:
         return _provider
     name = os.environ.get("OTEL_SERVICE_NAME") or service_name
     provider = TracerProvider(resource=Resource.create({"service.name": name}))
-    for exporter in _exporters_from_env():
+    for exporter in exporters_from_env():
         provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     _provider = provider
@@ -61,7 +61,7 @@ def add_span_processor(processor: SpanProcessor) -> None:
     configure_tracing().add_span_processor(processor)
 
 
-def _exporters_from_env() -> list[SpanExporter]:
+def exporters_from_env() -> list[SpanExporter]:
     """The exporters OTEL_TRACES_EXPORTER names (comma separated); none when it is unset, unless
     OTEL_EXPORTER_OTLP_ENDPOINT is set, which implies `otlp`."""
     raw = os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
@@ -102,7 +102,8 @@ def _exporter(choice: str) -> SpanExporter | None:
 
 
 def instrument_engine(engine: AsyncEngine) -> None:
-    """SQL spans for every statement on this engine, children of whatever span is current.
+    """SQL spans for every statement this engine runs inside a trace, children of the span that
+    is current (the request's server span, the consumer's processing span).
 
     The instrumentation listens on the async engine's `sync_engine` (where SQLAlchemy fires its
     cursor events). We attach its `EngineTracer` per engine instead of calling the instrumentor,

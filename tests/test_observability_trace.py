@@ -18,13 +18,13 @@ import psycopg
 import pytest
 from litestar.testing import AsyncTestClient
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
 from ledger.embedded import EmbeddedBroker
 from ledger.settings import Settings
-from observability.tracing import add_span_processor
+from observability.tracing import add_span_processor, exporters_from_env
 from outbox.consumer import Event, EventConsumer
 from outbox.kafka import header_value
 from outbox.relay import Relay
@@ -142,3 +142,16 @@ async def test_one_trace_from_http_request_to_consumer(
     ]
     assert consumer_sql
     assert all(s.context.trace_id == trace_id for s in consumer_sql)
+
+
+def test_exporters_follow_the_otel_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    assert exporters_from_env() == []  # nothing leaves the process unless asked
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    assert exporters_from_env() == []
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
+    [console] = exporters_from_env()
+    assert isinstance(console, ConsoleSpanExporter)
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "zipkin-of-the-future")
+    assert exporters_from_env() == []  # unknown: logged and ignored, never a crash
