@@ -109,7 +109,7 @@ async def app_client(
     """Like the `client` fixture, for tests that build their own settings (another database, a
     shorter lock timeout, ...)."""
     app = create_app(settings)
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)  # type: ignore[arg-type]
     try:
         async with httpx.AsyncClient(
             transport=transport,

@@ -440,7 +440,7 @@ def test_ledger_matches_the_model(db_url: str) -> None:
         run_state_machine_as_test(
             LedgerMachine,
             settings=settings(
-                max_examples=30,
+                max_examples=20,
                 stateful_step_count=25,
                 deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],

@@ -1,0 +1,135 @@
+"""`ledger verify`: clean ledgers pass; money edited behind the service's back (as a superuser,
+triggers off) is caught, by the real command, with one line per violation."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+from ledger.db import create_engine, create_sessionmaker, run_in_transaction
+from ledger.settings import Settings
+from ledger.verify import find_violations
+from tests.helpers import funded_pair, transfer
+
+LEDGER = str(Path(sys.executable).parent / "ledger")
+
+
+async def run_verify(settings: Settings) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "LEDGER_DATABASE_URL": settings.database_url or "",
+        "LEDGER_LOG_LEVEL": "warning",
+    }
+    return await asyncio.to_thread(
+        subprocess.run,
+        [LEDGER, "verify"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def behind_the_back(db: psycopg.Connection[Any], *statements: str) -> None:
+    """Edit as a superuser with the guarding triggers switched off, as an attacker might."""
+    with db.transaction():
+        db.execute("SET LOCAL session_replication_role = replica")
+        for statement in statements:
+            db.execute(statement)
+
+
+async def violations(settings: Settings) -> list[str]:
+    engine = create_engine(settings, pool_size=1)
+    try:
+        return await run_in_transaction(create_sessionmaker(engine), find_violations)
+    finally:
+        await engine.dispose()
+
+
+async def busy_ledger(client: httpx.AsyncClient) -> tuple[dict[str, Any], ...]:
+    source, a, b = await funded_pair(client, 1000)
+    moved = (await transfer(client, a["id"], b["id"], 300)).json()
+    assert (
+        await client.post(f"/v1/transfers/{moved['id']}/reverse", json={"amount": 100})
+    ).is_success
+    assert (await transfer(client, b["id"], a["id"], 50)).status_code == 201
+    return source, a, b, moved
+
+
+async def test_verify_passes_on_a_clean_ledger_and_names_a_corrupted_account(
+    client: httpx.AsyncClient, settings: Settings, sync_db: psycopg.Connection[Any]
+) -> None:
+    _source, a, _b, _moved = await busy_ledger(client)
+    clean = await run_verify(settings)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert clean.stdout == ""
+
+    behind_the_back(
+        sync_db, f"UPDATE accounts SET posted_credits = posted_credits + 7 WHERE id = '{a['id']}'"
+    )
+    broken = await run_verify(settings)
+    assert broken.returncode == 1, broken.stdout + broken.stderr
+    lines = broken.stdout.splitlines()
+    assert lines, broken.stderr
+    assert any(a["id"] in line and "posted" in line for line in lines), lines
+    assert len(lines) == len(set(lines)) == len(await violations(settings))
+    assert all(line.strip() for line in lines)
+
+
+async def test_each_invariant_is_checked(
+    client: httpx.AsyncClient, settings: Settings, sync_db: psycopg.Connection[Any]
+) -> None:
+    source, a, b, moved = await busy_ledger(client)
+    assert await violations(settings) == []
+    corruptions = [
+        # a hold that no pending transfer explains
+        (f"UPDATE accounts SET pending_debits = 5 WHERE id = '{a['id']}'", "pending", a["id"]),
+        # a floor broken: min_balance above what is available
+        # (the CHECK constraint holds even with triggers off: a superuser must drop it first)
+        (
+            "ALTER TABLE accounts DROP CONSTRAINT ck_accounts_floor;"
+            f" UPDATE accounts SET min_balance = 10000 WHERE id = '{b['id']}'",
+            "floor",
+            b["id"],
+        ),
+        # a transfer whose entries no longer match its posted amount
+        (
+            f"UPDATE transfers SET posted_amount = 299 WHERE id = '{moved['id']}'",
+            "entries",
+            moved["id"],
+        ),
+        # reversals that do not add up
+        (
+            f"UPDATE transfers SET reversed_amount = 0 WHERE id = '{moved['id']}'",
+            "reversal",
+            moved["id"],
+        ),
+        # a lost event: the account's sequence has a gap
+        (
+            "DELETE FROM outbox_events WHERE id = (SELECT id FROM outbox_events"
+            f" WHERE subject = '{source['id']}' AND sequence = 2)",
+            "sequence",
+            source["id"],
+        ),
+    ]
+    for statement, rule, subject in corruptions:
+        behind_the_back(sync_db, statement)
+        found = await violations(settings)
+        assert any(rule in line and subject in line for line in found), (rule, found)
+    # an entry that breaks double entry and the running balance
+    behind_the_back(
+        sync_db,
+        "INSERT INTO entries (account_id, transfer_id, direction, amount, balance_after,"
+        f" sequence, posted_at) VALUES ('{a['id']}', '{moved['id']}', 'debit', 1, 0, 999, now())",
+    )
+    found = await violations(settings)
+    assert any("debits and credits differ" in line and "USD" in line for line in found), found
+    assert any("running balance" in line and a["id"] in line for line in found), found
