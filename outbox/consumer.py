@@ -38,7 +38,7 @@ from typing import Any
 import msgspec
 import structlog
 from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -207,14 +207,18 @@ class EventConsumer:
         try:
             result = await run_in_transaction(self._require_sessionmaker(), self._applier(records))
         except BaseException:
-            # Nothing was committed: read the same records again on the next poll.
+            # Nothing was committed: read the same records again on the next poll (a partition
+            # taken away by a rebalance meanwhile is read again by its new owner anyway).
             for tp, batch in fetched.items():
-                consumer.seek(tp, batch[0].offset)
+                with contextlib.suppress(IllegalStateError):
+                    consumer.seek(tp, batch[0].offset)
             raise
+        # Reported once the transaction has committed and before the offsets are: a replay of
+        # these records is all duplicates, so a gap found now is never found again.
+        self._report(result)
         offsets = {tp: OffsetAndMetadata(batch[-1].offset + 1, "") for tp, batch in fetched.items()}
         await consumer.commit(offsets)
         self._failures = 0
-        self._report(result)
         return result
 
     def _require_sessionmaker(self) -> async_sessionmaker[AsyncSession]:
@@ -288,7 +292,7 @@ class EventConsumer:
         return "applied"
 
     def _report(self, result: PollResult) -> None:
-        """Counted and logged only after the commit: a replayed poll never counts twice."""
+        """Counted and logged only after the commit: a rolled-back poll never counts twice."""
         for outcome, count in result.outcomes.items():
             metrics.CONSUMER_EVENTS.labels(outcome=outcome).inc(count)
         for gap in result.gaps:
