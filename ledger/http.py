@@ -122,8 +122,13 @@ def claim_of(request: Request[Any, Any, Any], body: bytes) -> IdempotencyClaim |
 async def idempotent_post(
     request: Request[Any, Any, Any],
     effect: Callable[[AsyncSession, WriteContext], Awaitable[tuple[int, Any]]],
+    *,
+    redact: Callable[[Any], Any] | None = None,
 ) -> Response[bytes]:
-    """Run one write in one transaction, honouring Idempotency-Key exactly as the contract says."""
+    """Run one write in one transaction, honouring Idempotency-Key exactly as the contract says.
+
+    `redact` gives the value to keep for replays when it must not hold everything sent now (an
+    API key's secret is never stored in the clear, not even in the key row)."""
     services = services_of(request)
     claim = claim_of(request, await request.body())
     base_ctx = write_context(request)
@@ -133,7 +138,8 @@ async def idempotent_post(
 
         async def run_effect(s: AsyncSession) -> StoredResponse:
             status, value = await effect(s, ctx)
-            return StoredResponse(status, msgspec.json.encode(value))
+            kept = None if redact is None else msgspec.json.encode(redact(value))
+            return StoredResponse(status, msgspec.json.encode(value), stored_body=kept)
 
         if claim is None:
             return await run_effect(session)

@@ -36,6 +36,9 @@ class StoredResponse:
     body: bytes
     replayed: bool = False
     media_type: str = "application/json"
+    # What the key row keeps when it must differ from what is sent now: an API key's secret is
+    # shown once and stored only as a hash, so its replay carries no secret.
+    stored_body: bytes | None = None
 
 
 def check_key(key: str) -> str:
@@ -120,7 +123,7 @@ async def _claim(
 def _stored(response: StoredResponse) -> bytes:
     # The media type travels with the body: one byte of kind, then the exact bytes sent.
     kind = b"p" if response.media_type == "application/problem+json" else b"j"
-    return kind + response.body
+    return kind + (response.body if response.stored_body is None else response.stored_body)
 
 
 async def _replay(

@@ -146,3 +146,26 @@ async def test_schema_documents_the_api(client: httpx.AsyncClient) -> None:
     assert (await client.get("/health")).json() == {"status": "ok"}
     ready = (await client.get("/ready")).json()
     assert ready["status"] == "ready"
+
+
+async def test_a_replayed_key_creation_never_shows_or_stores_the_secret(
+    client: httpx.AsyncClient, sync_db: psycopg.Connection[Any]
+) -> None:
+    body = {"name": "ci", "role": "reader"}
+    first = await client.post("/v1/api-keys", json=body, headers={"Idempotency-Key": "ci-key"})
+    assert first.status_code == 201, first.text
+    secret = first.json()["secret"]
+    assert secret
+    stored = sync_db.execute(
+        "SELECT count(*) FROM idempotency_keys WHERE position(%s::bytea in response_body) > 0",
+        (secret.encode(),),
+    ).fetchone()
+    assert stored == (0,)
+    replay = await client.post("/v1/api-keys", json=body, headers={"Idempotency-Key": "ci-key"})
+    assert (replay.status_code, replay.headers["idempotent-replayed"]) == (201, "true")
+    assert replay.json() == {**first.json(), "secret": None}
+    assert secret not in replay.text
+    row = sync_db.execute("SELECT count(*) FROM api_keys WHERE name = 'ci'").fetchone()
+    assert row == (1,)
+    headers = {"Authorization": f"Bearer {secret}"}
+    assert (await client.get("/v1/accounts", headers=headers)).status_code == 200

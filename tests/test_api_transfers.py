@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -322,3 +323,22 @@ async def test_list_transfers_by_account_and_state_with_cursors(
     assert_problem(
         await client.get("/v1/transfers", params={"account_id": "nope"}), 422, "validation_error"
     )
+
+
+async def test_concurrent_reversals_never_exceed_what_was_posted(
+    client: httpx.AsyncClient, sync_db: psycopg.Connection[Any]
+) -> None:
+    _source, a, b = await funded_pair(client, 1000)
+    original = (await transfer(client, a["id"], b["id"], 100)).json()
+    url = f"/v1/transfers/{original['id']}/reverse"
+    answers = await asyncio.gather(*(client.post(url, json={"amount": 7}) for _ in range(20)))
+    done = [r for r in answers if r.status_code == 201]
+    assert len(done) == 14, [r.text for r in answers if r.status_code != 201]
+    for r in answers:
+        if r.status_code != 201:
+            assert_problem(r, 422, "reversal_exceeds_posted")
+    row = sync_db.execute(
+        "SELECT coalesce(sum(amount), 0) FROM transfers WHERE reversal_of = %s", (original["id"],)
+    ).fetchone()
+    assert row == (98,)
+    assert (await balances(client, b["id"]))["posted"] == 2

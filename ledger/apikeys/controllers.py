@@ -24,6 +24,12 @@ from ledger.http import (
 from ledger.schemas import decode_body
 
 
+def without_secret(created: dict[str, Any]) -> dict[str, Any]:
+    """A replayed key creation answers the same key, with `secret: null`: the secret is shown
+    once and stored nowhere in the clear."""
+    return {**created, "secret": None}
+
+
 class ApiKeyController(Controller):
     path = "/v1/api-keys"
     tags = ["api-keys"]
@@ -39,7 +45,7 @@ class ApiKeyController(Controller):
             )
             return 201, {**view.public(), "secret": secret}
 
-        return await idempotent_post(request, effect)
+        return await idempotent_post(request, effect, redact=without_secret)
 
     @get("/", operation_id="listApiKeys")
     async def list_(
