@@ -18,6 +18,7 @@ from tests.helpers import app_client, balances, funded_pair, transfer
 from tests.test_errors import problem
 
 RACERS = 24
+ACCOUNT = {"code": "slow", "currency": "USD", "normal_balance": "credit"}
 
 
 def transfer_count(db: psycopg.Connection[Any]) -> int:
@@ -243,12 +244,15 @@ async def test_a_failed_first_request_leaves_no_key_behind(
     assert (await balances(client, a["id"]))["posted"] == 95
 
 
+@pytest.mark.parametrize("group_commit", [True, False])
 async def test_a_key_still_running_past_the_lock_timeout_is_409_in_use(
-    client: httpx.AsyncClient, settings: Settings, short_lock_timeout: None
+    client: httpx.AsyncClient, settings: Settings, short_lock_timeout: None, group_commit: bool
 ) -> None:
+    """Accounts take the one-request path; transfers the shared (group commit) one or not."""
     admin_id = (await client.get("/v1/api-keys")).json()["data"][0]["id"]
-    body = {"code": "slow", "currency": "USD", "normal_balance": "credit"}
-    async with app_client(settings) as impatient:
+    _source, a, b = await funded_pair(client, 100)
+    payment = {"debit_account_id": a["id"], "credit_account_id": b["id"], "amount": 5}
+    async with app_client(settings.with_(group_commit=group_commit)) as impatient:
         with psycopg.connect(settings.database_url or "") as first:
             # a first request with this key that has not committed yet
             first.execute(
@@ -256,11 +260,16 @@ async def test_a_key_still_running_past_the_lock_timeout_is_409_in_use(
                 " VALUES (%s, 'busy', 'f', %s)",
                 (admin_id, dt.datetime.now(dt.UTC)),
             )
-            second = await impatient.post(
-                "/v1/accounts", json=body, headers={"Idempotency-Key": "busy"}
-            )
-            assert problem(second) == (409, "idempotency_key_in_use"), second.text
+            for path, body in (("/v1/accounts", ACCOUNT), ("/v1/transfers", payment)):
+                second = await impatient.post(path, json=body, headers={"Idempotency-Key": "busy"})
+                assert problem(second) == (409, "idempotency_key_in_use"), (path, second.text)
+            # a request without a key is not held back by the busy one
+            unkeyed = await impatient.post("/v1/transfers", json=payment)
+            assert unkeyed.status_code == 201, unkeyed.text
             first.rollback()
         # the first never committed: the key is free again and the request runs once
-        third = await impatient.post("/v1/accounts", json=body, headers={"Idempotency-Key": "busy"})
+        third = await impatient.post(
+            "/v1/transfers", json=payment, headers={"Idempotency-Key": "busy"}
+        )
         assert third.status_code == 201, third.text
+    assert (await balances(client, a["id"]))["posted"] == 90

@@ -30,13 +30,14 @@ import msgspec
 import sqlalchemy as sa
 import structlog
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ledger import limits
 from ledger.context import WriteContext
-from ledger.db import run_in_transaction
+from ledger.db import run_in_transaction, sqlstate
 from ledger.errors import ConfigurationError, LedgerError
-from ledger.idempotency import StoredResponse
+from ledger.idempotency import LOCK_NOT_AVAILABLE, StoredResponse
 from ledger.idempotency_models import IdempotencyRecord
 from ledger.posting import kernel
 from ledger.posting.kernel import Outcome, TransferCommand, transfer_out
@@ -46,6 +47,10 @@ log = structlog.get_logger("ledger.group_commit")
 keys_t = cast(sa.Table, IdempotencyRecord.__table__)
 
 PROBLEM = "application/problem+json"
+
+
+class KeysBusy(Exception):
+    """An Idempotency-Key of the batch stayed locked past the lock timeout by a running request."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +119,13 @@ class GroupCommitter:
             results = await run_in_transaction(
                 self.sessionmaker, lambda session: self._post(session, batch)
             )
+        except KeysBusy:
+            # A key of the batch is held by a request still running: nothing committed, so
+            # every request of the batch takes the one-request path, where only the keyed one
+            # waits (and replays, or answers 409 idempotency_key_in_use).
+            for submission in batch:
+                if not submission.future.done():
+                    submission.future.set_result(None)
         except BaseException as exc:  # every waiter must hear the outcome, whatever it is
             for submission in batch:
                 if not submission.future.done():
@@ -201,12 +213,17 @@ class GroupCommitter:
             }
             for pair, index in sorted(seen.items(), key=lambda item: (str(item[0][0]), item[0][1]))
         ]
-        inserted = await session.execute(
-            pg_insert(keys_t)
-            .values(rows)
-            .on_conflict_do_nothing()
-            .returning(keys_t.c.principal_id, keys_t.c.key)
-        )
+        try:
+            inserted = await session.execute(
+                pg_insert(keys_t)
+                .values(rows)
+                .on_conflict_do_nothing()
+                .returning(keys_t.c.principal_id, keys_t.c.key)
+            )
+        except DBAPIError as exc:
+            if sqlstate(exc) == LOCK_NOT_AVAILABLE:
+                raise KeysBusy from exc
+            raise
         won = {(row.principal_id, row.key) for row in inserted}
         taken.update(index for pair, index in seen.items() if pair not in won)
         return taken
