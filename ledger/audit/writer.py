@@ -45,4 +45,5 @@ async def write_audit(session: AsyncSession, entries: list[AuditEntry], ctx: Wri
                 "data": msgspec.to_builtins(entry.data),
             }
         )
-    await session.execute(sa.insert(AuditRecord), rows)
+    # The Core table: ORM bulk inserts split rows by which columns are None.
+    await session.execute(sa.insert(AuditRecord.__table__), rows)
