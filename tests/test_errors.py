@@ -4,6 +4,7 @@ must change nothing, and a lost database (503 with Retry-After, then recovery wi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import tempfile
@@ -12,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import hypothesis
 import psycopg
 import pytest
+from hypothesis import strategies as st
 
 from ledger import limits, migrate
 from ledger.cli import ensure_admin_key
@@ -397,3 +400,100 @@ async def test_a_lost_database_is_503_with_retry_after_and_recovers_without_rest
         assert (await http.get("/ready")).status_code == 200
         codes = sorted(a["code"] for a in (await http.get("/v1/accounts")).json()["data"])
         assert codes == ["after", "before"]
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+def field_values(known: list[str]) -> st.SearchStrategy[Any]:
+    """Plausible and implausible values for any field: real ids, edge integers, any JSON."""
+    return st.one_of(
+        st.sampled_from(known),
+        st.sampled_from([0, 1, -1, 2**63 - 1, 2**63, "USD", "EUR", True, "", "\u0000"]),
+        json_values,
+    )
+
+
+def test_no_input_gives_a_5xx(db_url: str) -> None:
+    """Random bodies, well-formed or not, on every write endpoint: always a 2xx or a 4xx."""
+    loop = asyncio.new_event_loop()
+    settings = Settings(database_url=db_url, admin_key="lk_fuzz_admin_key_0123456789")
+    stack = contextlib.AsyncExitStack()
+
+    async def setup() -> tuple[httpx.AsyncClient, list[str]]:
+        await ensure_admin_key(settings)
+        http = await stack.enter_async_context(app_client(settings))
+        _source, a, b = await funded_pair(http, 1000)
+        moved = (await transfer(http, a["id"], b["id"], 10)).json()
+        return http, [a["id"], b["id"], moved["id"], str(uuid.uuid4())]
+
+    try:
+        http, known = loop.run_until_complete(setup())
+        values = field_values(known)
+        transfer_fields = st.fixed_dictionaries(
+            {},
+            optional={
+                name: values
+                for name in (
+                    "id",
+                    "debit_account_id",
+                    "credit_account_id",
+                    "amount",
+                    "currency",
+                    "pending",
+                    "timeout_seconds",
+                    "reference",
+                    "metadata",
+                )
+            },
+        )
+        account_fields = st.fixed_dictionaries(
+            {},
+            optional={
+                name: values
+                for name in ("id", "code", "currency", "normal_balance", "min_balance", "metadata")
+            },
+        )
+        batches = st.fixed_dictionaries(
+            {"atomic": st.booleans()}, optional={"transfers": st.lists(transfer_fields, max_size=3)}
+        )
+        bodies = st.one_of(json_values, transfer_fields, account_fields, batches)
+        routes = st.sampled_from(
+            [
+                ("POST", "/v1/transfers"),
+                ("POST", "/v1/transfers/batch"),
+                ("POST", "/v1/accounts"),
+                ("POST", f"/v1/transfers/{known[2]}/reverse"),
+                ("POST", f"/v1/transfers/{known[2]}/post"),
+                ("POST", f"/v1/transfers/{known[3]}/void"),
+                ("POST", "/v1/api-keys"),
+                ("PATCH", f"/v1/accounts/{known[0]}"),
+            ]
+        )
+
+        @hypothesis.settings(max_examples=150, deadline=None, derandomize=True, database=None)
+        @hypothesis.given(route=routes, body=bodies, key=st.sampled_from([None, "fuzz-key"]))
+        def check(route: tuple[str, str], body: Any, key: str | None) -> None:
+            method, path = route
+            headers = {"content-type": "application/json", "If-Match": '"2"'}
+            if key is not None:
+                headers["Idempotency-Key"] = key
+            response = loop.run_until_complete(
+                http.request(method, path, content=json.dumps(body), headers=headers)
+            )
+            assert response.status_code < 500, (method, path, body, response.text)
+
+        check()
+    finally:
+        loop.run_until_complete(stack.aclose())
+        loop.close()
