@@ -304,9 +304,10 @@ def handle_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Resp
     )
 
 
-# Lock and statement timeouts: the database is too busy to finish in our bounds; nothing
-# committed, so the client may retry.
-BUSY_SQLSTATES = frozenset({"55P03", "57014"})
+# Lock and statement timeouts, and serialization failures or deadlocks still failing after our
+# retries: the database is too busy to finish in our bounds; nothing committed, so the client
+# may retry.
+BUSY_SQLSTATES = frozenset({"55P03", "57014", "40001", "40P01"})
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
