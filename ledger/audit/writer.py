@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import sqlalchemy as sa
@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.audit.models import AuditRecord
 from ledger.context import WriteContext
+from ledger.copy import insert_rows
 from ledger.ids import new_id
 
 
@@ -45,5 +46,5 @@ async def write_audit(session: AsyncSession, entries: list[AuditEntry], ctx: Wri
                 "data": msgspec.to_builtins(entry.data),
             }
         )
-    # The Core table: ORM bulk inserts split rows by which columns are None.
-    await session.execute(sa.insert(AuditRecord.__table__), rows)
+    # The Core table: ORM bulk inserts split rows by which columns are None. Many rows: COPY.
+    await insert_rows(session, cast(sa.Table, AuditRecord.__table__), rows)

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from accounts.models import Account
+from ledger.copy import insert_rows
 from ledger.posting.rules import AccountState
 from transfers.models import Entry, Transfer, VoidedTransferId
 
@@ -187,8 +188,7 @@ async def write_transfers(session: AsyncSession, transfers: Iterable[TransferRow
                     "updated_at": t.updated_at,
                 }
             )
-    if new_rows:
-        await session.execute(sa.insert(transfers_t), new_rows)
+    await insert_rows(session, transfers_t, new_rows)
     if changed_rows:
         await session.execute(
             sa.update(transfers_t)
@@ -205,8 +205,7 @@ async def write_transfers(session: AsyncSession, transfers: Iterable[TransferRow
 
 
 async def write_entries(session: AsyncSession, entries: list[dict[str, Any]]) -> None:
-    if entries:
-        await session.execute(sa.insert(entries_t), entries)
+    await insert_rows(session, entries_t, entries)
 
 
 async def write_accounts(session: AsyncSession, accounts: Iterable[AccountState]) -> None:
