@@ -141,14 +141,38 @@ def test_bench_uniform_run_is_ok(served: Served) -> None:
     assert {"transfers_per_s", "p50_ms", "p99_ms", "errors", "ok", "rejected"} <= report.keys()
 
 
-def test_bench_hot_account_run_is_ok(served: Served) -> None:
-    code, report, stderr = _bench(served, "--accounts", "10", "--duration", "2", "--hot")
+def _scratch_databases(database_url: str) -> set[str]:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'ledger_bench_%'")
+        return {row[0] for row in rows}
+
+
+def test_bench_hot_account_run_with_baseline(served: Served) -> None:
+    """--hot, plus --baseline: pgbench runs in a scratch database that is gone afterwards."""
+    before = _scratch_databases(served.database_url)
+    code, report, stderr = _bench(
+        served,
+        "--accounts",
+        "10",
+        "--duration",
+        "2",
+        "--hot",
+        "--baseline",
+        "--database-url",
+        served.database_url,
+    )
     assert code == 0, stderr
     assert report is not None
     assert report["ok"] is True, stderr
     assert report["mode"] == "hot"
     assert report["transfers_per_s"] > 0
     assert report["errors"] == 0, report["error_codes"]
+    assert report["baseline_tpcb_tps"] > 0
+    assert report["baseline_hot_row_tps"] > 0
+    rate = report["transfers_per_s"]
+    assert report["ratio_hot_row"] == round(rate / report["baseline_hot_row_tps"], 3)
+    assert report["ratio_tpcb"] == round(rate / report["baseline_tpcb_tps"], 3)
+    assert _scratch_databases(served.database_url) == before
 
 
 def test_bench_batch_run_is_ok(served: Served) -> None:

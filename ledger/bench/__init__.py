@@ -8,6 +8,8 @@ return the one JSON object the command prints as its last stdout line.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import random
 from typing import Any
 
 from ledger.bench.baseline import run_baseline
@@ -23,6 +25,8 @@ __all__ = ["BenchOptions", "run_bench"]
 def run_bench(options: BenchOptions) -> tuple[dict[str, Any], list[str]]:
     """The report and the problems the check found (for stderr)."""
     options.check()
+    if options.seed is None:  # report the seed actually used, so any run can be repeated
+        options = dataclasses.replace(options, seed=random.SystemRandom().randrange(2**32))
     report, problems = asyncio.run(_measure(options))
     if options.baseline and options.database_url:
         base = run_baseline(options.database_url, options.clients, options.duration_s)

@@ -101,14 +101,16 @@ def _admin(database_url: str, statement: sql.Composed) -> None:
 
 
 def _prepare_hot_row(database_url: str, scratch: str) -> None:
-    url = make_conninfo(database_url, dbname=scratch)
-    with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
-        conn.execute(
-            sql.SQL("CREATE TABLE {} (id int PRIMARY KEY, balance bigint NOT NULL)").format(
-                sql.Identifier(HOT_ROW_TABLE)
-            )
-        )
-        conn.execute(sql.SQL("INSERT INTO {} VALUES (1, 0)").format(sql.Identifier(HOT_ROW_TABLE)))
+    """The one row every transaction of the hot-row script updates."""
+    table = sql.Identifier(HOT_ROW_TABLE)
+    create = sql.SQL("CREATE TABLE {} (id int PRIMARY KEY, balance bigint NOT NULL)")
+    try:
+        url = make_conninfo(database_url, dbname=scratch)
+        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(create.format(table))
+            conn.execute(sql.SQL("INSERT INTO {} VALUES (1, 0)").format(table))
+    except psycopg.Error as exc:
+        raise BenchAborted(f"baseline: {exc}".strip()) from exc
 
 
 def _pgbench(args: list[str], env: dict[str, str], *, timed: float | None = None) -> str:
