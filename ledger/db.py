@@ -112,6 +112,15 @@ def is_unavailable(exc: BaseException) -> bool:
     return False
 
 
+AFTER_COMMIT = "ledger.after_commit"
+
+
+def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
+    """Run `callback` once this session's transaction has committed (never after a rollback or
+    a retried attempt): for counters that must count only what really happened."""
+    session.info.setdefault(AFTER_COMMIT, []).append(callback)
+
+
 def _count_retry(retry_state: Any) -> None:
     metrics.TX_RETRIES.inc()
 
@@ -138,8 +147,12 @@ async def run_in_transaction(
     try:
         async for attempt in retrying:
             with attempt:
-                async with sessionmaker() as session, session.begin():
-                    return await work(session)
+                async with sessionmaker() as session:
+                    async with session.begin():
+                        result = await work(session)
+                    for callback in session.info.pop(AFTER_COMMIT, ()):
+                        callback()
+                    return result
     except Exception as exc:
         if is_unavailable(exc):
             raise ServiceUnavailable() from exc

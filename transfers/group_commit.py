@@ -21,6 +21,8 @@ the usual deadlock retries, and every request in it gets the same retryable answ
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import datetime as dt
 import uuid
 from dataclasses import dataclass, field, replace
@@ -29,6 +31,7 @@ from typing import Any, cast
 import msgspec
 import sqlalchemy as sa
 import structlog
+from opentelemetry import trace
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -65,6 +68,9 @@ class Submission:
     command: TransferCommand
     ctx: WriteContext
     claim: IdempotencyClaim | None
+    # The span of the request that submitted this transfer; the batch span links to it.
+    span_context: trace.SpanContext | None = None
+    context: contextvars.Context | None = None
     # None as a result: the key was taken, answer through the one-request path instead.
     future: asyncio.Future[StoredResponse | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
@@ -92,7 +98,13 @@ class GroupCommitter:
     async def submit(
         self, command: TransferCommand, ctx: WriteContext, claim: IdempotencyClaim | None
     ) -> StoredResponse | None:
-        submission = Submission(command=command, ctx=ctx, claim=claim)
+        submission = Submission(
+            command=command,
+            ctx=ctx,
+            claim=claim,
+            span_context=trace.get_current_span().get_span_context(),
+            context=contextvars.copy_context(),
+        )
         self.queue.append(submission)
         self._schedule()
         return await submission.future
@@ -109,16 +121,33 @@ class GroupCommitter:
             batch = self.queue[: self.batch_size_max]
             del self.queue[: self.batch_size_max]
             self.inflight += 1
-            task = asyncio.create_task(self._run(batch))
+            # A batch of one runs in its request's context (its trace and log ids); a larger
+            # batch belongs to no single request: a clean context, and a span linking them all.
+            alone = batch[0].context if len(batch) == 1 else None
+            task = asyncio.create_task(self._run(batch), context=alone or contextvars.Context())
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
 
     async def _run(self, batch: list[Submission]) -> None:
         metrics.GROUP_COMMIT_BATCH_SIZE.observe(len(batch))
-        try:
-            results = await run_in_transaction(
-                self.sessionmaker, lambda session: self._post(session, batch)
+        links = [
+            trace.Link(s.span_context)
+            for s in batch
+            if s.span_context is not None and s.span_context.is_valid
+        ]
+        tracer = trace.get_tracer("ledger.group_commit")
+        span = (
+            tracer.start_as_current_span(
+                "group_commit.batch", links=links, attributes={"ledger.batch_size": len(batch)}
             )
+            if len(batch) > 1
+            else contextlib.nullcontext()
+        )
+        try:
+            with span:
+                results = await run_in_transaction(
+                    self.sessionmaker, lambda session: self._post(session, batch)
+                )
         except KeysBusy:
             # A key of the batch is held by a request still running: nothing committed, so
             # every request of the batch takes the one-request path, where only the keyed one

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from accounts.schemas import balances_of
 from ledger.audit.writer import AuditEntry, write_audit
 from ledger.context import WriteContext
+from ledger.db import after_commit
 from ledger.errors import (
     AccountNotFound,
     InvariantViolation,
@@ -91,6 +92,7 @@ class Posting:
         self.entries: list[dict[str, Any]] = []
         self.events: list[PendingEvent] = []
         self.audit: list[AuditEntry] = []
+        self.states: list[str] = []  # resulting transfer states, counted once committed
 
     # -- recording -------------------------------------------------------------------------
 
@@ -147,7 +149,7 @@ class Posting:
                 ctx=self.ctx,
             )
         )
-        metrics.TRANSFERS.labels(state=transfer.state).inc()
+        self.states.append(transfer.state)
 
     # -- operations ------------------------------------------------------------------------
 
@@ -319,12 +321,20 @@ class Posting:
         return Outcome(201, reversal)
 
     async def flush(self, session: AsyncSession) -> None:
+        if self.states:
+            states = list(self.states)
+            after_commit(session, lambda: _count_states(states))
         changed = [a for a in self.accounts.values() if a.changed]
         await repo.write_accounts(session, sorted(changed, key=lambda a: a.id))
         await repo.write_transfers(session, self.transfers.values())
         await repo.write_entries(session, self.entries)
         await write_events(session, self.events, self.ctx)
         await write_audit(session, self.audit, self.ctx)
+
+
+def _count_states(states: list[str]) -> None:
+    for state in states:
+        metrics.TRANSFERS.labels(state=state).inc()
 
 
 def same_fields(existing: TransferRow, command: TransferCommand) -> bool:
