@@ -333,3 +333,21 @@ async def test_balance_as_of_a_past_instant(client: httpx.AsyncClient) -> None:
     assert_problem(naive, 422, "validation_error")
     garbage = await client.get(url, params={"as_of": "yesterday"})
     assert_problem(garbage, 422, "validation_error")
+
+
+async def test_concurrent_patches_with_one_etag_apply_once(client: httpx.AsyncClient) -> None:
+    account = await create_account(client)
+    url = f"/v1/accounts/{account['id']}"
+    answers = await asyncio.gather(
+        *(
+            client.patch(url, json={"metadata": {"n": n}}, headers={"If-Match": '"1"'})
+            for n in range(10)
+        )
+    )
+    winners = [r for r in answers if r.status_code == 200]
+    assert len(winners) == 1, [r.text for r in answers]
+    for response in answers:
+        if response.status_code != 200:
+            assert_problem(response, 412, "precondition_failed")
+    stored = (await client.get(url)).json()
+    assert (stored["version"], stored["metadata"]) == (2, winners[0].json()["metadata"])
