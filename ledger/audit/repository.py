@@ -94,20 +94,25 @@ async def unsealed_records(
 
 
 async def insert_seals(ex: Executor, links: Sequence[SealLink]) -> None:
+    """One statement per batch (arrays unnested server-side): one round trip, not one per row."""
     if not links:
         return
     await ex.execute(
-        sa.insert(seals_t),
-        [
-            {
-                "seq": item.seq,
-                "record_id": item.record_id,
-                "prev_hash": item.prev_hash,
-                "hash": item.hash,
-                "sealed_at": item.sealed_at,
-            }
-            for item in links
-        ],
+        sa.text(
+            "INSERT INTO audit_seals (seq, record_id, prev_hash, hash, sealed_at) "
+            "SELECT s.seq, s.record_id, s.prev_hash, s.hash, s.sealed_at "
+            "  FROM unnest(CAST(:seqs AS bigint[]), CAST(:record_ids AS uuid[]), "
+            "              CAST(:prev_hashes AS text[]), CAST(:hashes AS text[]), "
+            "              CAST(:sealed_ats AS timestamptz[])) "
+            "       AS s(seq, record_id, prev_hash, hash, sealed_at)"
+        ),
+        {
+            "seqs": [item.seq for item in links],
+            "record_ids": [item.record_id for item in links],
+            "prev_hashes": [item.prev_hash for item in links],
+            "hashes": [item.hash for item in links],
+            "sealed_ats": [item.sealed_at for item in links],
+        },
     )
 
 
