@@ -342,3 +342,30 @@ async def test_concurrent_reversals_never_exceed_what_was_posted(
     ).fetchone()
     assert row == (98,)
     assert (await balances(client, b["id"]))["posted"] == 2
+
+
+async def test_a_large_batch_keeps_awkward_text_exactly(client: httpx.AsyncClient) -> None:
+    """Large batches are written with COPY: tabs, newlines, backslashes, quotes and non-ASCII in
+    references and metadata must come back exactly as sent."""
+    _source, a, b = await funded_pair(client, 10_000)
+    awkward = "tab\there\nnew line \\ back\\\\slash 'single' \"double\" \u2603 \\N \\."
+    items = [
+        {
+            "debit_account_id": a["id"],
+            "credit_account_id": b["id"],
+            "amount": n + 1,
+            "reference": f"{awkward} {n}",
+            "metadata": {awkward: [awkward, n, None, True, {"\\": "\t"}]},
+        }
+        for n in range(100)
+    ]
+    response = await client.post("/v1/transfers/batch", json={"atomic": True, "transfers": items})
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == [201] * 100
+    for item, result in zip(items, results, strict=True):
+        stored = (await client.get(f"/v1/transfers/{result['transfer']['id']}")).json()
+        assert (stored["reference"], stored["metadata"]) == (item["reference"], item["metadata"])
+    assert (await balances(client, b["id"]))["posted"] == sum(range(1, 101))
+    entries = (await client.get(f"/v1/accounts/{b['id']}/entries", params={"limit": 1000})).json()
+    assert [e["balance_after"] for e in entries["data"]][-1] == sum(range(1, 101))
