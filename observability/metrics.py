@@ -78,6 +78,14 @@ CONSUMER_EVENTS = Counter(
     "Events seen by the consumer kit, by outcome (applied, duplicate, stale, invalid)",
     ["outcome"],
 )
+AUDIT_SEALED = Counter(
+    "ledger_audit_sealed",
+    "Audit records sealed into the hash chain by this process's sealer",
+)
+AUDIT_SEALED_LATE = Counter(
+    "ledger_audit_sealed_late",
+    "Audit records sealed long after they were written (verify will name them: investigate)",
+)
 
 
 GROUP_COMMIT_BATCH_SIZE = Histogram(

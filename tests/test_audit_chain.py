@@ -12,6 +12,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 from litestar.testing import AsyncTestClient
+from prometheus_client import REGISTRY
 from sqlalchemy.exc import DBAPIError
 
 from ledger.db import create_engine, sqlstate
@@ -212,8 +213,10 @@ async def test_a_forged_insertion_is_named_before_and_after_sealing(
     assert report["first_invalid_id"] == str(forged)
     assert "unsealed" in report["reason"]
 
-    # An unsuspecting sealer seals it later: still named, as sealed long after it was written.
+    # An unsuspecting sealer seals it later (and says so): still named, as sealed late.
+    late_before = REGISTRY.get_sample_value("ledger_audit_sealed_late_total") or 0
     assert await seal_all(settings) == 1
+    assert REGISTRY.get_sample_value("ledger_audit_sealed_late_total") == late_before + 1
     report = await _verify(client)
     assert report["ok"] is False
     assert report["unsealed"] == 0

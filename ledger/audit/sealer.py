@@ -29,6 +29,7 @@ from ledger import limits
 from ledger.audit import chain
 from ledger.audit import repository as repo
 from ledger.errors import ConfigurationError
+from observability import metrics
 
 log = structlog.get_logger("ledger.audit.sealer")
 
@@ -85,6 +86,7 @@ class AuditSealer:
             await self.close()
             raise
         if done.sealed:
+            metrics.AUDIT_SEALED.inc(done.sealed)
             log.info("audit.sealed", count=done.sealed, head_seq=done.head_seq)
         return done.sealed
 
@@ -172,6 +174,7 @@ def _warn_late(rows: Sequence[sa.Row[Any]], late_before: dt.datetime | None) -> 
         return
     for row in rows:
         if row.at < late_before:
+            metrics.AUDIT_SEALED_LATE.inc()
             log.error(
                 "audit.sealed_late",
                 record_id=str(row.id),
