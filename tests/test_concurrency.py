@@ -47,7 +47,8 @@ def wait_for_other_backends_to_leave(db: psycopg.Connection[Any], database: str)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         row = db.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
+            " AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
             (database,),
         ).fetchone()
         if row is not None and row[0] == 0:
