@@ -104,6 +104,27 @@ CHECKS: list[tuple[str, str]] = [
         """,
     ),
     (
+        "transfer currency differs from its accounts'",
+        """
+        SELECT t.id::text, format('transfer %s, debit account %s, credit account %s',
+               t.currency, d.currency, c.currency)
+          FROM transfers t
+          JOIN accounts d ON d.id = t.debit_account_id
+          JOIN accounts c ON c.id = t.credit_account_id
+         WHERE t.currency <> d.currency OR t.currency <> c.currency
+        """,
+    ),
+    (
+        "entry sequence beyond the account's version",
+        """
+        SELECT a.id::text, format('version %s, last entry sequence %s', a.version, e.last)
+          FROM accounts a
+          JOIN (SELECT account_id, max(sequence) AS last FROM entries GROUP BY account_id) e
+            ON e.account_id = a.id
+         WHERE e.last > a.version
+        """,
+    ),
+    (
         "reversals exceed what was posted",
         """
         SELECT t.id::text, format('reversed_amount %s, reversals %s, posted %s',

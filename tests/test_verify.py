@@ -120,6 +120,20 @@ async def test_each_invariant_is_checked(
             source["id"],
         ),
     ]
+    corruptions += [
+        # a transfer moved to another currency than its accounts'
+        (
+            f"UPDATE transfers SET currency = 'EUR' WHERE id = '{moved['id']}'",
+            "transfer currency differs",
+            moved["id"],
+        ),
+        # an account whose version went back behind its own statement
+        (
+            f"UPDATE accounts SET version = 1 WHERE id = '{b['id']}'",
+            "beyond the account's version",
+            b["id"],
+        ),
+    ]
     for statement, rule, subject in corruptions:
         behind_the_back(sync_db, statement)
         found = await violations(settings)
