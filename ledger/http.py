@@ -101,7 +101,7 @@ def canonical(body: bytes) -> bytes:
     """The body as a canonical JSON text: the same request always fingerprints the same."""
     try:
         return msgspec.json.encode(msgspec.json.decode(body), order="sorted")
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return body
 
 

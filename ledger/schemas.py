@@ -58,6 +58,10 @@ def decode_body(body: bytes, kind: type[T]) -> T:
         raise ValidationFailed(
             "the body is not valid JSON", errors=[{"field": "", "message": str(exc)}]
         ) from exc
+    except RecursionError as exc:  # msgspec gives up on values nested hundreds deep
+        raise ValidationFailed(
+            "the body nests too deeply", errors=[{"field": "", "message": "too deep"}]
+        ) from exc
     return value
 
 
@@ -84,12 +88,21 @@ def check_metadata(metadata: Metadata | None, field: str = "metadata") -> Metada
     return metadata
 
 
-def _depth(value: Any) -> int:
-    if isinstance(value, dict):
-        return 1 + max((_depth(v) for v in value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((_depth(v) for v in value), default=0)
-    return 0
+def _depth(value: Any, limit: int = limits.METADATA_DEPTH_MAX) -> int:
+    """Nesting depth of a JSON value, counted without recursion and given up just past `limit`
+    (a hostile body nests thousands deep: recursion would overflow the stack, a 500)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                return deepest
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth) for child in children)
+    return deepest
 
 
 def check_text(value: str | None, field: str) -> None:

@@ -249,6 +249,11 @@ def hostile_requests(a: str, b: str) -> list[tuple[str, str, bytes, dict[str, st
         b'{"amount": 1, "amount": 2.5}',
         b'{"reference": "\\ud800"}',
     ]
+    # nested hundreds or thousands deep: refused, never a stack overflow
+    for depth in (600, 1000, 100_000):
+        prefix = json.dumps(good)[:-1].encode() + b', "metadata": '
+        transfers.append(prefix + b'{"k": ' * depth + b"1" + b"}" * depth + b"}")
+        transfers.append(b"[" * depth + b"]" * depth)
     out: list[tuple[str, str, bytes, dict[str, str], str]] = [
         ("POST", "/v1/transfers", body, {}, v) for body in transfers
     ]
@@ -267,7 +272,26 @@ def hostile_requests(a: str, b: str) -> list[tuple[str, str, bytes, dict[str, st
         acct(status="active"),
         acct(id=12),
     ]
+    deep_metadata = b'{"k": ' * 5000 + b"1" + b"}" * 5000
+    accounts.append(acct()[:-1] + b', "metadata": ' + deep_metadata + b"}")
     out += [("POST", "/v1/accounts", body, {}, v) for body in accounts]
+    out += [
+        ("POST", "/v1/accounts", acct()[:-1] + b', "metadata": ' + deep_metadata + b"}", k, v)
+        for k in ({"Idempotency-Key": "deep"},)
+    ]
+    out.append(
+        (
+            "POST",
+            "/v1/transfers/batch",
+            b'{"atomic": true, "transfers": ['
+            + t()[:-1]
+            + b', "metadata": '
+            + deep_metadata
+            + b"}]}",
+            {},
+            v,
+        )
+    )
     out += [
         ("POST", "/v1/transfers", t(), {"Idempotency-Key": "k" * 256}, v),
         ("POST", "/v1/transfers", t(), {"Idempotency-Key": "has space"}, v),
