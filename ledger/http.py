@@ -220,7 +220,7 @@ def decode_int_cursor(kind: str, cursor: str | None) -> int | None:
     value = decode_cursor(kind, cursor)
     if value is None:
         return None
-    if not value.isdigit() or len(value) > 19:
+    if not value.isdigit() or len(value) > 19 or int(value) > limits.AMOUNT_MAX:
         raise _bad_cursor()
     return int(value)
 

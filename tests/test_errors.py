@@ -327,6 +327,7 @@ def hostile_requests(a: str, b: str) -> list[tuple[str, str, bytes, dict[str, st
         ("GET", f"/v1/accounts/{a}/entries?from=0001-01-01T00:00:00%2B14:00", b"", {}, v),
         ("GET", f"/v1/accounts/{a}/entries?to=9999-12-31T23:59:59-14:00", b"", {}, v),
         ("GET", f"/v1/accounts/{a}/entries?cursor=ZW50cnk6LTE", b"", {}, v),
+        ("GET", f"/v1/accounts/{a}/entries?cursor=ZW50cnk6OTk5OTk5OTk5OTk5OTk5OTk5OQ", b"", {}, v),
         ("GET", f"/v1/accounts/{a}/balance?as_of=%00", b"", {}, v),
         ("GET", f"/v1/accounts/{a}/balance?as_of=2026-13-45T99:99:99Z", b"", {}, v),
         ("GET", "/v1/accounts/%27%20OR%201=1", b"", {}, "not_found"),
