@@ -175,8 +175,10 @@ def test_bench_hot_account_run_with_baseline(served: Served) -> None:
     assert _scratch_databases(served.database_url) == before
 
 
-def test_bench_batch_run_is_ok(served: Served) -> None:
-    code, report, stderr = _bench(served, "--accounts", "30", "--duration", "2", "--batch", "50")
+def test_bench_batch_run_with_idempotency_keys_is_ok(served: Served) -> None:
+    code, report, stderr = _bench(
+        served, "--accounts", "30", "--duration", "2", "--batch", "50", "--idempotency"
+    )
     assert code == 0, stderr
     assert report is not None
     assert report["ok"] is True, stderr
