@@ -68,7 +68,10 @@ def create_engine(settings: Settings, *, pool_size: int = limits.DB_POOL_SIZE) -
         pool_size=pool_size,
         max_overflow=limits.DB_POOL_OVERFLOW,
         pool_timeout=limits.DB_POOL_TIMEOUT_SECONDS,
-        pool_pre_ping=True,
+        # No pre-ping: it costs a round trip per transaction. A connection that died with the
+        # server fails its request with 503 and invalidates the pool, so the next requests
+        # reconnect by themselves.
+        pool_pre_ping=False,
         pool_recycle=1800,
         isolation_level="READ COMMITTED",
         connect_args={

@@ -24,8 +24,8 @@ TIMEOUT_SECONDS_MAX = 365 * 24 * 60 * 60
 DB_LOCK_TIMEOUT_MS = 5_000
 DB_STATEMENT_TIMEOUT_MS = 30_000
 DB_IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000
-DB_POOL_SIZE = 10
-DB_POOL_OVERFLOW = 10
+DB_POOL_SIZE = 20  # >= concurrent requests we expect per process: no connect churn
+DB_POOL_OVERFLOW = 20
 DB_POOL_TIMEOUT_SECONDS = 10
 DB_CONNECT_TIMEOUT_SECONDS = 5
 
@@ -39,6 +39,9 @@ RETRY_AFTER_SECONDS = 2  # sent with 503 while the database is unreachable
 # Audit trail: the sealer chains new records within a second; verify reads the chain in pages.
 AUDIT_SEAL_INTERVAL_SECONDS = 0.5  # idle wait between sealer passes (the contract asks <= 5 s)
 AUDIT_SEAL_BATCH_SIZE = 2_000  # records sealed per transaction
+# The sealer's own connection is closed by PostgreSQL after this long without a statement: a hung
+# (not dead) sealer then loses its lock and the standby takes over. A live one idles 0.5 s.
+AUDIT_SEALER_IDLE_SESSION_TIMEOUT_MS = 4_000
 AUDIT_SEAL_GRACE_SECONDS = 60  # longer than any write transaction runs; see docs/audit.md
 AUDIT_VERIFY_BATCH_SIZE = 2_000  # seals read per query by `audit verify`
 AUDIT_SHOW_RECORDS_MAX = 10_000  # records one `ledger audit show` prints at most
@@ -81,3 +84,8 @@ CONSUMER_RETRY_BACKOFF_MAX_MS = 5_000
 # Group commit of single-transfer requests (transfers/group_commit.py).
 GROUP_COMMIT_BATCH_SIZE_MAX = 500  # transfers per shared transaction
 GROUP_COMMIT_INFLIGHT_MAX = 4  # shared transactions running at once per process
+
+# Authenticated API keys are remembered this long per process (a revocation made through this
+# process applies at once; one made elsewhere within this many seconds).
+API_KEY_CACHE_TTL_SECONDS = 1.0
+API_KEY_CACHE_ENTRIES_MAX = 10_000

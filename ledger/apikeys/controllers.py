@@ -67,4 +67,7 @@ class ApiKeyController(Controller):
         async def work(session: AsyncSession) -> dict[str, Any]:
             return (await service.revoke_key(session, key_id, ctx.at_now())).public()
 
-        return json_response(await services_of(request).run(work))
+        services = services_of(request)
+        revoked = await services.run(work)
+        services.key_cache.clear()  # the revoked key stops working here at once
+        return json_response(revoked)
