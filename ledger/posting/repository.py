@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from accounts.models import Account
@@ -22,6 +23,7 @@ entries_t = cast(sa.Table, Entry.__table__)
 tombstones_t = cast(sa.Table, VoidedTransferId.__table__)
 
 ACCOUNT_COLUMNS = [c for c in accounts_t.c]
+UUID_ARRAY = postgresql.ARRAY(postgresql.UUID(as_uuid=True))
 TRANSFER_COLUMNS = [c for c in transfers_t.c]
 
 
@@ -136,7 +138,7 @@ async def lock_accounts(
         return {}
     result = await session.execute(
         sa.select(*ACCOUNT_COLUMNS)
-        .where(accounts_t.c.id.in_(wanted))
+        .where(accounts_t.c.id == sa.any_(sa.bindparam("ids", wanted, type_=UUID_ARRAY)))
         .order_by(accounts_t.c.id)
         .with_for_update()
     )
@@ -150,7 +152,9 @@ async def load_transfers(
     if not wanted:
         return {}
     query = (
-        sa.select(*TRANSFER_COLUMNS).where(transfers_t.c.id.in_(wanted)).order_by(transfers_t.c.id)
+        sa.select(*TRANSFER_COLUMNS)
+        .where(transfers_t.c.id == sa.any_(sa.bindparam("ids", wanted, type_=UUID_ARRAY)))
+        .order_by(transfers_t.c.id)
     )
     if for_update:
         query = query.with_for_update()
@@ -163,7 +167,9 @@ async def load_tombstones(session: AsyncSession, ids: Iterable[uuid.UUID]) -> se
     if not wanted:
         return set()
     result = await session.execute(
-        sa.select(tombstones_t.c.id).where(tombstones_t.c.id.in_(wanted))
+        sa.select(tombstones_t.c.id).where(
+            tombstones_t.c.id == sa.any_(sa.bindparam("ids", wanted, type_=UUID_ARRAY))
+        )
     )
     return set(result.scalars())
 
@@ -208,35 +214,42 @@ async def write_entries(session: AsyncSession, entries: list[dict[str, Any]]) ->
     await insert_rows(session, entries_t, entries)
 
 
+_UPDATE_ACCOUNTS = sa.text(
+    """
+    UPDATE accounts AS a
+       SET version = v.version,
+           posted_debits = v.posted_debits,
+           posted_credits = v.posted_credits,
+           pending_debits = v.pending_debits,
+           pending_credits = v.pending_credits,
+           updated_at = v.updated_at
+      FROM unnest(CAST(:ids AS uuid[]), CAST(:versions AS bigint[]),
+                  CAST(:posted_debits AS bigint[]), CAST(:posted_credits AS bigint[]),
+                  CAST(:pending_debits AS bigint[]), CAST(:pending_credits AS bigint[]),
+                  CAST(:updated_at AS timestamptz[]))
+           AS v(id, version, posted_debits, posted_credits, pending_debits, pending_credits,
+                updated_at)
+     WHERE a.id = v.id
+    """
+)
+
+
 async def write_accounts(session: AsyncSession, accounts: Iterable[AccountState]) -> None:
-    rows = [
-        {
-            "b_id": a.id,
-            "version": a.version,
-            "posted_debits": a.posted_debits,
-            "posted_credits": a.posted_credits,
-            "pending_debits": a.pending_debits,
-            "pending_credits": a.pending_credits,
-            "updated_at": a.updated_at,
-        }
-        for a in accounts
-        if a.changed
-    ]
-    if not rows:
+    """Every changed account in one statement (rows already locked, in id order)."""
+    changed = [a for a in accounts if a.changed]
+    if not changed:
         return
     await session.execute(
-        sa.update(accounts_t)
-        .where(accounts_t.c.id == sa.bindparam("b_id"))
-        .values(
-            version=sa.bindparam("version"),
-            posted_debits=sa.bindparam("posted_debits"),
-            posted_credits=sa.bindparam("posted_credits"),
-            pending_debits=sa.bindparam("pending_debits"),
-            pending_credits=sa.bindparam("pending_credits"),
-            updated_at=sa.bindparam("updated_at"),
-        ),
-        rows,
-        execution_options={"synchronize_session": False},
+        _UPDATE_ACCOUNTS,
+        {
+            "ids": [a.id for a in changed],
+            "versions": [a.version for a in changed],
+            "posted_debits": [a.posted_debits for a in changed],
+            "posted_credits": [a.posted_credits for a in changed],
+            "pending_debits": [a.pending_debits for a in changed],
+            "pending_credits": [a.pending_credits for a in changed],
+            "updated_at": [a.updated_at for a in changed],
+        },
     )
 
 
