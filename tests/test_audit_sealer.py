@@ -1,6 +1,6 @@
 """Sealing under load: two real `ledger worker` processes (one active sealer, one standby), many
-concurrent writers, the active sealer killed with SIGKILL midway. Every record ends up sealed
-exactly once, in one gapless chain that verifies."""
+concurrent writers, the active sealer hung with SIGSTOP and later the other killed with SIGKILL.
+Every record ends up sealed exactly once, in one gapless chain that verifies."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from tests.audit_helpers import LEDGER, cli_env
 from tests.helpers import create_account, transfer
 
 WRITERS = 24  # concurrent clients
-TRANSFERS_PER_ROUND = 150
+TRANSFERS_PER_ROUND = 100
 WAIT_SECONDS_MAX = 60
 POLL_SECONDS = 0.2
 
@@ -102,35 +102,51 @@ async def _write_round(client: AsyncTestClient[Any], accounts: list[dict[str, An
     return sum(await asyncio.gather(*(one() for _ in range(TRANSFERS_PER_ROUND))))
 
 
-async def test_every_record_is_sealed_once_with_two_workers_and_a_killed_sealer(
+async def _sealed(db: psycopg.Connection[Any], what: str) -> int:
+    """Waits until no record is unsealed; returns the chain head's seq."""
+    head: int = await _wait_for(lambda: (c := _chain_counts(db))[4] == 0 and c[3], what)
+    return head
+
+
+async def test_every_record_is_sealed_once_with_two_workers_hung_and_killed(
     client: AsyncTestClient[Any],
     sync_db: psycopg.Connection[Any],
     workers: list[subprocess.Popen[bytes]],
 ) -> None:
+    pids = {w.pid for w in workers}
     accounts = [await create_account(client, min_balance=None) for _ in range(8)]
     [first] = await _wait_for(lambda: _active_sealers(sync_db), "an active sealer")
-    assert first in {w.pid for w in workers}
+    assert first in pids
     assert await _write_round(client, accounts) == TRANSFERS_PER_ROUND
-    sealed_by_first = await _wait_for(
-        lambda: (c := _chain_counts(sync_db))[4] == 0 and c[3], "the first round to be sealed"
-    )
+    head = await _sealed(sync_db, "the first round to be sealed")
     assert _active_sealers(sync_db) == [first]
 
-    os.kill(first, signal.SIGKILL)
-    written = asyncio.create_task(_write_round(client, accounts))
-    [second] = await _wait_for(
-        lambda: [p for p in _active_sealers(sync_db) if p != first], "the standby to take over"
-    )
-    assert await written == TRANSFERS_PER_ROUND
-    assert second != first
-    assert second in {w.pid for w in workers}
+    # The active sealer hangs (SIGSTOP): PostgreSQL drops its idle connection, the lock with it,
+    # and the standby takes over while writes go on.
+    os.kill(first, signal.SIGSTOP)
+    try:
+        written = asyncio.create_task(_write_round(client, accounts))
+        [second] = await _wait_for(
+            lambda: [p for p in _active_sealers(sync_db) if p != first], "the standby to take over"
+        )
+        assert second in pids - {first}
+        assert await written == TRANSFERS_PER_ROUND
+        assert await _sealed(sync_db, "the second round to be sealed") >= head + TRANSFERS_PER_ROUND
+        head = _chain_counts(sync_db)[3]
+    finally:
+        os.kill(first, signal.SIGCONT)
 
-    counts = await _wait_for(
-        lambda: (c := _chain_counts(sync_db))[4] == 0 and c, "every record to be sealed"
-    )
-    records_n, seals_n, distinct_n, head, unsealed = counts
-    assert records_n >= 2 * TRANSFERS_PER_ROUND + len(accounts)
-    assert head >= sealed_by_first + TRANSFERS_PER_ROUND  # the standby sealed the second round
+    # Woken up, the first finds its connection gone and stands by; then the second dies outright
+    # (SIGKILL) and the first takes over again.
+    await _wait_for(lambda: _active_sealers(sync_db) == [second], "only one active sealer")
+    os.kill(second, signal.SIGKILL)
+    written = asyncio.create_task(_write_round(client, accounts))
+    await _wait_for(lambda: _active_sealers(sync_db) == [first], "the first to take over again")
+    assert await written == TRANSFERS_PER_ROUND
+    assert await _sealed(sync_db, "the third round to be sealed") >= head + TRANSFERS_PER_ROUND
+
+    records_n, seals_n, distinct_n, head, unsealed = _chain_counts(sync_db)
+    assert records_n >= 3 * TRANSFERS_PER_ROUND + len(accounts)
     assert records_n == seals_n == distinct_n == head
     assert unsealed == 0
     response = await client.get("/v1/audit/verify")

@@ -29,11 +29,17 @@ SEALER_LOCK_KEY = int.from_bytes(b"ledgseal", "big")
 # -- sealer ---------------------------------------------------------------------------------------
 
 
-async def try_lead(conn: AsyncConnection, application_name: str) -> bool:
+async def try_lead(conn: AsyncConnection, application_name: str, idle_timeout_ms: int) -> bool:
     """Try to become the active sealer. The lock is session-level: it lasts as long as this
-    connection, so a sealer that dies (or loses its connection) hands over at once."""
+    connection, so a sealer that dies (or loses its connection) hands over at once, and one that
+    hangs loses the connection after `idle_timeout_ms` without a statement."""
     await conn.execute(
-        sa.text("SELECT set_config('application_name', :name, false)"), {"name": application_name}
+        sa.text(
+            "SELECT set_config('application_name', :name, false), "
+            "set_config('idle_session_timeout', :idle, false), "
+            "set_config('idle_in_transaction_session_timeout', :idle, false)"
+        ),
+        {"name": application_name, "idle": str(idle_timeout_ms)},
     )
     got = (
         await conn.execute(sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": SEALER_LOCK_KEY})

@@ -111,7 +111,11 @@ class AuditSealer:
             self._leading = False
         if not self._leading:
             try:
-                got = await repo.try_lead(self._conn, f"ledger-sealer:{os.getpid()}")
+                got = await repo.try_lead(
+                    self._conn,
+                    f"ledger-sealer:{os.getpid()}",
+                    limits.AUDIT_SEALER_IDLE_SESSION_TIMEOUT_MS,
+                )
                 await self._conn.commit()
             except BaseException:
                 await self.close()
