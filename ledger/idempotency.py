@@ -53,8 +53,9 @@ def check_key(key: str) -> str:
 
 
 def fingerprint(method: str, path: str, body: bytes) -> str:
+    """One request, one fingerprint: `/v1/transfers/` and `/v1/transfers` are the same route."""
     digest = hashlib.sha256()
-    for part in (method.encode(), b"\0", path.encode(), b"\0", body):
+    for part in (method.encode(), b"\0", (path.rstrip("/") or "/").encode(), b"\0", body):
         digest.update(part)
     return digest.hexdigest()
 

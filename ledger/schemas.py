@@ -66,7 +66,8 @@ def decode_body(body: bytes, kind: type[T]) -> T:
 
 
 def check_metadata(metadata: Metadata | None, field: str = "metadata") -> Metadata:
-    """Metadata is free-form but bounded: size, depth, and no floats smuggled in as money."""
+    """Metadata is free-form but bounded: size, depth, no NUL. It is never money, so any JSON
+    value (floats included) is kept as the client sent it."""
     if metadata is None:
         return {}
     encoded = msgspec.json.encode(metadata)

@@ -170,3 +170,15 @@ async def test_refusal_is_stored_for_its_key(client: AsyncTestClient[Any]) -> No
     assert again.content == first.content
     assert again.headers["idempotent-replayed"] == "true"
     assert (await balances(client, b["id"]))["posted"] == 0
+
+
+async def test_trailing_slash_is_the_same_request_for_its_key(client: AsyncTestClient[Any]) -> None:
+    source = await create_account(client, normal_balance="debit", min_balance=None)
+    a = await create_account(client)
+    body = {"debit_account_id": source["id"], "credit_account_id": a["id"], "amount": 3}
+    first = await client.post("/v1/transfers", json=body, headers={"Idempotency-Key": "slash"})
+    again = await client.post("/v1/transfers/", json=body, headers={"Idempotency-Key": "slash"})
+    assert first.status_code == again.status_code == 201
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.content == first.content
+    assert (await balances(client, a["id"]))["posted"] == 3
