@@ -441,6 +441,8 @@ def test_ledger_matches_the_model(db_url: str) -> None:
             LedgerMachine,
             settings=settings(
                 max_examples=20,
+                derandomize=True,
+                database=None,
                 stateful_step_count=25,
                 deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
