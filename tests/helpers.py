@@ -12,8 +12,10 @@ import httpx
 import uvicorn
 
 from ledger.app import create_app
+from ledger.db import create_engine, create_sessionmaker, run_in_transaction
 from ledger.embedded import LOOPBACK, free_port
 from ledger.settings import Settings
+from ledger.verify import find_violations
 
 
 async def create_account(
@@ -119,3 +121,12 @@ async def app_client(
             yield http
     finally:
         await app.state.engine.dispose()
+
+
+async def violations(settings: Settings) -> list[str]:
+    """What `ledger verify` would print for the test's database (empty when every rule holds)."""
+    engine = create_engine(settings, pool_size=1)
+    try:
+        return await run_in_transaction(create_sessionmaker(engine), find_violations)
+    finally:
+        await engine.dispose()

@@ -15,8 +15,7 @@ from prometheus_client import REGISTRY
 from ledger.context import Actor, WriteContext
 from ledger.db import create_engine, create_sessionmaker
 from ledger.settings import Settings
-from ledger.verify import find_violations
-from tests.helpers import balances, create_account, transfer
+from tests.helpers import balances, create_account, transfer, violations
 from transfers.group_commit import GroupCommitter
 from transfers.schemas import TransferCreate
 from transfers.service import to_command
@@ -26,15 +25,6 @@ def _batch_stats() -> tuple[float, float]:
     count = REGISTRY.get_sample_value("ledger_group_commit_batch_size_count") or 0.0
     total = REGISTRY.get_sample_value("ledger_group_commit_batch_size_sum") or 0.0
     return count, total
-
-
-async def _violations(settings: Settings) -> list[str]:
-    engine = create_engine(settings, pool_size=1)
-    try:
-        async with create_sessionmaker(engine)() as session:
-            return await find_violations(session)
-    finally:
-        await engine.dispose()
 
 
 async def test_bank_with_hot_account_under_group_commit(
@@ -96,7 +86,7 @@ async def test_bank_with_hot_account_under_group_commit(
         "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
     ).fetchone()
     assert deadlocks_after == deadlocks_before
-    assert await _violations(settings) == []
+    assert await violations(settings) == []
 
 
 async def test_a_refused_transfer_does_not_fail_its_batch(
@@ -124,7 +114,7 @@ async def test_a_refused_transfer_does_not_fail_its_batch(
     assert [r.status for r in results if r is not None] == [201, 422, 201]
     assert (await balances(client, a["id"]))["posted"] == 0
     assert (await balances(client, b["id"]))["posted"] == 100
-    assert await _violations(settings) == []
+    assert await violations(settings) == []
 
 
 async def test_one_idempotency_key_many_concurrent_requests(client: AsyncTestClient[Any]) -> None:

@@ -11,18 +11,8 @@ from litestar.testing import AsyncTestClient
 
 from ledger.db import create_engine, create_sessionmaker
 from ledger.settings import Settings
-from ledger.verify import find_violations
 from ledger.worker import expire_step
-from tests.helpers import balances, funded_pair, transfer
-
-
-async def _violations(settings: Settings) -> list[str]:
-    engine = create_engine(settings, pool_size=1)
-    try:
-        async with create_sessionmaker(engine)() as session:
-            return await find_violations(session)
-    finally:
-        await engine.dispose()
+from tests.helpers import balances, funded_pair, transfer, violations
 
 
 async def test_hold_moves_pending_and_available(client: AsyncTestClient[Any]) -> None:
@@ -195,7 +185,7 @@ async def test_expiry_worker_releases_due_holds(
     assert (await balances(client, a["id"]))["pending_debits"] == 500
     voided = await client.post(f"/v1/transfers/{due['id']}/void")
     assert voided.status_code == 409 and voided.json()["code"] == "transfer_not_pending"
-    assert await _violations(settings) == []
+    assert await violations(settings) == []
 
 
 async def test_timeout_requires_pending(client: AsyncTestClient[Any]) -> None:
@@ -209,13 +199,13 @@ async def test_verify_catches_a_pending_balance_out_of_step(
 ) -> None:
     _, a, b = await funded_pair(client, 1000)
     await transfer(client, a["id"], b["id"], 100, pending=True)
-    assert await _violations(settings) == []
+    assert await violations(settings) == []
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("SET session_replication_role = replica")
         conn.execute(
             "UPDATE accounts SET pending_debits = pending_debits - 1 WHERE id = %s", (a["id"],)
         )
-    found = await _violations(settings)
+    found = await violations(settings)
     assert any("pending balance differs" in line and a["id"] in line for line in found), found
 
 
@@ -236,4 +226,4 @@ async def test_expiry_by_two_workers_releases_once(
     assert sum(counts) == 20
     assert (await balances(client, a["id"]))["pending_debits"] == 0
     assert (await balances(client, a["id"]))["available"] == 10_000
-    assert await _violations(settings) == []
+    assert await violations(settings) == []

@@ -9,9 +9,8 @@ from litestar.testing import AsyncTestClient
 
 from ledger.db import create_engine, create_sessionmaker
 from ledger.settings import Settings
-from ledger.verify import find_violations
 from ledger.worker import expire_step
-from tests.helpers import balances, funded_pair, transfer
+from tests.helpers import balances, funded_pair, transfer, violations
 
 ROUNDS = 25
 
@@ -47,7 +46,7 @@ async def test_confirm_races_cancel(client: AsyncTestClient[Any], settings: Sett
     assert a_bal["pending_debits"] == 0
     assert a_bal["posted"] == 1_000_000 - 100 * posted
     assert (await balances(client, b["id"]))["posted"] == 100 * posted
-    await _assert_verified(settings)
+    assert await violations(settings) == []
 
 
 async def test_cancel_races_expiry(client: AsyncTestClient[Any], settings: Settings) -> None:
@@ -74,7 +73,7 @@ async def test_cancel_races_expiry(client: AsyncTestClient[Any], settings: Setti
             assert response.status_code == 409 and state == "expired", response.text
     assert voided + expired == ROUNDS
     assert (await balances(client, a["id"]))["available"] == 1_000_000
-    await _assert_verified(settings)
+    assert await violations(settings) == []
 
 
 async def test_many_confirms_and_cancels_settle_once(
@@ -96,13 +95,4 @@ async def test_many_confirms_and_cancels_settle_once(
     moved = 700 if state == "posted" else 0
     assert (await balances(client, b["id"]))["posted"] == moved
     assert (await balances(client, a["id"]))["available"] == 10_000 - moved
-    await _assert_verified(settings)
-
-
-async def _assert_verified(settings: Settings) -> None:
-    engine = create_engine(settings, pool_size=1)
-    try:
-        async with create_sessionmaker(engine)() as session:
-            assert await find_violations(session) == []
-    finally:
-        await engine.dispose()
+    assert await violations(settings) == []

@@ -13,10 +13,8 @@ from typing import Any
 import httpx
 import psycopg
 
-from ledger.db import create_engine, create_sessionmaker, run_in_transaction
 from ledger.settings import Settings
-from ledger.verify import find_violations
-from tests.helpers import funded_pair, transfer
+from tests.helpers import funded_pair, transfer, violations
 
 LEDGER = str(Path(sys.executable).parent / "ledger")
 
@@ -44,14 +42,6 @@ def behind_the_back(db: psycopg.Connection[Any], *statements: str) -> None:
         db.execute("SET LOCAL session_replication_role = replica")
         for statement in statements:
             db.execute(statement)
-
-
-async def violations(settings: Settings) -> list[str]:
-    engine = create_engine(settings, pool_size=1)
-    try:
-        return await run_in_transaction(create_sessionmaker(engine), find_violations)
-    finally:
-        await engine.dispose()
 
 
 async def busy_ledger(client: httpx.AsyncClient) -> tuple[dict[str, Any], ...]:
