@@ -49,10 +49,10 @@ from ledger.settings import Settings
 from observability import metrics
 from outbox import repository as repo
 from outbox.kafka import KafkaOptions, ensure_topic, make_producer, partition_for, record_headers
+from outbox.writer import NOTIFY_CHANNEL
 
 log = structlog.get_logger("outbox.relay")
 
-NOTIFY_CHANNEL = "ledger_outbox"
 ENVELOPE_KEYS = (
     "specversion",
     "id",

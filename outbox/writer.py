@@ -17,6 +17,7 @@ from ledger.ids import new_id
 from outbox.models import OutboxEvent
 
 SEQUENCE_DIGITS = 20
+NOTIFY_CHANNEL = "ledger_outbox"  # the relay LISTENs here
 
 
 def sequence_text(version: int) -> str:
@@ -76,7 +77,8 @@ async def write_events(
     # rows with different None columns (transfer events have no sequence) into one statement
     # each, which made a 1,000-transfer batch spend a second here. Many rows go by COPY.
     await insert_rows(session, cast(sa.Table, OutboxEvent.__table__), rows)
-    await session.execute(sa.text("SELECT pg_notify('ledger_outbox', '')"))
+    # Delivered at commit: wakes the relay before its next poll.
+    await session.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
 
 
 def utc_now() -> dt.datetime:
