@@ -16,10 +16,10 @@ import psycopg
 import pytest
 
 from ledger import migrate
-from ledger.app import create_app
 from ledger.embedded import EmbeddedPostgres
 from ledger.settings import Settings
 from observability.logging import configure_logging
+from tests.helpers import app_client
 
 # log_capture: every log line of the session also goes to one file, scanned for secrets at the end.
 pytest_plugins = ["tests.kafka_fixtures", "tests.log_capture"]
@@ -86,17 +86,8 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     from ledger.cli import ensure_admin_key
 
     await ensure_admin_key(settings)
-    app = create_app(settings)
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    try:
-        async with httpx.AsyncClient(
-            transport=transport,
-            base_url="http://testserver.local",
-            headers={"Authorization": f"Bearer {settings.admin_key}"},
-        ) as test_client:
-            yield test_client
-    finally:
-        await app.state.engine.dispose()
+    async with app_client(settings) as test_client:
+        yield test_client
 
 
 @pytest.fixture
