@@ -24,7 +24,14 @@ from ledger import limits
 from ledger.apikeys import service as keys
 from ledger.context import Actor, WriteContext
 from ledger.db import is_unavailable, run_in_transaction, sqlstate
-from ledger.errors import Forbidden, LedgerError, ServiceUnavailable, Unauthorized, ValidationFailed
+from ledger.errors import (
+    Forbidden,
+    LedgerError,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    Unauthorized,
+    ValidationFailed,
+)
 from ledger.idempotency import StoredResponse, check_key, fingerprint, run_idempotent
 from ledger.settings import Settings
 from observability import metrics
@@ -325,8 +332,6 @@ def handle_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Resp
                     )
         return handle_ledger_error(_, ValidationFailed(str(exc.detail), errors=errors))
     if status == 413:
-        from ledger.errors import PayloadTooLarge
-
         return handle_ledger_error(
             _, PayloadTooLarge(f"the body is over {limits.REQUEST_BODY_BYTES_MAX} bytes")
         )

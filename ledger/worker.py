@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -44,14 +45,14 @@ async def expire_step(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
     locks as a void, so two workers at once never release one hold twice."""
     ctx = WriteContext(actor=Actor.system("expiry"))
 
-    async def due(session: AsyncSession) -> list[object]:
-        return list(await due_pending_ids(session, ctx.now, EXPIRY_BATCH_SIZE))
+    async def due(session: AsyncSession) -> list[uuid.UUID]:
+        return await due_pending_ids(session, ctx.now, EXPIRY_BATCH_SIZE)
 
     expired = 0
     for transfer_id in await run_in_transaction(sessionmaker, due):
 
-        async def one(session: AsyncSession, tid: object = transfer_id) -> bool:
-            return await expire_one(session, tid, ctx.at_now())  # type: ignore[arg-type]
+        async def one(session: AsyncSession, tid: uuid.UUID = transfer_id) -> bool:
+            return await expire_one(session, tid, ctx.at_now())
 
         if await run_in_transaction(sessionmaker, one):
             expired += 1

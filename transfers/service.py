@@ -8,7 +8,7 @@ import uuid
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.context import WriteContext
-from ledger.errors import LedgerError, TransferNotFound, ValidationFailed
+from ledger.errors import TransferNotFound, ValidationFailed
 from ledger.posting import kernel
 from ledger.posting.kernel import Outcome, TransferCommand, transfer_out
 from ledger.schemas import check_metadata, check_text
@@ -67,13 +67,7 @@ def _item(index: int, outcome: Outcome) -> BatchItem:
 
 
 def batch_commands(body: BatchCreate) -> list[TransferCommand]:
-    commands = []
-    for index, item in enumerate(body.transfers):
-        try:
-            commands.append(to_command(item, f"transfers.{index}."))
-        except LedgerError:
-            raise
-    return commands
+    return [to_command(item, f"transfers.{i}.") for i, item in enumerate(body.transfers)]
 
 
 async def post_transfer(
@@ -127,9 +121,5 @@ async def get_transfer(session: AsyncSession, transfer_id: uuid.UUID) -> Transfe
 async def expire_one(session: AsyncSession, transfer_id: uuid.UUID, ctx: WriteContext) -> bool:
     """Expire one pending transfer if it is still pending and past its timeout."""
     outcome = await kernel.void_pending(session, transfer_id, ctx, expire=True)
-    return (
-        outcome is not None
-        and outcome.transfer is not None
-        and outcome.status == 200
-        and (outcome.transfer.state == "expired" and outcome.transfer.updated_at == ctx.now)
-    )
+    # `changed` is set only when this transaction released the hold (not on a no-op).
+    return outcome is not None and outcome.transfer is not None and outcome.transfer.changed
