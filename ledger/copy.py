@@ -1,10 +1,14 @@
-"""Bulk writes in one statement each: the rows as one JSON document for up to a few hundred
-rows, COPY for more. Both stay inside the session's transaction.
+"""Bulk writes: each table's rows in one statement, and a transaction's statements sent together.
 
 Why not executemany: psycopg runs it in pipeline mode, one statement per row, and for the
 handful of rows a transfer writes that bookkeeping was a quarter of the API's CPU. An
 `INSERT ... SELECT FROM jsonb_populate_recordset(...)` has one fixed text per table (prepared
 once per connection) whatever the number of rows, and its one parameter costs one encode.
+Many rows go by COPY instead.
+
+`BulkWriter` queues the statements of one unit of work and sends them in one round trip
+(`ledger.pipeline`); a COPY, which cannot join a pipeline, first sends what is queued, so the
+statements still reach the server in the order they were added.
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ from typing import Any
 
 import msgspec
 import sqlalchemy as sa
-from psycopg import AsyncConnection
 from sqlalchemy.ext.asyncio import AsyncSession
 
-COPY_THRESHOLD_ROWS = 500  # from here on COPY is faster than one unnest statement
+from ledger import pipeline
+from ledger.pipeline import Statement
+
+COPY_THRESHOLD_ROWS = 500  # from here on COPY is faster than one JSON statement
 
 
 def _is_json(column: sa.Column[Any]) -> bool:
@@ -26,30 +32,55 @@ def _is_json(column: sa.Column[Any]) -> bool:
 
 
 @lru_cache(maxsize=64)
-def _json_insert(table: sa.Table, columns: tuple[str, ...]) -> sa.TextClause:
+def _json_insert(table_name: str, columns: tuple[str, ...]) -> str:
     names = ", ".join(f'"{name}"' for name in columns)
-    return sa.text(
-        f'INSERT INTO "{table.name}" ({names}) SELECT {names} '
-        f'FROM jsonb_populate_recordset(NULL::"{table.name}", CAST(:rows AS jsonb))'
+    return (
+        f'INSERT INTO "{table_name}" ({names}) SELECT {names} '
+        f'FROM jsonb_populate_recordset(NULL::"{table_name}", %s::jsonb)'
     )
+
+
+def json_rows(rows: Sequence[Any]) -> str:
+    """Rows as one JSON text: msgspec encodes it in one call (UUIDs, RFC 3339 times, exact
+    integers) and PostgreSQL turns it into typed rows; no per-value array quoting."""
+    return msgspec.json.encode(rows).decode()
+
+
+class BulkWriter:
+    """The writes of one unit of work, queued in order and sent together by `flush`."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.statements: list[Statement] = []
+
+    def add(self, statement: Statement | None) -> None:
+        if statement is not None:
+            self.statements.append(statement)
+
+    async def insert(self, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
+        """Queue `rows` (dicts with the same keys) for `table`; many rows are copied now."""
+        if not rows:
+            return
+        columns = tuple(rows[0].keys())
+        if len(rows) < COPY_THRESHOLD_ROWS:
+            self.add(Statement(_json_insert(table.name, columns), (json_rows(rows),)))
+            return
+        await self.flush()
+        json_columns = {name for name in columns if _is_json(table.c[name])}
+        await _copy(self.session, table, columns, json_columns, rows)
+
+    async def flush(self) -> None:
+        statements, self.statements = self.statements, []
+        await pipeline.run(self.session, statements)
 
 
 async def insert_rows(
     session: AsyncSession, table: sa.Table, rows: Sequence[dict[str, Any]]
 ) -> None:
-    """Insert `rows` (dicts with the same keys) into `table` in the session's transaction."""
-    if not rows:
-        return
-    columns = tuple(rows[0].keys())
-    if len(rows) >= COPY_THRESHOLD_ROWS:
-        json_columns = {name for name in columns if _is_json(table.c[name])}
-        await _copy(session, table, columns, json_columns, rows)
-        return
-    # All rows as one JSON text: msgspec encodes it in one call (UUIDs, RFC 3339 times, exact
-    # integers) and PostgreSQL turns it into typed rows; no per-value array quoting.
-    await session.execute(
-        _json_insert(table, columns), {"rows": msgspec.json.encode(rows).decode()}
-    )
+    """Insert `rows` into `table` in the session's transaction, now."""
+    writer = BulkWriter(session)
+    await writer.insert(table, rows)
+    await writer.flush()
 
 
 def _json_text(value: Any) -> str | None:
@@ -63,13 +94,15 @@ async def _copy(
     json_columns: set[str],
     rows: Sequence[dict[str, Any]],
 ) -> None:
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    driver: AsyncConnection[Any] = raw.driver_connection  # type: ignore[assignment]
+    driver = await pipeline.driver_connection(session)
     quoted = ", ".join(f'"{name}"' for name in columns)
     statement = f'COPY "{table.name}" ({quoted}) FROM STDIN'
-    async with driver.cursor() as cursor, cursor.copy(statement) as copy:
-        for row in rows:
-            await copy.write_row(
-                [_json_text(row[name]) if name in json_columns else row[name] for name in columns]
-            )
+    with pipeline.dbapi_errors([Statement(statement)]):
+        async with driver.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                await copy.write_row(
+                    [
+                        _json_text(row[name]) if name in json_columns else row[name]
+                        for name in columns
+                    ]
+                )

@@ -12,8 +12,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.context import WriteContext
-from ledger.copy import insert_rows
+from ledger.copy import BulkWriter
 from ledger.ids import new_id
+from ledger.pipeline import Statement
 from outbox.models import OutboxEvent
 
 SEQUENCE_DIGITS = 20
@@ -53,9 +54,19 @@ def envelope(event: PendingEvent, event_id: uuid.UUID, ctx: WriteContext) -> dic
     return body
 
 
+NOTIFY = Statement("SELECT pg_notify(%s, '')", (NOTIFY_CHANNEL,))
+
+
 async def write_events(
     session: AsyncSession, events: list[PendingEvent], ctx: WriteContext
 ) -> None:
+    writer = BulkWriter(session)
+    await add_events(writer, events, ctx)
+    await writer.flush()
+
+
+async def add_events(writer: BulkWriter, events: list[PendingEvent], ctx: WriteContext) -> None:
+    """Queue the outbox rows on `writer` (sent with the rest of its unit of work)."""
     if not events:
         return
     rows = []
@@ -76,9 +87,9 @@ async def write_events(
     # The Core table, not the ORM entity: ORM bulk inserts leave out None values and split
     # rows with different None columns (transfer events have no sequence) into one statement
     # each, which made a 1,000-transfer batch spend a second here. Many rows go by COPY.
-    await insert_rows(session, cast(sa.Table, OutboxEvent.__table__), rows)
+    await writer.insert(cast(sa.Table, OutboxEvent.__table__), rows)
     # Delivered at commit: wakes the relay before its next poll.
-    await session.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
+    writer.add(NOTIFY)
 
 
 def utc_now() -> dt.datetime:

@@ -95,7 +95,15 @@ async def test_relay_killed_mid_backlog_loses_nothing(
         await leader.wait()
         published_at_kill = _count(sync_db, "position IS NOT NULL")
         assert 0 < published_at_kill < total, "the kill must land in the middle of the backlog"
-        # Restart the killed worker: it finds the survivor leading and stands by.
+        # The survivor takes over; then the killed worker restarts, finds it leading and
+        # stands by. (Restarted before the takeover, it could win the lock itself.)
+        survivor = next(w for w in workers if w is not leader)
+
+        def survivor_leads() -> bool:
+            row = sync_db.execute(LEADER_SQL).fetchone()
+            return row is not None and row[0] == f"ledger-relay-{survivor.pid}"
+
+        await wait_until(survivor_leads, "the survivor to take over")
         restarted_log = tmp_path / "restarted.log"
         workers.append(await _spawn_worker(ksettings, restarted_log))
         await wait_until(lambda: _count(sync_db, "position IS NULL") == 0, "the backlog")
@@ -103,8 +111,7 @@ async def test_relay_killed_mid_backlog_loses_nothing(
             lambda: restarted_log.exists() and '"relay.standby"' in restarted_log.read_text(),
             "the restarted worker to stand by",
         )
-        (new_leader,) = sync_db.execute(LEADER_SQL).fetchone() or ("",)
-        assert new_leader not in ("", leader_name)
+        assert survivor_leads()
     finally:
         for worker in workers:
             if worker.returncode is None:

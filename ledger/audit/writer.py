@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.audit.models import AuditRecord
 from ledger.context import WriteContext
-from ledger.copy import insert_rows
+from ledger.copy import BulkWriter
 from ledger.ids import new_id
 
 
@@ -26,6 +26,13 @@ class AuditEntry:
 
 
 async def write_audit(session: AsyncSession, entries: list[AuditEntry], ctx: WriteContext) -> None:
+    writer = BulkWriter(session)
+    await add_audit(writer, entries, ctx)
+    await writer.flush()
+
+
+async def add_audit(writer: BulkWriter, entries: list[AuditEntry], ctx: WriteContext) -> None:
+    """Queue the records on `writer` (sent with the rest of its unit of work)."""
     if not entries:
         return
     rows = []
@@ -47,4 +54,4 @@ async def write_audit(session: AsyncSession, entries: list[AuditEntry], ctx: Wri
             }
         )
     # The Core table: ORM bulk inserts split rows by which columns are None. Many rows: COPY.
-    await insert_rows(session, cast(sa.Table, AuditRecord.__table__), rows)
+    await writer.insert(cast(sa.Table, AuditRecord.__table__), rows)

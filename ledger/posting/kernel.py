@@ -17,8 +17,9 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from accounts.schemas import balances_of
-from ledger.audit.writer import AuditEntry, write_audit
+from ledger.audit.writer import AuditEntry, add_audit, write_audit
 from ledger.context import WriteContext
+from ledger.copy import BulkWriter
 from ledger.db import after_commit
 from ledger.errors import (
     AccountNotFound,
@@ -40,7 +41,7 @@ from ledger.posting import rules
 from ledger.posting.repository import TransferRow
 from ledger.posting.rules import AccountState
 from observability import metrics
-from outbox.writer import PendingEvent, write_events
+from outbox.writer import PendingEvent, add_events
 from transfers.schemas import TransferOut
 
 
@@ -324,12 +325,14 @@ class Posting:
         if self.states:
             states = list(self.states)
             after_commit(session, lambda: _count_states(states))
-        changed = [a for a in self.accounts.values() if a.changed]
-        await repo.write_accounts(session, sorted(changed, key=lambda a: a.id))
-        await repo.write_transfers(session, self.transfers.values())
-        await repo.write_entries(session, self.entries)
-        await write_events(session, self.events, self.ctx)
-        await write_audit(session, self.audit, self.ctx)
+        # One round trip for all of it (COPY for very large batches aside).
+        writer = BulkWriter(session)
+        repo.add_accounts(writer, sorted(self.accounts.values(), key=lambda a: a.id))
+        await repo.add_transfers(writer, self.transfers.values())
+        await repo.add_entries(writer, self.entries)
+        await add_events(writer, self.events, self.ctx)
+        await add_audit(writer, self.audit, self.ctx)
+        await writer.flush()
 
 
 def _count_states(states: list[str]) -> None:
@@ -383,13 +386,12 @@ async def create_transfers(
     """
     started = time.perf_counter()
     client_ids = [c.id for c in commands if c.id is not None]
-    await repo.lock_transfer_ids(session, client_ids)
     posting = Posting(ctx)
-    posting.accounts = await repo.lock_accounts(
-        session, [i for c in commands for i in (c.debit_account_id, c.credit_account_id)]
-    )
-    posting.transfers = await repo.load_transfers(session, client_ids)
-    tombstones = await repo.load_tombstones(session, client_ids)
+    account_ids = [i for c in commands for i in (c.debit_account_id, c.credit_account_id)]
+    locked = await repo.lock_for_create(session, client_ids, account_ids)
+    posting.accounts = locked.accounts
+    posting.transfers = locked.transfers
+    tombstones = locked.tombstones
     if contexts is not None and len(contexts) != len(commands):
         raise InvariantViolation("group commit needs one context per command")
     outcomes: list[Outcome] = []

@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from accounts.models import Account
-from ledger.copy import insert_rows
+from ledger import pipeline
+from ledger.copy import BulkWriter, json_rows
+from ledger.pipeline import Statement
 from ledger.posting.rules import AccountState
 from transfers.models import Entry, Transfer, VoidedTransferId
 
@@ -23,7 +24,6 @@ entries_t = cast(sa.Table, Entry.__table__)
 tombstones_t = cast(sa.Table, VoidedTransferId.__table__)
 
 ACCOUNT_COLUMNS = [c for c in accounts_t.c]
-UUID_ARRAY = postgresql.ARRAY(postgresql.UUID(as_uuid=True))
 TRANSFER_COLUMNS = [c for c in transfers_t.c]
 
 
@@ -69,46 +69,29 @@ class TransferRow:
         }
 
 
+ACCOUNT_NAMES = tuple(c.name for c in ACCOUNT_COLUMNS)
+TRANSFER_NAMES = tuple(c.name for c in TRANSFER_COLUMNS)
+
+
 def account_from_row(row: sa.Row[Any]) -> AccountState:
-    m = row._mapping
-    return AccountState(
-        id=m["id"],
-        code=m["code"],
-        currency=m["currency"],
-        normal_balance=m["normal_balance"],
-        min_balance=m["min_balance"],
-        status=m["status"],
-        metadata=m["metadata"],
-        version=m["version"],
-        posted_debits=m["posted_debits"],
-        posted_credits=m["posted_credits"],
-        pending_debits=m["pending_debits"],
-        pending_credits=m["pending_credits"],
-        created_at=m["created_at"],
-        updated_at=m["updated_at"],
-    )
+    return AccountState(**row._mapping)
 
 
 def transfer_from_row(row: sa.Row[Any]) -> TransferRow:
-    m = row._mapping
-    return TransferRow(
-        id=m["id"],
-        debit_account_id=m["debit_account_id"],
-        credit_account_id=m["credit_account_id"],
-        amount=m["amount"],
-        currency=m["currency"],
-        state=m["state"],
-        posted_amount=m["posted_amount"],
-        reversed_amount=m["reversed_amount"],
-        reference=m["reference"],
-        metadata=m["metadata"],
-        timeout_at=m["timeout_at"],
-        created_at=m["created_at"],
-        updated_at=m["updated_at"],
-        reversal_of=m["reversal_of"],
-        created_pending=m["created_pending"],
-        timeout_seconds=m["timeout_seconds"],
-    )
+    return TransferRow(**row._mapping)
+
+
+def _select(table: sa.Table, names: tuple[str, ...]) -> str:
+    quoted = ", ".join(f'"{name}"' for name in names)
+    return f'SELECT {quoted} FROM "{table.name}" WHERE id = ANY(%s::uuid[]) ORDER BY id'
+
+
+# The kernel's reads, in psycopg's placeholder style: they run in pipelines (ledger.pipeline).
+_ADVISORY_LOCKS = "SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k"
+_LOCK_ACCOUNTS = _select(accounts_t, ACCOUNT_NAMES) + " FOR UPDATE"
+_LOAD_TRANSFERS = _select(transfers_t, TRANSFER_NAMES)
+_LOCK_TRANSFERS = _LOAD_TRANSFERS + " FOR UPDATE"
+_LOAD_TOMBSTONES = f'SELECT id FROM "{tombstones_t.name}" WHERE id = ANY(%s::uuid[])'
 
 
 def advisory_key(value: uuid.UUID) -> int:
@@ -117,68 +100,118 @@ def advisory_key(value: uuid.UUID) -> int:
     return key - (1 << 64) if key >= (1 << 63) else key
 
 
-async def lock_transfer_ids(session: AsyncSession, ids: Iterable[uuid.UUID]) -> None:
+def lock_ids_statement(ids: Iterable[uuid.UUID]) -> Statement | None:
     """Serialise every operation on the same transfer id (create, post, void, reverse, expire),
     including the TCC case where the id does not exist yet. Taken before any row lock."""
     keys = sorted({advisory_key(i) for i in ids})
-    if not keys:
-        return
-    await session.execute(
-        sa.text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS k"),
-        {"keys": keys},
+    return Statement(_ADVISORY_LOCKS, (keys,)) if keys else None
+
+
+def lock_accounts_statement(ids: Iterable[uuid.UUID]) -> Statement | None:
+    """Lock every account in one global order (by id): no circular wait, no deadlock."""
+    wanted = sorted(set(ids))
+    return Statement(_LOCK_ACCOUNTS, (wanted,), fetch=True) if wanted else None
+
+
+def load_transfers_statement(
+    ids: Iterable[uuid.UUID], *, for_update: bool = False
+) -> Statement | None:
+    wanted = sorted(set(ids))
+    if not wanted:
+        return None
+    return Statement(_LOCK_TRANSFERS if for_update else _LOAD_TRANSFERS, (wanted,), fetch=True)
+
+
+def tombstones_statement(ids: Iterable[uuid.UUID]) -> Statement | None:
+    wanted = sorted(set(ids))
+    return Statement(_LOAD_TOMBSTONES, (wanted,), fetch=True) if wanted else None
+
+
+def accounts_of(rows: list[Any] | None) -> dict[uuid.UUID, AccountState]:
+    return {
+        row[0]: AccountState(**dict(zip(ACCOUNT_NAMES, row, strict=True))) for row in rows or ()
+    }
+
+
+def transfers_of(rows: list[Any] | None) -> dict[uuid.UUID, TransferRow]:
+    return {
+        row[0]: TransferRow(**dict(zip(TRANSFER_NAMES, row, strict=True))) for row in rows or ()
+    }
+
+
+def tombstones_of(rows: list[Any] | None) -> set[uuid.UUID]:
+    return {row[0] for row in rows or ()}
+
+
+@dataclass(slots=True)
+class Locked:
+    accounts: dict[uuid.UUID, AccountState]
+    transfers: dict[uuid.UUID, TransferRow]
+    tombstones: set[uuid.UUID]
+
+
+async def lock_for_create(
+    session: AsyncSession, client_ids: list[uuid.UUID], account_ids: Iterable[uuid.UUID]
+) -> Locked:
+    """In one round trip, in lock order: the transfer ids, the accounts (by id), then the
+    transfers and tombstones already stored under the client's ids."""
+    locks = lock_ids_statement(client_ids)
+    accounts = lock_accounts_statement(account_ids)
+    transfers = load_transfers_statement(client_ids)
+    tombstones = tombstones_statement(client_ids)
+    wanted = [s for s in (locks, accounts, transfers, tombstones) if s is not None]
+    results = dict(zip(map(id, wanted), await pipeline.run(session, wanted), strict=True))
+    return Locked(
+        accounts=accounts_of(results.get(id(accounts))),
+        transfers=transfers_of(results.get(id(transfers))),
+        tombstones=tombstones_of(results.get(id(tombstones))),
     )
+
+
+async def _one(session: AsyncSession, statement: Statement | None) -> list[Any] | None:
+    if statement is None:
+        return None
+    [rows] = await pipeline.run(session, [statement])
+    return rows
+
+
+async def lock_transfer_ids(session: AsyncSession, ids: Iterable[uuid.UUID]) -> None:
+    await _one(session, lock_ids_statement(ids))
 
 
 async def lock_accounts(
     session: AsyncSession, ids: Iterable[uuid.UUID]
 ) -> dict[uuid.UUID, AccountState]:
-    """Lock every account in one global order (by id): no circular wait, no deadlock."""
-    wanted = sorted(set(ids))
-    if not wanted:
-        return {}
-    result = await session.execute(
-        sa.select(*ACCOUNT_COLUMNS)
-        .where(accounts_t.c.id == sa.any_(sa.bindparam("ids", wanted, type_=UUID_ARRAY)))
-        .order_by(accounts_t.c.id)
-        .with_for_update()
-    )
-    return {row.id: account_from_row(row) for row in result}
+    return accounts_of(await _one(session, lock_accounts_statement(ids)))
 
 
 async def load_transfers(
     session: AsyncSession, ids: Iterable[uuid.UUID], *, for_update: bool = False
 ) -> dict[uuid.UUID, TransferRow]:
-    wanted = sorted(set(ids))
-    if not wanted:
-        return {}
-    query = (
-        sa.select(*TRANSFER_COLUMNS)
-        .where(transfers_t.c.id == sa.any_(sa.bindparam("ids", wanted, type_=UUID_ARRAY)))
-        .order_by(transfers_t.c.id)
-    )
-    if for_update:
-        query = query.with_for_update()
-    result = await session.execute(query)
-    return {row.id: transfer_from_row(row) for row in result}
+    return transfers_of(await _one(session, load_transfers_statement(ids, for_update=for_update)))
 
 
 async def load_tombstones(session: AsyncSession, ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
-    wanted = sorted(set(ids))
-    if not wanted:
-        return set()
-    result = await session.execute(
-        sa.select(tombstones_t.c.id).where(
-            tombstones_t.c.id == sa.any_(sa.bindparam("ids", wanted, type_=UUID_ARRAY))
-        )
-    )
-    return set(result.scalars())
+    return tombstones_of(await _one(session, tombstones_statement(ids)))
 
 
 async def insert_tombstone(session: AsyncSession, transfer_id: uuid.UUID, now: dt.datetime) -> None:
     await session.execute(sa.insert(tombstones_t).values(id=transfer_id, created_at=now))
 
 
-async def write_transfers(session: AsyncSession, transfers: Iterable[TransferRow]) -> None:
+_UPDATE_TRANSFERS = f"""
+    UPDATE "{transfers_t.name}" AS t
+       SET state = v.state, posted_amount = v.posted_amount,
+           reversed_amount = v.reversed_amount, updated_at = v.updated_at
+      FROM jsonb_to_recordset(%s::jsonb)
+           AS v(id uuid, state text, posted_amount bigint, reversed_amount bigint,
+                updated_at timestamptz)
+     WHERE t.id = v.id
+"""
+
+
+async def add_transfers(writer: BulkWriter, transfers: Iterable[TransferRow]) -> None:
+    """Queue new transfers (inserted) and changed ones (state and amounts updated)."""
     new_rows = []
     changed_rows = []
     for t in transfers:
@@ -187,70 +220,54 @@ async def write_transfers(session: AsyncSession, transfers: Iterable[TransferRow
         elif t.changed:
             changed_rows.append(
                 {
-                    "b_id": t.id,
+                    "id": t.id,
                     "state": t.state,
                     "posted_amount": t.posted_amount,
                     "reversed_amount": t.reversed_amount,
                     "updated_at": t.updated_at,
                 }
             )
-    await insert_rows(session, transfers_t, new_rows)
+    await writer.insert(transfers_t, new_rows)
     if changed_rows:
-        await session.execute(
-            sa.update(transfers_t)
-            .where(transfers_t.c.id == sa.bindparam("b_id"))
-            .values(
-                state=sa.bindparam("state"),
-                posted_amount=sa.bindparam("posted_amount"),
-                reversed_amount=sa.bindparam("reversed_amount"),
-                updated_at=sa.bindparam("updated_at"),
-            ),
-            changed_rows,
-            execution_options={"synchronize_session": False},
-        )
+        writer.add(Statement(_UPDATE_TRANSFERS, (json_rows(changed_rows),)))
 
 
-async def write_entries(session: AsyncSession, entries: list[dict[str, Any]]) -> None:
-    await insert_rows(session, entries_t, entries)
+async def add_entries(writer: BulkWriter, entries: list[dict[str, Any]]) -> None:
+    await writer.insert(entries_t, entries)
 
 
-_UPDATE_ACCOUNTS = sa.text(
-    """
-    UPDATE accounts AS a
+_UPDATE_ACCOUNTS = f"""
+    UPDATE "{accounts_t.name}" AS a
        SET version = v.version,
            posted_debits = v.posted_debits,
            posted_credits = v.posted_credits,
            pending_debits = v.pending_debits,
            pending_credits = v.pending_credits,
            updated_at = v.updated_at
-      FROM unnest(CAST(:ids AS uuid[]), CAST(:versions AS bigint[]),
-                  CAST(:posted_debits AS bigint[]), CAST(:posted_credits AS bigint[]),
-                  CAST(:pending_debits AS bigint[]), CAST(:pending_credits AS bigint[]),
-                  CAST(:updated_at AS timestamptz[]))
-           AS v(id, version, posted_debits, posted_credits, pending_debits, pending_credits,
-                updated_at)
+      FROM jsonb_to_recordset(%s::jsonb)
+           AS v(id uuid, version bigint, posted_debits bigint, posted_credits bigint,
+                pending_debits bigint, pending_credits bigint, updated_at timestamptz)
      WHERE a.id = v.id
-    """
-)
+"""
 
 
-async def write_accounts(session: AsyncSession, accounts: Iterable[AccountState]) -> None:
+def add_accounts(writer: BulkWriter, accounts: Iterable[AccountState]) -> None:
     """Every changed account in one statement (rows already locked, in id order)."""
-    changed = [a for a in accounts if a.changed]
-    if not changed:
-        return
-    await session.execute(
-        _UPDATE_ACCOUNTS,
+    changed = [
         {
-            "ids": [a.id for a in changed],
-            "versions": [a.version for a in changed],
-            "posted_debits": [a.posted_debits for a in changed],
-            "posted_credits": [a.posted_credits for a in changed],
-            "pending_debits": [a.pending_debits for a in changed],
-            "pending_credits": [a.pending_credits for a in changed],
-            "updated_at": [a.updated_at for a in changed],
-        },
-    )
+            "id": a.id,
+            "version": a.version,
+            "posted_debits": a.posted_debits,
+            "posted_credits": a.posted_credits,
+            "pending_debits": a.pending_debits,
+            "pending_credits": a.pending_credits,
+            "updated_at": a.updated_at,
+        }
+        for a in accounts
+        if a.changed
+    ]
+    if changed:
+        writer.add(Statement(_UPDATE_ACCOUNTS, (json_rows(changed),)))
 
 
 async def due_pending_ids(session: AsyncSession, now: dt.datetime, limit: int) -> list[uuid.UUID]:

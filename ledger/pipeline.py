@@ -1,0 +1,106 @@
+"""Several statements of one transaction in one round trip (psycopg pipeline mode).
+
+Why: the posting kernel runs the same few statements for every commit (lock the accounts, then
+update them and insert transfers, entries, events and audit records). Sent one by one through
+the ORM session, each cost a socket round trip and SQLAlchemy's per-statement bookkeeping, and
+the profile of `POST /v1/transfers` was mostly that. Here the statements go to the session's own
+connection, inside its transaction, queued and sent together; the server runs them in order and
+stops at the first error, which rolls back with the transaction like any other statement.
+
+Errors come back as SQLAlchemy `DBAPIError`s (what the rest of the code inspects for SQLSTATEs:
+retryable, unavailable, lock timeouts). Each pipeline is one SQL span inside a trace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from observability.tracing import ChildSpansOnly
+
+Params = Sequence[Any] | Mapping[str, Any] | None
+
+_tracer = ChildSpansOnly(trace.get_tracer("ledger.sql"))
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """One statement in psycopg's placeholder style (`%s`, `%(name)s`)."""
+
+    sql: str
+    params: Params = None
+    fetch: bool = False  # keep its rows (tuples in select-list order)
+
+
+async def driver_connection(session: AsyncSession) -> psycopg.AsyncConnection[Any]:
+    """The psycopg connection under the session, in the session's transaction."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver = raw.driver_connection
+    if not isinstance(driver, psycopg.AsyncConnection):
+        raise TypeError("the ledger runs on psycopg's async connection")
+    return driver
+
+
+async def run(session: AsyncSession, statements: Sequence[Statement]) -> list[list[Any] | None]:
+    """Send `statements` together and wait once; the rows of those marked `fetch`, else None."""
+    if not statements:
+        return []
+    driver = await driver_connection(session)
+    attributes: dict[str, str | int] = {
+        "db.system": "postgresql",
+        "db.statement": ";\n".join(s.sql for s in statements),
+        "db.operation.batch.size": len(statements),
+    }
+    with _tracer.start_as_current_span(_span_name(statements), kind=SpanKind.CLIENT) as span:
+        if span.is_recording():
+            span.set_attributes(attributes)
+        with dbapi_errors(statements):
+            if len(statements) == 1:  # alone, a pipeline would only add its sync
+                return [await _execute(driver, statements[0])]
+            cursors = []
+            async with driver.pipeline():
+                for statement in statements:
+                    cursor = driver.cursor()
+                    await cursor.execute(statement.sql, statement.params)
+                    cursors.append(cursor)
+            results: list[list[Any] | None] = []
+            for statement, cursor in zip(statements, cursors, strict=True):
+                results.append(await cursor.fetchall() if statement.fetch else None)
+                await cursor.close()
+            return results
+    raise RuntimeError("unreachable: the block returns or raises")  # pragma: no cover
+
+
+async def _execute(driver: psycopg.AsyncConnection[Any], statement: Statement) -> list[Any] | None:
+    async with driver.cursor() as cursor:
+        await cursor.execute(statement.sql, statement.params)
+        return await cursor.fetchall() if statement.fetch else None
+
+
+@contextmanager
+def dbapi_errors(statements: Sequence[Statement]) -> Iterator[None]:
+    """psycopg errors as the SQLAlchemy errors the rest of the code inspects."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        failed = ";\n".join(s.sql for s in statements)
+        raise DBAPIError.instance(failed, None, exc, psycopg.Error) from exc
+
+
+def _span_name(statements: Sequence[Statement]) -> str:
+    """The operations in order, as the SQL span name: `SELECT`, `UPDATE INSERT INSERT ...`."""
+    words: list[str] = []
+    for statement in statements:
+        word = statement.sql.lstrip().split(None, 1)[0].upper()
+        if not words or words[-1] != word:
+            words.append(word)
+    return " ".join(words)
