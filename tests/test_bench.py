@@ -215,7 +215,7 @@ async def test_check_fails_when_money_or_an_acked_transfer_is_lost(served: Serve
     ).check()
     async with open_client(options.url, options.key, options.clients) as http:
         ledger = await prepare_ledger(http, options)
-        tally, _ = await run_load(http, ledger, options)
+        tally, _ = await run_load(ledger, options)
         assert tally.acked > 0
         clean = await check_run(http, ledger, tally)
         assert clean.ok, clean.problems
