@@ -55,4 +55,6 @@ class Account(Base):
         sa.CheckConstraint("currency ~ '^[A-Z0-9]{3,12}$'", name="currency_format"),
         sa.CheckConstraint("code ~ '^[A-Za-z0-9:._-]{1,128}$'", name="code_format"),
         sa.Index("ix_accounts_currency_status_id", "currency", "status", "id"),
+        # Room on each page for the next versions of hot rows (migration 0004).
+        {"postgresql_with": {"fillfactor": 30}},
     )
