@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 from litestar import Litestar
@@ -80,4 +81,25 @@ def create_app_from_env() -> Litestar:
 
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
-    return create_app(settings)
+    app = create_app(settings)
+    tune_gc()
+    return app
+
+
+GC_GEN0_THRESHOLD = 50_000  # CPython's default is 2,000 allocations (700 before 3.13)
+
+
+def tune_gc() -> None:
+    """Fewer, cheaper garbage collections in a serving process.
+
+    A 1,000-transfer batch allocates hundreds of thousands of objects that live until its
+    response is sent; with the default thresholds CPython ran a collection every few hundred
+    of them, each scanning everything alive, and a profile of `--batch 1000` put 15 % of the API
+    process there. Objects made at start-up (modules, the app, routes) are frozen out of every
+    future scan; the young generation is collected after 50,000 net allocations instead.
+    Reference counting still frees almost everything at once; this only spaces out the cycle
+    collector, and memory over a long run stays flat (docs/performance.md)."""
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
