@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from litestar.testing import AsyncTestClient
@@ -16,7 +16,7 @@ from ledger.context import Actor, WriteContext
 from ledger.db import create_engine, create_sessionmaker
 from ledger.settings import Settings
 from tests.helpers import balances, create_account, transfer, violations
-from transfers.group_commit import GroupCommitter
+from transfers.group_commit import GroupCommitter, Submission
 from transfers.schemas import TransferCreate
 from transfers.service import to_command
 
@@ -172,3 +172,43 @@ async def test_trailing_slash_is_the_same_request_for_its_key(client: AsyncTestC
     assert again.headers["idempotent-replayed"] == "true"
     assert again.content == first.content
     assert (await balances(client, a["id"]))["posted"] == 3
+
+
+async def test_requests_on_accounts_a_running_batch_holds_wait_for_the_next_batch() -> None:
+    """The scheduling rule, step by step: a queued request whose account is locked by a running
+    batch stays queued (in order) while unrelated requests start; when the batch ends, all the
+    waiters leave together in one batch."""
+    committer = GroupCommitter(cast(Any, None), batch_size_max=3)
+    hot, a, b, c, d = (uuid.uuid4() for _ in range(5))
+    ctx = WriteContext(actor=Actor.cli())
+
+    def submission(debit: uuid.UUID, credit: uuid.UUID) -> Submission:
+        command = to_command(
+            TransferCreate(debit_account_id=debit, credit_account_id=credit, amount=1)
+        )
+        return Submission(command=command, ctx=ctx, claim=None)
+
+    first = submission(a, hot)
+    committer.queue = [first]
+    running = committer._take()
+    assert running == [first]
+
+    waiting = [submission(b, hot), submission(hot, c)]
+    unrelated = submission(c, d)  # c is not held: only the queued request touches it
+    committer.queue = [waiting[0], unrelated, waiting[1]]
+    assert committer._take() == [unrelated]
+    assert committer.queue == waiting
+    assert committer._take() == []  # still held
+
+    committer._release(running)
+    committer._release([unrelated])
+    assert committer.busy == {}
+    assert committer._take() == waiting
+    assert committer.queue == []
+
+    # The batch size bound still applies to requests that are free to go.
+    committer._release(waiting)
+    many = [submission(uuid.uuid4(), uuid.uuid4()) for _ in range(5)]
+    committer.queue = list(many)
+    assert committer._take() == many[:3]
+    assert committer.queue == many[3:]

@@ -7,9 +7,15 @@ amortises the lock hold and the commit (TigerBeetle's answer, done inside Postgr
 How: requests queue up; up to `inflight_max` batches run at once, each taking at most
 `batch_size_max` queued requests. A request that arrives while every slot is busy waits for the
 next batch; a request that finds a free slot leaves at the next turn of the event loop, so an idle
-server adds no latency. Each batch is one transaction: Idempotency-Key rows first (sorted, one
-statement), then the posting kernel, non-atomic, checking every transfer in arrival order on the
-locked balances, then each keyed request's stored response. Every request gets its own outcome.
+server adds no latency. A request touching an account that a running batch holds stays queued
+until that batch ends: starting it would only make it wait on the row lock, holding a slot. So
+under a hot account there is one batch at a time and every request that arrived meanwhile joins
+the next one (the batch grows with the contention), while transfers between unrelated accounts
+still run in parallel batches.
+
+Each batch is one transaction: Idempotency-Key rows first (sorted, one statement), then the
+posting kernel, non-atomic, checking every transfer in arrival order on the locked balances,
+then each keyed request's stored response. Every request gets its own outcome.
 
 What stays exactly as it is per transfer: events, audit records and sequences (each with its own
 request's context), the Idempotency-Key rules (a key that already exists, or appears twice in one
@@ -21,6 +27,7 @@ the usual deadlock retries, and every request in it gets the same retryable answ
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import contextvars
 import datetime as dt
@@ -76,6 +83,10 @@ class Submission:
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
+    @property
+    def accounts(self) -> tuple[uuid.UUID, uuid.UUID]:
+        return (self.command.debit_account_id, self.command.credit_account_id)
+
 
 class GroupCommitter:
     def __init__(
@@ -94,6 +105,8 @@ class GroupCommitter:
         self.inflight = 0
         self.scheduled = False
         self.tasks: set[asyncio.Task[None]] = set()
+        # Accounts the running batches lock (a count per batch that touches them).
+        self.busy: collections.Counter[uuid.UUID] = collections.Counter()
 
     async def submit(
         self, command: TransferCommand, ctx: WriteContext, claim: IdempotencyClaim | None
@@ -118,8 +131,9 @@ class GroupCommitter:
     def _start_batches(self) -> None:
         self.scheduled = False
         while self.queue and self.inflight < self.inflight_max:
-            batch = self.queue[: self.batch_size_max]
-            del self.queue[: self.batch_size_max]
+            batch = self._take()
+            if not batch:
+                break  # everything queued waits for accounts a running batch holds
             self.inflight += 1
             # A batch of one runs in its request's context (its trace and log ids); a larger
             # batch belongs to no single request: a clean context, and a span linking them all.
@@ -127,6 +141,25 @@ class GroupCommitter:
             task = asyncio.create_task(self._run(batch), context=alone or contextvars.Context())
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
+
+    def _take(self) -> list[Submission]:
+        """The next batch, in arrival order: queued requests whose accounts no running batch
+        holds. The others keep their place in the queue."""
+        batch: list[Submission] = []
+        waiting: list[Submission] = []
+        for submission in self.queue:
+            free = not any(account in self.busy for account in submission.accounts)
+            (batch if free and len(batch) < self.batch_size_max else waiting).append(submission)
+        self.queue = waiting
+        for submission in batch:
+            self.busy.update(submission.accounts)
+        return batch
+
+    def _release(self, batch: list[Submission]) -> None:
+        for submission in batch:
+            self.busy.subtract(submission.accounts)
+        for account in [a for s in batch for a in s.accounts if self.busy[a] <= 0]:
+            self.busy.pop(account, None)
 
     async def _run(self, batch: list[Submission]) -> None:
         metrics.GROUP_COMMIT_BATCH_SIZE.observe(len(batch))
@@ -167,6 +200,7 @@ class GroupCommitter:
                     submission.future.set_result(result)
         finally:
             self.inflight -= 1
+            self._release(batch)
             if self.queue:
                 self._schedule()
 
