@@ -69,8 +69,12 @@ class BulkWriter:
         json_columns = {name for name in columns if _is_json(table.c[name])}
         await _copy(self.session, table, columns, json_columns, rows)
 
-    async def flush(self) -> None:
+    async def flush(self, *, commit: bool = False) -> None:
+        """Send what is queued; with `commit`, end the transaction in the same round trip
+        (only for the owner of the unit of work, when nothing else is left to run in it)."""
         statements, self.statements = self.statements, []
+        if commit:
+            statements.append(pipeline.COMMIT)
         await pipeline.run(self.session, statements)
 
 

@@ -21,12 +21,14 @@ from typing import Any
 import psycopg
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
+from psycopg.pq import TransactionStatus
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from observability.tracing import ChildSpansOnly
 
 Params = Sequence[Any] | Mapping[str, Any] | None
+IDLE = TransactionStatus.IDLE
 
 _tracer = ChildSpansOnly(trace.get_tracer("ledger.sql"))
 
@@ -38,6 +40,12 @@ class Statement:
     sql: str
     params: Params = None
     fetch: bool = False  # keep its rows (tuples in select-list order)
+
+
+# Ends the transaction with the writes before it, in their round trip. Only the owner of a unit
+# of work may send it, as its very last statement: the session's own commit then finds the
+# transaction over and sends nothing (psycopg skips COMMIT on an idle connection).
+COMMIT = Statement("COMMIT")
 
 
 async def driver_connection(session: AsyncSession) -> psycopg.AsyncConnection[Any]:
@@ -64,7 +72,9 @@ async def run(session: AsyncSession, statements: Sequence[Statement]) -> list[li
         if span.is_recording():
             span.set_attributes(attributes)
         with dbapi_errors(statements):
-            if len(statements) == 1:  # alone, a pipeline would only add its sync
+            # Alone in a transaction already begun, a pipeline would only add its sync; the first
+            # statement of a transaction goes in one, so its BEGIN does not wait for an answer.
+            if len(statements) == 1 and driver.info.transaction_status != IDLE:
                 return [await _execute(driver, statements[0])]
             cursors = []
             async with driver.pipeline():

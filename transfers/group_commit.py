@@ -45,10 +45,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ledger import limits
 from ledger.context import WriteContext
+from ledger.copy import BulkWriter, json_rows
 from ledger.db import run_in_transaction, sqlstate
 from ledger.errors import ConfigurationError, LedgerError
 from ledger.idempotency import LOCK_NOT_AVAILABLE, StoredResponse
 from ledger.idempotency_models import IdempotencyRecord
+from ledger.pipeline import Statement
 from ledger.posting import kernel
 from ledger.posting.kernel import Outcome, TransferCommand, transfer_out
 from observability import metrics
@@ -57,6 +59,15 @@ log = structlog.get_logger("ledger.group_commit")
 keys_t = cast(sa.Table, IdempotencyRecord.__table__)
 
 PROBLEM = "application/problem+json"
+
+
+_STORE_RESPONSES = f"""
+    UPDATE "{keys_t.name}" AS k
+       SET status_code = v.status_code, response_body = decode(v.response_body, 'base64')
+      FROM jsonb_to_recordset(%s::jsonb)
+           AS v(principal_id uuid, key text, status_code integer, response_body text)
+     WHERE k.principal_id = v.principal_id AND k.key = v.key
+"""
 
 
 class KeysBusy(Exception):
@@ -211,12 +222,14 @@ class GroupCommitter:
         contexts = [replace(s.ctx, now=now) for s in batch]
         taken = await self._claim_keys(session, batch, now)
         live = [i for i, s in enumerate(batch) if i not in taken]
+        writer = BulkWriter(session)
         outcomes = await kernel.create_transfers(
             session,
             [batch[i].command for i in live],
             atomic=False,
             ctx=contexts[0],
             contexts=[contexts[i] for i in live],
+            writer=writer,
         )
         results: list[StoredResponse | None] = [None] * len(batch)
         stored_rows: list[dict[str, Any]] = []
@@ -228,24 +241,16 @@ class GroupCommitter:
                 kind = b"p" if response.media_type == PROBLEM else b"j"
                 stored_rows.append(
                     {
-                        "b_principal": claim.principal_id,
-                        "b_key": claim.key,
+                        "principal_id": claim.principal_id,
+                        "key": claim.key,
                         "status_code": response.status,
-                        "response_body": kind + response.body,
+                        "response_body": kind + response.body,  # base64 in JSON
                     }
                 )
         if stored_rows:
-            await session.execute(
-                sa.update(keys_t)
-                .where(keys_t.c.principal_id == sa.bindparam("b_principal"))
-                .where(keys_t.c.key == sa.bindparam("b_key"))
-                .values(
-                    status_code=sa.bindparam("status_code"),
-                    response_body=sa.bindparam("response_body"),
-                ),
-                stored_rows,
-                execution_options={"synchronize_session": False},
-            )
+            writer.add(Statement(_STORE_RESPONSES, (json_rows(stored_rows),)))
+        # The batch is this unit of work's last step: its writes and COMMIT go in one round trip.
+        await writer.flush(commit=True)
         return results
 
     async def _claim_keys(

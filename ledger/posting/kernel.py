@@ -321,18 +321,21 @@ class Posting:
         )
         return Outcome(201, reversal)
 
-    async def flush(self, session: AsyncSession) -> None:
+    async def flush(self, session: AsyncSession, writer: BulkWriter | None = None) -> None:
+        """Write what the posting decided: sent now, or queued on the caller's `writer`."""
         if self.states:
             states = list(self.states)
             after_commit(session, lambda: _count_states(states))
         # One round trip for all of it (COPY for very large batches aside).
-        writer = BulkWriter(session)
+        own = writer is None
+        writer = writer or BulkWriter(session)
         repo.add_accounts(writer, sorted(self.accounts.values(), key=lambda a: a.id))
         await repo.add_transfers(writer, self.transfers.values())
         await repo.add_entries(writer, self.entries)
         await add_events(writer, self.events, self.ctx)
         await add_audit(writer, self.audit, self.ctx)
-        await writer.flush()
+        if own:
+            await writer.flush()
 
 
 def _count_states(states: list[str]) -> None:
@@ -376,13 +379,15 @@ async def create_transfers(
     atomic: bool,
     ctx: WriteContext,
     contexts: list[WriteContext] | None = None,
+    writer: BulkWriter | None = None,
 ) -> list[Outcome]:
     """Create transfers in one transaction, each checked in arrival order on locked balances.
 
     Not atomic: a refused item leaves its neighbours untouched. Atomic: the first refused item
     names its error, every other item answers `not_committed`, and nothing is written.
     `contexts` (group commit) gives each command the request it came from, for its events and
-    audit record; they must share one `now`.
+    audit record; they must share one `now`. With `writer`, the writes are queued on it for the
+    caller to send (with more of its own), instead of being sent before returning.
     """
     started = time.perf_counter()
     client_ids = [c.id for c in commands if c.id is not None]
@@ -404,7 +409,7 @@ async def create_transfers(
             if atomic:
                 return _not_committed(len(commands), len(outcomes), error)
             outcomes.append(Outcome(error.status, error=error))
-    await posting.flush(session)
+    await posting.flush(session, writer)
     metrics.TRANSFER_DURATION.observe(time.perf_counter() - started)
     return outcomes
 
