@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import psycopg
+import pytest
 
 from ledger.settings import Settings
 from tests.helpers import funded_pair, transfer, violations
@@ -137,3 +138,29 @@ async def test_each_invariant_is_checked(
     found = await violations(settings)
     assert any("debits and credits differ" in line and "USD" in line for line in found), found
     assert any("running balance" in line and a["id"] in line for line in found), found
+
+
+async def test_the_database_refuses_entries_that_break_double_entry(
+    client: httpx.AsyncClient, sync_db: psycopg.Connection[Any]
+) -> None:
+    """The entries trigger, with nothing switched off: one leg alone, or legs that no longer
+    add up to the posted amount, are refused by the statement itself."""
+    _, a, b = await funded_pair(client, 1000)
+    moved = (await transfer(client, a["id"], b["id"], 300)).json()
+    columns = "account_id, transfer_id, direction, amount, balance_after, sequence, posted_at"
+
+    def leg(account: str, direction: str, amount: int, sequence: int) -> str:
+        return f"('{account}', '{moved['id']}', '{direction}', {amount}, 0, {sequence}, now())"
+
+    refused = [
+        [leg(a["id"], "debit", 1, 900)],
+        [leg(a["id"], "debit", 5, 900), leg(b["id"], "credit", 5, 900)],
+        [leg(a["id"], "debit", 300, 900), leg(b["id"], "credit", 300, 900)],  # 600 != 300
+    ]
+    before = sync_db.execute("SELECT count(*) FROM entries").fetchone()
+    for values in refused:
+        insert = f"INSERT INTO entries ({columns}) VALUES {', '.join(values)}"
+        unbalanced = pytest.raises(psycopg.errors.IntegrityConstraintViolation, match="unbalanced")
+        with unbalanced, sync_db.transaction():
+            sync_db.execute(insert)
+    assert sync_db.execute("SELECT count(*) FROM entries").fetchone() == before
