@@ -23,6 +23,7 @@ from ledger.system import health, metrics_endpoint, ready
 from observability.middleware import telemetry_config
 from observability.tracing import configure_tracing
 from outbox.feed import EventController
+from outbox.notifier import NOTIFIER_SESSION_KEY, OutboxNotifier
 from transfers.controllers import TransferController
 from transfers.group_commit import GroupCommitter
 
@@ -30,7 +31,8 @@ from transfers.group_commit import GroupCommitter
 def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = None) -> Litestar:
     configure_tracing()
     engine = create_engine(settings)
-    sessionmaker = create_sessionmaker(engine)
+    notifier = OutboxNotifier(engine)
+    sessionmaker = create_sessionmaker(engine, info={NOTIFIER_SESSION_KEY: notifier})
     services = Services(
         settings=settings,
         sessionmaker=sessionmaker,
@@ -38,6 +40,7 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
     )
 
     async def dispose_engine() -> None:
+        await notifier.close()
         await engine.dispose()
 
     return Litestar(

@@ -85,8 +85,11 @@ def create_engine(settings: Settings, *, pool_size: int = limits.DB_POOL_SIZE) -
     return engine
 
 
-def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+def create_sessionmaker(
+    engine: AsyncEngine, info: dict[str, Any] | None = None
+) -> async_sessionmaker[AsyncSession]:
+    """`info` is copied into every session's `info` (e.g. the outbox notifier of the API)."""
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False, info=info)
 
 
 def sqlstate(exc: BaseException) -> str | None:

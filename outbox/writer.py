@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.context import WriteContext
 from ledger.copy import BulkWriter
+from ledger.db import after_commit
 from ledger.ids import new_id
 from ledger.pipeline import Statement
 from outbox.models import OutboxEvent
@@ -55,6 +56,9 @@ def envelope(event: PendingEvent, event_id: uuid.UUID, ctx: WriteContext) -> dic
 
 
 NOTIFY = Statement("SELECT pg_notify(%s, '')", (NOTIFY_CHANNEL,))
+# A session whose `info` holds a notifier (the API's, outbox/notifier.py) wakes the relay after
+# commit, outside the transaction; any other notifies inside it, delivered at commit.
+NOTIFIER_SESSION_KEY = "ledger.outbox_notifier"
 
 
 async def write_events(
@@ -88,8 +92,12 @@ async def add_events(writer: BulkWriter, events: list[PendingEvent], ctx: WriteC
     # rows with different None columns (transfer events have no sequence) into one statement
     # each, which made a 1,000-transfer batch spend a second here. Many rows go by COPY.
     await writer.insert(cast(sa.Table, OutboxEvent.__table__), rows)
-    # Delivered at commit: wakes the relay before its next poll.
-    writer.add(NOTIFY)
+    # Wakes the relay before its next poll.
+    notifier = writer.session.info.get(NOTIFIER_SESSION_KEY)
+    if notifier is not None:
+        after_commit(writer.session, notifier.poke)
+    else:
+        writer.add(NOTIFY)
 
 
 def utc_now() -> dt.datetime:

@@ -39,6 +39,7 @@ from ledger.settings import Settings
 from outbox.consumer import Event, EventConsumer
 from outbox.kafka import CONTENT_TYPE, KafkaOptions
 from outbox.relay import Relay, trim_published_step
+from outbox.writer import NOTIFY_CHANNEL
 from tests.helpers import create_account as create_account_http
 from tests.helpers import funded_pair, transfer
 
@@ -537,3 +538,23 @@ async def test_consumer_kit_drops_duplicates_and_reports_gaps(
         assert (await again.poll_once(timeout_ms=1_500)).records == 0
     finally:
         await again.stop()
+
+
+async def test_the_api_wakes_the_relay_after_commits(
+    client: AsyncTestClient[Any], settings: Settings, db_url: str
+) -> None:
+    """The API's notifier sends the wake-up the relay LISTENs for, after the commit, and many
+    commits close together cost a handful of notifications, not one each."""
+    _, a, b = await funded_pair(client, 1_000)
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as listener:
+        await listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        responses = await asyncio.gather(
+            *(transfer(client, a["id"], b["id"], 1) for _ in range(40))
+        )
+        assert {r.status_code for r in responses} == {201}
+        received = 0
+        gen = listener.notifies(timeout=2.0)
+        async for notice in gen:
+            assert notice.channel == NOTIFY_CHANNEL
+            received += 1
+    assert 1 <= received < 40
