@@ -194,20 +194,34 @@ async def test_requests_on_accounts_a_running_batch_holds_wait_for_the_next_batc
     assert running == [first]
 
     waiting = [submission(b, hot), submission(hot, c)]
-    unrelated = submission(c, d)  # c is not held: only the queued request touches it
-    committer.queue = [waiting[0], unrelated, waiting[1]]
+    unrelated = submission(c, d)  # no running batch holds c or d, and no earlier waiter does
+    behind = submission(b, a)  # a is held; b is not, but an earlier waiter wants it
+    committer.queue = [waiting[0], unrelated, waiting[1], behind]
     assert committer._take() == [unrelated]
-    assert committer.queue == waiting
+    assert committer.queue == [*waiting, behind]
     assert committer._take() == []  # still held
 
     committer._release(running)
     committer._release([unrelated])
     assert committer.busy == {}
-    assert committer._take() == waiting
+    assert committer._take() == [*waiting, behind]
     assert committer.queue == []
+    committer._release([*waiting, behind])
+
+    # A newcomer on an account an earlier request waits for queues behind it, even when no
+    # running batch holds that account: per account, first come, first served.
+    committer.queue = [first]
+    assert committer._take() == [first]  # holds a and hot
+    waiter = submission(hot, b)
+    newcomer = submission(b, c)
+    committer.queue = [waiter, newcomer]
+    assert committer._take() == []
+    assert committer.queue == [waiter, newcomer]
+    committer._release([first])
+    assert committer._take() == [waiter, newcomer]
 
     # The batch size bound still applies to requests that are free to go.
-    committer._release(waiting)
+    committer._release([waiter, newcomer])
     many = [submission(uuid.uuid4(), uuid.uuid4()) for _ in range(5)]
     committer.queue = list(many)
     assert committer._take() == many[:3]

@@ -155,12 +155,20 @@ class GroupCommitter:
 
     def _take(self) -> list[Submission]:
         """The next batch, in arrival order: queued requests whose accounts no running batch
-        holds. The others keep their place in the queue."""
+        holds. The others keep their place in the queue, and so do later requests on any of
+        their accounts: per account, requests leave in the order they came, and a waiting one
+        cannot be overtaken forever by newcomers on the same account."""
         batch: list[Submission] = []
         waiting: list[Submission] = []
+        claimed: set[uuid.UUID] = set()  # accounts of requests that wait
         for submission in self.queue:
-            free = not any(account in self.busy for account in submission.accounts)
-            (batch if free and len(batch) < self.batch_size_max else waiting).append(submission)
+            accounts = submission.accounts
+            free = not any(a in self.busy or a in claimed for a in accounts)
+            if free and len(batch) < self.batch_size_max:
+                batch.append(submission)
+            else:
+                waiting.append(submission)
+                claimed.update(accounts)
         self.queue = waiting
         for submission in batch:
             self.busy.update(submission.accounts)
