@@ -11,7 +11,14 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from accounts.models import Account
-from ledger.posting.repository import ACCOUNT_COLUMNS, account_from_row
+from ledger import pipeline
+from ledger.posting.repository import (
+    ACCOUNT_COLUMNS,
+    account_from_row,
+    accounts_of,
+    load_accounts_statement,
+    lock_accounts_statement,
+)
 from ledger.posting.rules import AccountState
 from transfers.models import Entry
 
@@ -49,11 +56,9 @@ async def insert_account(session: AsyncSession, account: AccountState) -> bool:
 async def get_account(
     session: AsyncSession, account_id: uuid.UUID, *, for_update: bool = False
 ) -> AccountState | None:
-    query = sa.select(*ACCOUNT_COLUMNS).where(accounts_t.c.id == account_id)
-    if for_update:
-        query = query.with_for_update()
-    row = (await session.execute(query)).first()
-    return None if row is None else account_from_row(row)
+    statement = lock_accounts_statement([account_id]) if for_update else None
+    [rows] = await pipeline.run(session, [statement or load_accounts_statement([account_id])])
+    return accounts_of(rows).get(account_id)
 
 
 async def find_by_id_or_code(

@@ -88,7 +88,8 @@ def _select(table: sa.Table, names: tuple[str, ...]) -> str:
 
 # The kernel's reads, in psycopg's placeholder style: they run in pipelines (ledger.pipeline).
 _ADVISORY_LOCKS = "SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k"
-_LOCK_ACCOUNTS = _select(accounts_t, ACCOUNT_NAMES) + " FOR UPDATE"
+_LOAD_ACCOUNTS = _select(accounts_t, ACCOUNT_NAMES)
+_LOCK_ACCOUNTS = _LOAD_ACCOUNTS + " FOR UPDATE"
 _LOAD_TRANSFERS = _select(transfers_t, TRANSFER_NAMES)
 _LOCK_TRANSFERS = _LOAD_TRANSFERS + " FOR UPDATE"
 _LOAD_TOMBSTONES = f'SELECT id FROM "{tombstones_t.name}" WHERE id = ANY(%s::uuid[])'
@@ -111,6 +112,11 @@ def lock_accounts_statement(ids: Iterable[uuid.UUID]) -> Statement | None:
     """Lock every account in one global order (by id): no circular wait, no deadlock."""
     wanted = sorted(set(ids))
     return Statement(_LOCK_ACCOUNTS, (wanted,), fetch=True) if wanted else None
+
+
+def load_accounts_statement(ids: Iterable[uuid.UUID]) -> Statement:
+    """Read accounts without locking them (API reads)."""
+    return Statement(_LOAD_ACCOUNTS, (sorted(set(ids)),), fetch=True)
 
 
 def load_transfers_statement(
