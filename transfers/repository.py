@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ledger.posting.repository import (
     TRANSFER_COLUMNS,
     TransferRow,
+    load_transfers,
     tombstones_t,
     transfer_from_row,
     transfers_t,
@@ -18,10 +19,8 @@ from ledger.posting.repository import (
 
 
 async def get_transfer(session: AsyncSession, transfer_id: uuid.UUID) -> TransferRow | None:
-    row = (
-        await session.execute(sa.select(*TRANSFER_COLUMNS).where(transfers_t.c.id == transfer_id))
-    ).first()
-    return None if row is None else transfer_from_row(row)
+    # The kernel's fixed statement, pipelined (BEGIN goes with it): cheaper than a select.
+    return (await load_transfers(session, [transfer_id])).get(transfer_id)
 
 
 async def tombstone_time(session: AsyncSession, transfer_id: uuid.UUID) -> dt.datetime | None:
