@@ -7,7 +7,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, cast
 
-import msgspec
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -38,20 +37,23 @@ class PendingEvent:
 
 
 def envelope(event: PendingEvent, event_id: uuid.UUID, ctx: WriteContext) -> dict[str, Any]:
+    """The CloudEvents envelope as stored. Values may be UUIDs, datetimes and msgspec structs:
+    they are written as JSON by msgspec (RFC 3339 times, exact integers), never converted
+    twice (a 1,000-transfer batch builds 3,000 of these inside its lock window)."""
     body: dict[str, Any] = {
         "specversion": "1.0",
         "id": str(event_id),
         "source": "ledger",
         "type": event.type,
         "subject": str(event.subject),
-        "time": msgspec.to_builtins(ctx.now),
+        "time": ctx.now,
         "datacontenttype": "application/json",
     }
     if event.sequence is not None:
         body["sequence"] = sequence_text(event.sequence)
     if ctx.traceparent:
         body["traceparent"] = ctx.traceparent
-    body["data"] = msgspec.to_builtins(event.data)
+    body["data"] = event.data
     return body
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, cast
 
-import msgspec
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -50,7 +49,7 @@ async def add_audit(writer: BulkWriter, entries: list[AuditEntry], ctx: WriteCon
                 "request_id": entry_ctx.request_id,
                 "trace_id": entry_ctx.trace_id,
                 "client_addr": entry_ctx.client_addr,
-                "data": msgspec.to_builtins(entry.data),
+                "data": entry.data,  # encoded by msgspec with the row
             }
         )
     # The Core table: ORM bulk inserts split rows by which columns are None. Many rows: COPY.
