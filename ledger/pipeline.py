@@ -63,14 +63,15 @@ async def run(session: AsyncSession, statements: Sequence[Statement]) -> list[li
     if not statements:
         return []
     driver = await driver_connection(session)
-    attributes: dict[str, str | int] = {
-        "db.system": "postgresql",
-        "db.statement": ";\n".join(s.sql for s in statements),
-        "db.operation.batch.size": len(statements),
-    }
     with _tracer.start_as_current_span(_span_name(statements), kind=SpanKind.CLIENT) as span:
-        if span.is_recording():
-            span.set_attributes(attributes)
+        if span.is_recording():  # inside a trace only (ChildSpansOnly)
+            span.set_attributes(
+                {
+                    "db.system": "postgresql",
+                    "db.statement": ";\n".join(s.sql for s in statements),
+                    "db.operation.batch.size": len(statements),
+                }
+            )
         with dbapi_errors(statements):
             # Alone in a transaction already begun, a pipeline would only add its sync; the first
             # statement of a transaction goes in one, so its BEGIN does not wait for an answer.
