@@ -40,7 +40,8 @@ TRANSFERS = Counter(
 )
 TRANSFER_DURATION = Histogram(
     "ledger_transfer_post_duration_seconds",
-    "Time to post one batch of transfers in the kernel, lock to flush",
+    "Time to post one batch of transfers: from taking the locks to the writes sent "
+    "(to the commit, for a group-commit batch)",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
 TX_RETRIES = Counter(

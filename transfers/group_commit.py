@@ -31,6 +31,7 @@ import collections
 import contextlib
 import contextvars
 import datetime as dt
+import time
 import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
@@ -230,6 +231,7 @@ class GroupCommitter:
         contexts = [replace(s.ctx, now=now) for s in batch]
         taken = await self._claim_keys(session, batch, now)
         live = [i for i, s in enumerate(batch) if i not in taken]
+        started = time.perf_counter()
         writer = BulkWriter(session)
         outcomes = await kernel.create_transfers(
             session,
@@ -259,6 +261,7 @@ class GroupCommitter:
             writer.add(Statement(_STORE_RESPONSES, (json_rows(stored_rows),)))
         # The batch is this unit of work's last step: its writes and COMMIT go in one round trip.
         await writer.flush(commit=True)
+        metrics.TRANSFER_DURATION.observe(time.perf_counter() - started)
         return results
 
     async def _claim_keys(
