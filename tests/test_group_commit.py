@@ -226,3 +226,28 @@ async def test_requests_on_accounts_a_running_batch_holds_wait_for_the_next_batc
     committer.queue = list(many)
     assert committer._take() == many[:3]
     assert committer.queue == many[3:]
+
+
+async def test_a_request_that_must_wait_does_not_rescan_the_queue() -> None:
+    """Under a hot account every arrival must wait for the running batch: it joins the queue
+    and claims its accounts without a scan of the queue (the end of the batch scans once)."""
+    committer = GroupCommitter(cast(Any, None))
+    hot, a, b = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    ctx = WriteContext(actor=Actor.cli())
+    running = Submission(
+        command=to_command(TransferCreate(debit_account_id=a, credit_account_id=hot, amount=1)),
+        ctx=ctx,
+        claim=None,
+    )
+    committer.queue = [running]
+    assert committer._take() == [running]
+
+    command = to_command(TransferCreate(debit_account_id=b, credit_account_id=hot, amount=1))
+    waiter = asyncio.create_task(committer.submit(command, ctx, None))
+    await asyncio.sleep(0)
+    try:
+        assert not committer.scheduled
+        assert [s.command for s in committer.queue] == [command]
+        assert committer.claimed == {b, hot}
+    finally:
+        waiter.cancel()

@@ -119,6 +119,9 @@ class GroupCommitter:
         self.tasks: set[asyncio.Task[None]] = set()
         # Accounts the running batches lock (a count per batch that touches them).
         self.busy: collections.Counter[uuid.UUID] = collections.Counter()
+        # Accounts of queued requests that must wait (for a running batch, or behind an
+        # earlier request on the same account).
+        self.claimed: set[uuid.UUID] = set()
 
     async def submit(
         self, command: TransferCommand, ctx: WriteContext, claim: IdempotencyClaim | None
@@ -131,8 +134,17 @@ class GroupCommitter:
             context=contextvars.copy_context(),
         )
         self.queue.append(submission)
-        self._schedule()
+        if self._must_wait(submission):
+            # Nothing can start for it before a batch ends, and the end of a batch looks at the
+            # queue again: no scan now (under a hot account with many clients, a scan per
+            # arrival would cost the square of the queue).
+            self.claimed.update(submission.accounts)
+        else:
+            self._schedule()
         return await submission.future
+
+    def _must_wait(self, submission: Submission) -> bool:
+        return any(a in self.busy or a in self.claimed for a in submission.accounts)
 
     def _schedule(self) -> None:
         # Start at the next turn of the loop, so requests arriving together leave together.
@@ -171,6 +183,7 @@ class GroupCommitter:
                 waiting.append(submission)
                 claimed.update(accounts)
         self.queue = waiting
+        self.claimed = claimed
         for submission in batch:
             self.busy.update(submission.accounts)
         return batch
