@@ -56,8 +56,8 @@ async def insert_account(session: AsyncSession, account: AccountState) -> bool:
 async def get_account(
     session: AsyncSession, account_id: uuid.UUID, *, for_update: bool = False
 ) -> AccountState | None:
-    statement = lock_accounts_statement([account_id]) if for_update else None
-    [rows] = await pipeline.run(session, [statement or load_accounts_statement([account_id])])
+    build = lock_accounts_statement if for_update else load_accounts_statement
+    [rows] = await pipeline.run(session, [build([account_id])])
     return accounts_of(rows).get(account_id)
 
 

@@ -78,15 +78,6 @@ class BulkWriter:
         await pipeline.run(self.session, statements)
 
 
-async def insert_rows(
-    session: AsyncSession, table: sa.Table, rows: Sequence[dict[str, Any]]
-) -> None:
-    """Insert `rows` into `table` in the session's transaction, now."""
-    writer = BulkWriter(session)
-    await writer.insert(table, rows)
-    await writer.flush()
-
-
 def _json_text(value: Any) -> str | None:
     return None if value is None else msgspec.json.encode(value).decode()
 

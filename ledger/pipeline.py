@@ -58,10 +58,18 @@ async def driver_connection(session: AsyncSession) -> psycopg.AsyncConnection[An
     return driver
 
 
-async def run(session: AsyncSession, statements: Sequence[Statement]) -> list[list[Any] | None]:
-    """Send `statements` together and wait once; the rows of those marked `fetch`, else None."""
+async def run(session: AsyncSession, wanted: Sequence[Statement | None]) -> list[list[Any] | None]:
+    """Send the statements together and wait once. One answer per item, in order: the rows of
+    a statement marked `fetch`, else None (and None for an item that is None: nothing to send,
+    as when a builder had no ids to ask about)."""
+    statements = [s for s in wanted if s is not None]
     if not statements:
-        return []
+        return [None] * len(wanted)
+    answers = iter(await _send(session, statements))
+    return [None if s is None else next(answers) for s in wanted]
+
+
+async def _send(session: AsyncSession, statements: list[Statement]) -> list[list[Any] | None]:
     driver = await driver_connection(session)
     with _tracer.start_as_current_span(_span_name(statements), kind=SpanKind.CLIENT) as span:
         if span.is_recording():  # inside a trace only (ChildSpansOnly)

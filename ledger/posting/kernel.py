@@ -429,18 +429,11 @@ def _not_committed(count: int, failed_index: int, error: LedgerError) -> list[Ou
 async def _lock_existing(
     session: AsyncSession, posting: Posting, transfer_id: uuid.UUID
 ) -> TransferRow | None:
-    """Lock order for operations on an existing transfer: id, then accounts, then the row."""
-    await repo.lock_transfer_ids(session, [transfer_id])
-    found = await repo.load_transfers(session, [transfer_id])
-    if transfer_id not in found:
-        return None
-    peek = found[transfer_id]
-    posting.accounts = await repo.lock_accounts(
-        session, [peek.debit_account_id, peek.credit_account_id]
-    )
-    locked = await repo.load_transfers(session, [transfer_id], for_update=True)
-    posting.transfers = dict(locked)
-    return locked[transfer_id]
+    """The transfer and its accounts, locked (repo.lock_existing), on the posting."""
+    posting.accounts, transfer = await repo.lock_existing(session, transfer_id)
+    if transfer is not None:
+        posting.transfers = {transfer_id: transfer}
+    return transfer
 
 
 async def post_pending(

@@ -161,44 +161,54 @@ async def lock_for_create(
 ) -> Locked:
     """In one round trip, in lock order: the transfer ids, the accounts (by id), then the
     transfers and tombstones already stored under the client's ids."""
-    locks = lock_ids_statement(client_ids)
-    accounts = lock_accounts_statement(account_ids)
-    transfers = load_transfers_statement(client_ids)
-    tombstones = tombstones_statement(client_ids)
-    wanted = [s for s in (locks, accounts, transfers, tombstones) if s is not None]
-    results = dict(zip(map(id, wanted), await pipeline.run(session, wanted), strict=True))
+    _, accounts, transfers, tombstones = await pipeline.run(
+        session,
+        [
+            lock_ids_statement(client_ids),
+            lock_accounts_statement(account_ids),
+            load_transfers_statement(client_ids),
+            tombstones_statement(client_ids),
+        ],
+    )
     return Locked(
-        accounts=accounts_of(results.get(id(accounts))),
-        transfers=transfers_of(results.get(id(transfers))),
-        tombstones=tombstones_of(results.get(id(tombstones))),
+        accounts=accounts_of(accounts),
+        transfers=transfers_of(transfers),
+        tombstones=tombstones_of(tombstones),
     )
 
 
-async def _one(session: AsyncSession, statement: Statement | None) -> list[Any] | None:
-    if statement is None:
-        return None
-    [rows] = await pipeline.run(session, [statement])
-    return rows
-
-
-async def lock_transfer_ids(session: AsyncSession, ids: Iterable[uuid.UUID]) -> None:
-    await _one(session, lock_ids_statement(ids))
-
-
-async def lock_accounts(
-    session: AsyncSession, ids: Iterable[uuid.UUID]
-) -> dict[uuid.UUID, AccountState]:
-    return accounts_of(await _one(session, lock_accounts_statement(ids)))
+async def lock_existing(
+    session: AsyncSession, transfer_id: uuid.UUID
+) -> tuple[dict[uuid.UUID, AccountState], TransferRow | None]:
+    """Lock order for operations on an existing transfer: its id, then its accounts, then its
+    row. Two round trips: the id lock with a first read (to learn the accounts), then the
+    accounts and the row, both FOR UPDATE."""
+    _, found = await pipeline.run(
+        session, [lock_ids_statement([transfer_id]), load_transfers_statement([transfer_id])]
+    )
+    peek = transfers_of(found).get(transfer_id)
+    if peek is None:
+        return {}, None
+    accounts, locked = await pipeline.run(
+        session,
+        [
+            lock_accounts_statement([peek.debit_account_id, peek.credit_account_id]),
+            load_transfers_statement([transfer_id], for_update=True),
+        ],
+    )
+    return accounts_of(accounts), transfers_of(locked)[transfer_id]
 
 
 async def load_transfers(
     session: AsyncSession, ids: Iterable[uuid.UUID], *, for_update: bool = False
 ) -> dict[uuid.UUID, TransferRow]:
-    return transfers_of(await _one(session, load_transfers_statement(ids, for_update=for_update)))
+    [rows] = await pipeline.run(session, [load_transfers_statement(ids, for_update=for_update)])
+    return transfers_of(rows)
 
 
 async def load_tombstones(session: AsyncSession, ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
-    return tombstones_of(await _one(session, tombstones_statement(ids)))
+    [rows] = await pipeline.run(session, [tombstones_statement(ids)])
+    return tombstones_of(rows)
 
 
 async def insert_tombstone(session: AsyncSession, transfer_id: uuid.UUID, now: dt.datetime) -> None:
