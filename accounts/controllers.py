@@ -15,20 +15,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from accounts import repository as repo
 from accounts import service
 from accounts.schemas import AccountCreate, AccountPatch, BalanceAsOf, EntryOut, account_out
-from ledger.context import WriteContext
-from ledger.errors import PreconditionFailed, PreconditionRequired, ValidationFailed
-from ledger.http import (
-    check_limit,
-    decode_int_cursor,
-    decode_uuid_cursor,
-    idempotent_post,
-    json_response,
-    page,
-    requires,
-    services_of,
-    write_context,
-)
-from ledger.schemas import decode_body
+from ledger.core.context import WriteContext
+from ledger.core.errors import PreconditionFailed, PreconditionRequired, ValidationFailed
+from ledger.core.schemas import decode_body
+from ledger.http.auth import requires, write_context
+from ledger.http.idempotent import idempotent_post
+from ledger.http.pagination import check_limit, decode_int_cursor, decode_uuid_cursor, page
+from ledger.http.responses import json_response
+from ledger.http.state import services_of
 
 CODE = re.compile(r"[A-Za-z0-9:._-]{1,128}")
 CURRENCY = re.compile(r"[A-Z0-9]{3,12}")

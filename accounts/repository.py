@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from accounts.models import Account
-from ledger import pipeline
+from ledger.core import pipeline
+from ledger.posting.models import Account, Entry
 from ledger.posting.repository import (
     ACCOUNT_COLUMNS,
     account_from_row,
@@ -20,7 +20,6 @@ from ledger.posting.repository import (
     lock_accounts_statement,
 )
 from ledger.posting.rules import AccountState
-from transfers.models import Entry
 
 accounts_t = cast(sa.Table, Account.__table__)
 entries_t = cast(sa.Table, Entry.__table__)

@@ -8,9 +8,9 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from ledger import limits
+from ledger.core import limits
+from ledger.core.schemas import Metadata, SignedBalance, Strict
 from ledger.posting.rules import AccountState
-from ledger.schemas import Metadata, SignedBalance, Strict
 
 Code = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9:._-]{1,128}$")]
 Currency = Annotated[str, msgspec.Meta(pattern=r"^[A-Z0-9]{3,12}$")]

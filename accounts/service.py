@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from accounts import repository as repo
 from accounts.schemas import AccountCreate, AccountOut, AccountPatch, account_out
 from ledger.audit.writer import AuditEntry, write_audit
-from ledger.context import WriteContext
-from ledger.errors import (
+from ledger.core.context import WriteContext
+from ledger.core.errors import (
     AccountClosed,
     AccountCodeExists,
     AccountExistsWithDifferentFields,
@@ -23,9 +23,9 @@ from ledger.errors import (
     PreconditionFailed,
     ValidationFailed,
 )
-from ledger.ids import new_id
+from ledger.core.ids import new_id
+from ledger.core.schemas import check_metadata
 from ledger.posting.rules import AccountState, available_balance
-from ledger.schemas import check_metadata
 from outbox.writer import PendingEvent, write_events
 
 STATUS_MOVES = {

@@ -12,20 +12,22 @@ from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
 from accounts.controllers import AccountController
-from ledger import limits
+from ledger.api.audit import AuditController
+from ledger.api.events import EventController
+from ledger.api.system import health, metrics_endpoint, ready
 from ledger.apikeys.controllers import ApiKeyController
-from ledger.audit.controllers import AuditController
-from ledger.db import create_engine, create_sessionmaker
-from ledger.errors import LedgerError
-from ledger.http import Services, handle_http_exception, handle_ledger_error, handle_unexpected
-from ledger.settings import Settings
-from ledger.system import health, metrics_endpoint, ready
+from ledger.apikeys.service import authenticate
+from ledger.core import limits
+from ledger.core.db import create_engine, create_sessionmaker
+from ledger.core.errors import LedgerError
+from ledger.core.settings import Settings
+from ledger.http.problems import handle_http_exception, handle_ledger_error, handle_unexpected
+from ledger.http.state import Services
 from observability.middleware import telemetry_config
 from observability.tracing import configure_tracing
-from outbox.feed import EventController
 from outbox.notifier import NOTIFIER_SESSION_KEY, OutboxNotifier
 from transfers.controllers import TransferController
-from transfers.group_commit import GroupCommitter
+from transfers.group_commit import GroupCommitter, install_group_commit
 
 
 def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = None) -> Litestar:
@@ -33,11 +35,9 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
     engine = create_engine(settings)
     notifier = OutboxNotifier(engine)
     sessionmaker = create_sessionmaker(engine, info={NOTIFIER_SESSION_KEY: notifier})
-    services = Services(
-        settings=settings,
-        sessionmaker=sessionmaker,
-        group_committer=GroupCommitter(sessionmaker) if settings.group_commit else None,
-    )
+    services = Services(settings=settings, sessionmaker=sessionmaker, authenticate=authenticate)
+    if settings.group_commit:
+        install_group_commit(services, GroupCommitter(sessionmaker))
 
     async def dispose_engine() -> None:
         await notifier.close()
@@ -79,7 +79,7 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
 
 def create_app_from_env() -> Litestar:
     """Factory for `uvicorn --factory` in worker processes: settings from the environment."""
-    from ledger.settings import load_settings
+    from ledger.core.settings import load_settings
     from observability.logging import configure_logging
 
     settings = load_settings()

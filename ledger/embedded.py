@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ledger.errors import ConfigurationError
+from ledger.core.errors import ConfigurationError
 
 PG_SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root
 PG_START_TIMEOUT_SECONDS = 60

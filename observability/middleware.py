@@ -23,7 +23,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from opentelemetry import trace
 from opentelemetry.semconv.attributes.http_attributes import HTTP_ROUTE
 
-from ledger.ids import new_id
+from ledger.core.ids import new_id
 from observability import metrics
 from observability.tracing import current_ids
 

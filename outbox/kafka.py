@@ -21,8 +21,8 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from ledger import limits
-from ledger.settings import Settings
+from ledger.core import limits
+from ledger.core.settings import Settings
 
 log = structlog.get_logger("outbox.kafka")
 
@@ -50,7 +50,7 @@ class KafkaOptions:
 
 def _bootstrap(settings: Settings) -> str:
     if settings.kafka_bootstrap_servers is None:
-        from ledger.errors import ConfigurationError
+        from ledger.core.errors import ConfigurationError
 
         raise ConfigurationError("LEDGER_KAFKA_BOOTSTRAP_SERVERS is not set")
     return settings.kafka_bootstrap_servers

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ledger import limits
+from ledger.core import limits
 from outbox.writer import NOTIFIER_SESSION_KEY, NOTIFY_CHANNEL
 
 log = structlog.get_logger("ledger.outbox.notifier")

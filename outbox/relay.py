@@ -42,10 +42,10 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import NullPool
 
-from ledger import limits
-from ledger.db import run_in_transaction
-from ledger.errors import ServiceUnavailable
-from ledger.settings import Settings
+from ledger.core import limits
+from ledger.core.db import run_in_transaction
+from ledger.core.errors import ServiceUnavailable
+from ledger.core.settings import Settings
 from observability import metrics
 from outbox import repository as repo
 from outbox.kafka import KafkaOptions, ensure_topic, make_producer, partition_for, record_headers

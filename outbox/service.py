@@ -10,10 +10,10 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ledger.errors import EventsExpired
-from outbox import inbox
+from ledger.core.errors import EventsExpired
 from outbox import repository as repo
-from outbox.consumer import Event, InvalidEvent
+from outbox.consumer import inbox
+from outbox.consumer.kit import Event, InvalidEvent
 from outbox.relay import ordered_envelope
 
 BALANCE_EVENT_TYPES = frozenset(

@@ -10,11 +10,11 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ledger.context import WriteContext
-from ledger.copy import BulkWriter
-from ledger.db import after_commit
-from ledger.ids import new_id
-from ledger.pipeline import Statement
+from ledger.core.bulk import BulkWriter
+from ledger.core.context import WriteContext
+from ledger.core.db import after_commit
+from ledger.core.ids import new_id
+from ledger.core.pipeline import Statement
 from outbox.models import OutboxEvent
 
 SEQUENCE_DIGITS = 20

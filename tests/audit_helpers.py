@@ -12,8 +12,8 @@ import psycopg
 from psycopg.rows import dict_row
 
 from ledger.audit.sealer import AuditSealer
-from ledger.db import create_engine
-from ledger.settings import Settings
+from ledger.core.db import create_engine
+from ledger.core.settings import Settings
 
 LEDGER = str(Path(sys.executable).with_name("ledger"))
 CLI_TIMEOUT_SECONDS = 60

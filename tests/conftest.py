@@ -15,9 +15,9 @@ import httpx
 import psycopg
 import pytest
 
-from ledger import migrate
+from ledger.core import migrate
+from ledger.core.settings import Settings
 from ledger.embedded import EmbeddedPostgres
-from ledger.settings import Settings
 from observability.logging import configure_logging
 from tests.helpers import app_client
 
@@ -83,7 +83,7 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The real app in the test's own event loop. Not Litestar's AsyncTestClient: that one runs
     each request to completion on a blocking portal, so concurrent requests would silently run
     one after another and every race test would pass without racing."""
-    from ledger.cli import ensure_admin_key
+    from ledger.cli.main import ensure_admin_key
 
     await ensure_admin_key(settings)
     async with app_client(settings) as test_client:

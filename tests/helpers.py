@@ -12,10 +12,10 @@ import httpx
 import uvicorn
 
 from ledger.app import create_app
-from ledger.db import create_engine, create_sessionmaker, run_in_transaction
+from ledger.core.db import create_engine, create_sessionmaker, run_in_transaction
+from ledger.core.settings import Settings
 from ledger.embedded import LOOPBACK, free_port
-from ledger.settings import Settings
-from ledger.verify import find_violations
+from ledger.posting.invariants import find_violations
 
 
 async def create_account(
@@ -77,7 +77,7 @@ async def balances(client: httpx.AsyncClient, account_id: str) -> dict[str, Any]
 async def live_server(settings: Settings) -> AsyncIterator[str]:
     """The real app under uvicorn on a loopback port, in this event loop: unlike the test
     client (which runs one request at a time), it serves concurrent requests concurrently."""
-    from ledger.cli import ensure_admin_key
+    from ledger.cli.main import ensure_admin_key
 
     await ensure_admin_key(settings)
     port = free_port()

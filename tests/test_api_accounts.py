@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from ledger.settings import Settings
+from ledger.core.settings import Settings
 from tests.helpers import balances, create_account, funded_pair, live_server, transfer
 
 PROBLEM_KEYS = {"type", "title", "status", "detail", "code"}

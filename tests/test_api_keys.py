@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import psycopg
 
-from ledger.cli import ensure_admin_key
-from ledger.settings import Settings
+from ledger.cli.main import ensure_admin_key
+from ledger.core.settings import Settings
 from tests.helpers import funded_pair
 from tests.test_errors import problem
 

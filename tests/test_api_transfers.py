@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from ledger import limits
+from ledger.core import limits
 from tests.helpers import balances, create_account, funded_pair, transfer
 from tests.test_api_accounts import assert_problem
 

@@ -15,8 +15,8 @@ from litestar.testing import AsyncTestClient
 from prometheus_client import REGISTRY
 from sqlalchemy.exc import DBAPIError
 
-from ledger.db import create_engine, sqlstate
-from ledger.settings import Settings
+from ledger.core.db import create_engine, sqlstate
+from ledger.core.settings import Settings
 from tests.audit_helpers import records, run_cli, seal_all
 from tests.helpers import funded_pair, transfer
 

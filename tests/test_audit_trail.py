@@ -12,10 +12,10 @@ from typing import Any
 import psycopg
 from litestar.testing import AsyncTestClient
 
-from ledger.context import Actor, WriteContext
-from ledger.db import create_engine, create_sessionmaker
-from ledger.settings import Settings
-from ledger.worker import expire_step
+from ledger.core.context import Actor, WriteContext
+from ledger.core.db import create_engine, create_sessionmaker
+from ledger.core.settings import Settings
+from ledger.worker.jobs import expire_step
 from tests.audit_helpers import last_seq, records, run_cli
 from tests.helpers import create_account, funded_pair, transfer
 

@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import psycopg
 
-from ledger import migrate
-from ledger.settings import Settings
+from ledger.core import migrate
+from ledger.core.settings import Settings
 from tests.test_errors import problem
 
 LEDGER = str(Path(sys.executable).parent / "ledger")

@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 import psycopg
 
-from ledger.cli import ensure_admin_key
+from ledger.cli.main import ensure_admin_key
+from ledger.core.settings import Settings
 from ledger.embedded import LOOPBACK, free_port
-from ledger.settings import Settings
 from tests.helpers import app_client, create_account, transfer
 
 ACCOUNTS = 4

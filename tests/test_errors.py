@@ -18,10 +18,10 @@ import psycopg
 import pytest
 from hypothesis import strategies as st
 
-from ledger import limits, migrate
-from ledger.cli import ensure_admin_key
+from ledger.cli.main import ensure_admin_key
+from ledger.core import limits, migrate
+from ledger.core.settings import Settings
 from ledger.embedded import EmbeddedPostgres
-from ledger.settings import Settings
 from tests.helpers import app_client, balances, create_account, funded_pair, transfer
 
 PROBLEM_KEYS = {"type", "title", "status", "detail", "code"}

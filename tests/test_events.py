@@ -32,11 +32,11 @@ from prometheus_client import REGISTRY
 
 from accounts.schemas import AccountCreate
 from accounts.service import create_account
-from ledger.context import Actor, WriteContext
-from ledger.db import create_engine, create_sessionmaker
+from ledger.core.context import Actor, WriteContext
+from ledger.core.db import create_engine, create_sessionmaker
+from ledger.core.settings import Settings
 from ledger.embedded import EmbeddedBroker
-from ledger.settings import Settings
-from outbox.consumer import Event, EventConsumer
+from outbox.consumer.kit import Event, EventConsumer
 from outbox.kafka import CONTENT_TYPE, KafkaOptions
 from outbox.relay import Relay, trim_published_step
 from outbox.writer import NOTIFY_CHANNEL

@@ -15,8 +15,8 @@ import psycopg
 from litestar.testing import AsyncTestClient
 from prometheus_client import REGISTRY
 
+from ledger.core.settings import Settings
 from ledger.embedded import EmbeddedBroker
-from ledger.settings import Settings
 from outbox.kafka import KafkaOptions
 from outbox.relay import Relay
 from tests.helpers import create_account, funded_pair, transfer

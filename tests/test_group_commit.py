@@ -12,9 +12,9 @@ import psycopg
 from litestar.testing import AsyncTestClient
 from prometheus_client import REGISTRY
 
-from ledger.context import Actor, WriteContext
-from ledger.db import create_engine, create_sessionmaker
-from ledger.settings import Settings
+from ledger.core.context import Actor, WriteContext
+from ledger.core.db import create_engine, create_sessionmaker
+from ledger.core.settings import Settings
 from tests.helpers import balances, create_account, transfer, violations
 from transfers.group_commit import GroupCommitter, Submission
 from transfers.schemas import TransferCreate

@@ -12,8 +12,8 @@ import httpx
 import psycopg
 import pytest
 
-from ledger import limits
-from ledger.settings import Settings
+from ledger.core import limits
+from ledger.core.settings import Settings
 from tests.helpers import app_client, balances, funded_pair, transfer
 from tests.test_errors import problem
 

@@ -19,7 +19,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from ledger.settings import Settings
+from ledger.core.settings import Settings
 from tests.helpers import funded_pair
 
 DEADLINE_SECONDS = 60.0  # a bound on waiting for a real process, never a timing assert

@@ -10,9 +10,9 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from ledger import migrate
-from ledger.models import Base
-from ledger.settings import to_sqlalchemy_url
+from ledger.core import migrate
+from ledger.core.settings import to_sqlalchemy_url
+from ledger.tables import Base
 from tests.conftest import _admin_url
 
 GUARD_TRIGGERS = {"accounts_guard", "transfers_guard", "entries_append_only", "entries_balanced"}

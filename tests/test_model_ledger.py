@@ -25,13 +25,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from accounts import service as accounts
 from accounts.schemas import AccountCreate, AccountPatch
-from ledger import limits
-from ledger.context import Actor, WriteContext
-from ledger.db import create_engine, create_sessionmaker, run_in_transaction
-from ledger.errors import LedgerError
-from ledger.posting.kernel import TransferCommand
-from ledger.settings import Settings
-from ledger.verify import find_violations
+from ledger.core import limits
+from ledger.core.context import Actor, WriteContext
+from ledger.core.db import create_engine, create_sessionmaker, run_in_transaction
+from ledger.core.errors import LedgerError
+from ledger.core.settings import Settings
+from ledger.posting.engine import TransferCommand
+from ledger.posting.invariants import find_violations
 from transfers import service as transfers
 
 MAX = limits.AMOUNT_MAX

@@ -22,10 +22,10 @@ from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProces
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
+from ledger.core.settings import Settings
 from ledger.embedded import EmbeddedBroker
-from ledger.settings import Settings
 from observability.tracing import add_span_processor, exporters_from_env
-from outbox.consumer import Event, EventConsumer
+from outbox.consumer.kit import Event, EventConsumer
 from outbox.kafka import header_value
 from outbox.relay import Relay
 from tests.helpers import funded_pair

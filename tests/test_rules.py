@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from ledger import limits
-from ledger.errors import (
+from ledger.core import limits
+from ledger.core.errors import (
     AccountNotActive,
     AmountOverflow,
     CurrencyMismatch,

@@ -23,13 +23,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from accounts import service as accounts
 from accounts.schemas import AccountCreate
-from ledger.context import Actor, WriteContext
-from ledger.db import create_engine, create_sessionmaker, run_in_transaction
-from ledger.errors import LedgerError
-from ledger.posting import kernel
-from ledger.posting.kernel import TransferCommand
-from ledger.settings import Settings
-from ledger.verify import find_violations
+from ledger.core.context import Actor, WriteContext
+from ledger.core.db import create_engine, create_sessionmaker, run_in_transaction
+from ledger.core.errors import LedgerError
+from ledger.core.settings import Settings
+from ledger.posting import engine
+from ledger.posting.engine import TransferCommand
+from ledger.posting.invariants import find_violations
 from tests.conftest import new_database
 
 CUSTOMERS = 3
@@ -174,7 +174,7 @@ class HoldsMachine(RuleBasedStateMachine):
         ctx = self.ctx()
 
         async def work(session: AsyncSession) -> Any:
-            return await kernel.create_transfers(session, [command], atomic=False, ctx=ctx)
+            return await engine.create_transfers(session, [command], atomic=False, ctx=ctx)
 
         [outcome], _ = self.call(work)
         deltas = (0, 0, amount, amount) if pending else (amount, amount, 0, 0)
@@ -198,7 +198,7 @@ class HoldsMachine(RuleBasedStateMachine):
         ctx = self.ctx()
 
         async def work(session: AsyncSession) -> Any:
-            return await kernel.post_pending(session, transfer, partial, ctx)
+            return await engine.post_pending(session, transfer, partial, ctx)
 
         outcome, error = self.call(work)
         m = self.model_transfers.get(transfer)
@@ -224,7 +224,7 @@ class HoldsMachine(RuleBasedStateMachine):
         ctx = self.ctx()
 
         async def work(session: AsyncSession) -> Any:
-            return await kernel.void_pending(session, transfer, ctx)
+            return await engine.void_pending(session, transfer, ctx)
 
         outcome, error = self.call(work)
         m = self.model_transfers.get(transfer)
@@ -255,7 +255,7 @@ class HoldsMachine(RuleBasedStateMachine):
         for transfer_id in due:
 
             async def work(session: AsyncSession, tid: uuid.UUID = transfer_id) -> Any:
-                return await kernel.void_pending(session, tid, ctx, expire=True)
+                return await engine.void_pending(session, tid, ctx, expire=True)
 
             outcome, error = self.call(work)
             assert error is None and outcome.transfer.state == "expired"
@@ -268,7 +268,7 @@ class HoldsMachine(RuleBasedStateMachine):
         ctx = self.ctx()
 
         async def work(session: AsyncSession) -> Any:
-            return await kernel.reverse_transfer(session, transfer, partial, ctx)
+            return await engine.reverse_transfer(session, transfer, partial, ctx)
 
         outcome, error = self.call(work)
         m = self.model_transfers.get(transfer)

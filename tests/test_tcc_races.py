@@ -7,9 +7,9 @@ from typing import Any
 
 from litestar.testing import AsyncTestClient
 
-from ledger.db import create_engine, create_sessionmaker
-from ledger.settings import Settings
-from ledger.worker import expire_step
+from ledger.core.db import create_engine, create_sessionmaker
+from ledger.core.settings import Settings
+from ledger.worker.jobs import expire_step
 from tests.helpers import balances, funded_pair, transfer, violations
 
 ROUNDS = 25

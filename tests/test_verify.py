@@ -14,7 +14,7 @@ import httpx
 import psycopg
 import pytest
 
-from ledger.settings import Settings
+from ledger.core.settings import Settings
 from tests.helpers import funded_pair, transfer, violations
 
 LEDGER = str(Path(sys.executable).parent / "ledger")

@@ -9,23 +9,18 @@ from litestar import Controller, Request, Response, get, post
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ledger.context import WriteContext
-from ledger.errors import ValidationFailed
-from ledger.http import (
-    check_limit,
-    claim_of,
-    decode_uuid_cursor,
-    idempotent_post,
-    json_response,
-    page,
-    requires,
-    services_of,
-    write_context,
-)
-from ledger.posting.kernel import transfer_out
-from ledger.schemas import decode_body
+from ledger.core.context import WriteContext
+from ledger.core.errors import ValidationFailed
+from ledger.core.schemas import decode_body
+from ledger.http.auth import requires, write_context
+from ledger.http.idempotent import claim_of, idempotent_post
+from ledger.http.pagination import check_limit, decode_uuid_cursor, page
+from ledger.http.responses import json_response
+from ledger.http.state import services_of
+from ledger.posting.engine import transfer_out
 from transfers import repository as repo
 from transfers import service
+from transfers.group_commit import group_committer_of
 from transfers.schemas import AmountBody, BatchCreate, EmptyBody, TransferCreate
 
 STATES = ("pending", "posted", "voided", "expired")
@@ -50,7 +45,7 @@ class TransferController(Controller):
         async def effect(session: AsyncSession, ctx: WriteContext) -> tuple[int, Any]:
             return await service.create_transfer(session, command, ctx)
 
-        committer = services_of(request).group_committer
+        committer = group_committer_of(services_of(request))
         if committer is None:
             return await idempotent_post(request, effect)
         stored = await committer.submit(command, write_context(request), claim_of(request, body))

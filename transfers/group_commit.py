@@ -44,19 +44,21 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from ledger import limits
-from ledger.context import WriteContext
-from ledger.copy import BulkWriter, json_rows
-from ledger.db import run_in_transaction, sqlstate
-from ledger.errors import ConfigurationError, LedgerError
-from ledger.idempotency import LOCK_NOT_AVAILABLE, StoredResponse
-from ledger.idempotency_models import IdempotencyRecord
-from ledger.pipeline import Statement
-from ledger.posting import kernel
-from ledger.posting.kernel import Outcome, TransferCommand, transfer_out
+from ledger.core import limits
+from ledger.core.bulk import BulkWriter, json_rows
+from ledger.core.context import WriteContext
+from ledger.core.db import run_in_transaction, sqlstate
+from ledger.core.errors import ConfigurationError, LedgerError
+from ledger.core.pipeline import Statement
+from ledger.http.state import Services
+from ledger.idempotency.models import IdempotencyRecord
+from ledger.idempotency.store import LOCK_NOT_AVAILABLE, IdempotencyClaim, StoredResponse
+from ledger.posting import engine
+from ledger.posting.engine import Outcome, TransferCommand, transfer_out
 from observability import metrics
 
 log = structlog.get_logger("ledger.group_commit")
+GROUP_COMMIT = "group_commit"  # its key in Services.extensions
 keys_t = cast(sa.Table, IdempotencyRecord.__table__)
 
 PROBLEM = "application/problem+json"
@@ -73,13 +75,6 @@ _STORE_RESPONSES = f"""
 
 class KeysBusy(Exception):
     """An Idempotency-Key of the batch stayed locked past the lock timeout by a running request."""
-
-
-@dataclass(frozen=True, slots=True)
-class IdempotencyClaim:
-    principal_id: uuid.UUID
-    key: str
-    fingerprint: str
 
 
 @dataclass(slots=True)
@@ -246,7 +241,7 @@ class GroupCommitter:
         live = [i for i, s in enumerate(batch) if i not in taken]
         started = time.perf_counter()
         writer = BulkWriter(session)
-        outcomes = await kernel.create_transfers(
+        outcomes = await engine.create_transfers(
             session,
             [batch[i].command for i in live],
             atomic=False,
@@ -330,3 +325,12 @@ def _response(outcome: Outcome) -> StoredResponse:
         error = LedgerError("the kernel returned no transfer")
         return StoredResponse(500, msgspec.json.encode(error.problem()), False, PROBLEM)
     return StoredResponse(outcome.status, msgspec.json.encode(transfer_out(outcome.transfer)))
+
+
+def install_group_commit(services: Services, committer: GroupCommitter) -> None:
+    services.extensions[GROUP_COMMIT] = committer
+
+
+def group_committer_of(services: Services) -> GroupCommitter | None:
+    committer: GroupCommitter | None = services.extensions.get(GROUP_COMMIT)
+    return committer

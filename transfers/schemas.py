@@ -8,8 +8,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from ledger import limits
-from ledger.schemas import Amount, Metadata, Strict
+from ledger.core import limits
+from ledger.core.schemas import Amount, Metadata, Strict
 
 Currency = Annotated[str, msgspec.Meta(pattern=r"^[A-Z0-9]{3,12}$")]
 Reference = Annotated[str, msgspec.Meta(max_length=limits.REFERENCE_LENGTH_MAX)]

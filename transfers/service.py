@@ -7,11 +7,11 @@ import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ledger.context import WriteContext
-from ledger.errors import TransferNotFound, ValidationFailed
-from ledger.posting import kernel
-from ledger.posting.kernel import Outcome, TransferCommand, transfer_out
-from ledger.schemas import check_metadata, check_text
+from ledger.core.context import WriteContext
+from ledger.core.errors import TransferNotFound, ValidationFailed
+from ledger.core.schemas import check_metadata, check_text
+from ledger.posting import engine
+from ledger.posting.engine import Outcome, TransferCommand, transfer_out
 from transfers import repository as repo
 from transfers.schemas import BatchCreate, BatchItem, BatchResult, TransferCreate, TransferOut
 
@@ -47,14 +47,14 @@ def _single(outcome: Outcome) -> tuple[int, TransferOut]:
 async def create_transfer(
     session: AsyncSession, command: TransferCommand, ctx: WriteContext
 ) -> tuple[int, TransferOut]:
-    [outcome] = await kernel.create_transfers(session, [command], atomic=True, ctx=ctx)
+    [outcome] = await engine.create_transfers(session, [command], atomic=True, ctx=ctx)
     return _single(outcome)
 
 
 async def create_batch(
     session: AsyncSession, commands: list[TransferCommand], atomic: bool, ctx: WriteContext
 ) -> tuple[int, BatchResult]:
-    outcomes = await kernel.create_transfers(session, commands, atomic=atomic, ctx=ctx)
+    outcomes = await engine.create_transfers(session, commands, atomic=atomic, ctx=ctx)
     return 200, BatchResult(results=[_item(i, o) for i, o in enumerate(outcomes)])
 
 
@@ -73,13 +73,13 @@ def batch_commands(body: BatchCreate) -> list[TransferCommand]:
 async def post_transfer(
     session: AsyncSession, transfer_id: uuid.UUID, amount: int | None, ctx: WriteContext
 ) -> tuple[int, TransferOut]:
-    return _single(await kernel.post_pending(session, transfer_id, amount, ctx))
+    return _single(await engine.post_pending(session, transfer_id, amount, ctx))
 
 
 async def void_transfer(
     session: AsyncSession, transfer_id: uuid.UUID, ctx: WriteContext
 ) -> tuple[int, TransferOut]:
-    outcome = await kernel.void_pending(session, transfer_id, ctx)
+    outcome = await engine.void_pending(session, transfer_id, ctx)
     if outcome is not None:
         return _single(outcome)
     voided_at = await repo.tombstone_time(session, transfer_id) or ctx.now
@@ -108,7 +108,7 @@ def empty_cancel(transfer_id: uuid.UUID, at: dt.datetime) -> TransferOut:
 async def reverse_transfer(
     session: AsyncSession, transfer_id: uuid.UUID, amount: int | None, ctx: WriteContext
 ) -> tuple[int, TransferOut]:
-    return _single(await kernel.reverse_transfer(session, transfer_id, amount, ctx))
+    return _single(await engine.reverse_transfer(session, transfer_id, amount, ctx))
 
 
 async def get_transfer(session: AsyncSession, transfer_id: uuid.UUID) -> TransferOut:
@@ -120,6 +120,6 @@ async def get_transfer(session: AsyncSession, transfer_id: uuid.UUID) -> Transfe
 
 async def expire_one(session: AsyncSession, transfer_id: uuid.UUID, ctx: WriteContext) -> bool:
     """Expire one pending transfer if it is still pending and past its timeout."""
-    outcome = await kernel.void_pending(session, transfer_id, ctx, expire=True)
+    outcome = await engine.void_pending(session, transfer_id, ctx, expire=True)
     # `changed` is set only when this transaction released the hold (not on a no-op).
     return outcome is not None and outcome.transfer is not None and outcome.transfer.changed

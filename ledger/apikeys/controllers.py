@@ -10,18 +10,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.apikeys import service
 from ledger.apikeys.schemas import ApiKeyCreate
-from ledger.context import WriteContext
-from ledger.http import (
-    check_limit,
-    decode_uuid_cursor,
-    idempotent_post,
-    json_response,
-    page,
-    requires,
-    services_of,
-    write_context,
-)
-from ledger.schemas import decode_body
+from ledger.core.context import WriteContext
+from ledger.core.schemas import decode_body
+from ledger.http.auth import requires, write_context
+from ledger.http.idempotent import idempotent_post
+from ledger.http.pagination import check_limit, decode_uuid_cursor, page
+from ledger.http.responses import json_response
+from ledger.http.state import services_of
 
 
 def without_secret(created: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import uuid
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ledger.db import Base
+from ledger.core.db import Base
 
 
 class ApiKey(Base):

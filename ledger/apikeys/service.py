@@ -13,11 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.apikeys.models import ApiKey
 from ledger.audit.writer import AuditEntry, write_audit
-from ledger.context import WriteContext
-from ledger.errors import ApiKeyNotFound
-from ledger.ids import new_id
+from ledger.core.context import Actor, WriteContext
+from ledger.core.errors import ApiKeyNotFound
+from ledger.core.ids import new_id
 
-ROLES = ("admin", "operator", "reader", "auditor")
 SECRET_PREFIX = "lk_"  # noqa: S105 - a public prefix, not a secret
 
 keys_t = cast(sa.Table, ApiKey.__table__)
@@ -101,7 +100,8 @@ async def ensure_key(
     return view
 
 
-async def authenticate(session: AsyncSession, secret: str) -> KeyView | None:
+async def authenticate(session: AsyncSession, secret: str) -> Actor | None:
+    """The actor a bearer secret stands for, or None when it is unknown or revoked."""
     row = (
         await session.execute(
             sa.select(keys_t)
@@ -109,7 +109,7 @@ async def authenticate(session: AsyncSession, secret: str) -> KeyView | None:
             .where(keys_t.c.revoked_at.is_(None))
         )
     ).first()
-    return None if row is None else _view(row)
+    return None if row is None else Actor(id=row.id, name=row.name, role=row.role)
 
 
 async def list_keys(session: AsyncSession, *, after: uuid.UUID | None, limit: int) -> list[KeyView]:

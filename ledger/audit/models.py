@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ledger.db import Base
+from ledger.core.db import Base
 
 
 class AuditRecord(Base):

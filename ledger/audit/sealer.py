@@ -25,10 +25,10 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
-from ledger import limits
 from ledger.audit import chain
 from ledger.audit import repository as repo
-from ledger.errors import ConfigurationError
+from ledger.core import limits
+from ledger.core.errors import ConfigurationError
 from observability import metrics
 
 log = structlog.get_logger("ledger.audit.sealer")

@@ -9,11 +9,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ledger import limits
 from ledger.audit import repository as repo
 from ledger.audit.schemas import AuditActor, AuditRecordOut, AuditVerifyOut
 from ledger.audit.verify import verify_chain
-from ledger.errors import ValidationFailed
+from ledger.core import limits
+from ledger.core.errors import ValidationFailed
 from transfers import repository as transfers_repo
 
 ACTION_LENGTH_MAX = 64

@@ -24,9 +24,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ledger import limits
 from ledger.audit import chain
 from ledger.audit import repository as repo
+from ledger.core import limits
 
 
 @dataclass(slots=True)

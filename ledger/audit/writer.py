@@ -9,9 +9,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.audit.models import AuditRecord
-from ledger.context import WriteContext
-from ledger.copy import BulkWriter
-from ledger.ids import new_id
+from ledger.core.bulk import BulkWriter
+from ledger.core.context import WriteContext
+from ledger.core.ids import new_id
 
 
 @dataclass(slots=True)

@@ -25,9 +25,9 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from ledger import limits
+from ledger.core import limits
+from ledger.core.errors import BenchAborted
 from ledger.embedded import pg_tool
-from ledger.errors import BenchAborted
 
 PGBENCH_THREADS = 2
 PGBENCH_RUN_GRACE_SECONDS = 120  # connecting and the pre-run vacuum, on top of -T

@@ -17,10 +17,10 @@ from typing import Any
 
 import httpx
 
-from ledger import limits
 from ledger.bench.http import bounded_map, decode
 from ledger.bench.load import Acked, Tally
 from ledger.bench.setup import BenchLedger
+from ledger.core import limits
 
 PROBLEMS_SHOWN_MAX = 20
 

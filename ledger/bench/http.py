@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 import httpx
 import msgspec
 
-from ledger import limits
-from ledger.errors import BenchAborted
+from ledger.core import limits
+from ledger.core.errors import BenchAborted
 
 T = TypeVar("T")
 R = TypeVar("R")

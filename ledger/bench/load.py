@@ -23,10 +23,10 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from ledger import limits
 from ledger.bench.http import JSON_HEADERS
 from ledger.bench.options import BenchOptions
 from ledger.bench.setup import TRANSFER_AMOUNT_MAX, BenchLedger
+from ledger.core import limits
 
 PROGRESS_INTERVAL_SECONDS = 1.0
 

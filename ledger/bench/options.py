@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ledger import limits
-from ledger.errors import ConfigurationError
+from ledger.core import limits
+from ledger.core.errors import ConfigurationError
 
 CURRENCY_PATTERN = re.compile(r"^[A-Z0-9]{3,12}$")
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import httpx
 
-from ledger import limits
 from ledger.bench.http import bounded_map, post_setup
 from ledger.bench.options import BenchOptions
-from ledger.errors import BenchAborted
+from ledger.core import limits
+from ledger.core.errors import BenchAborted
 
 # Generous funding: at most TRANSFER_AMOUNT_MAX per transfer, a customer account can pay a
 # million transfers before it could run dry, so insufficient_funds stays rare even with --hot.

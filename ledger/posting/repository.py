@@ -11,12 +11,11 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from accounts.models import Account
-from ledger import pipeline
-from ledger.copy import BulkWriter, json_rows
-from ledger.pipeline import Statement
+from ledger.core import pipeline
+from ledger.core.bulk import BulkWriter, json_rows
+from ledger.core.pipeline import Statement
+from ledger.posting.models import Account, Entry, Transfer, VoidedTransferId
 from ledger.posting.rules import AccountState
-from transfers.models import Entry, Transfer, VoidedTransferId
 
 accounts_t = cast(sa.Table, Account.__table__)
 transfers_t = cast(sa.Table, Transfer.__table__)

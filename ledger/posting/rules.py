@@ -12,8 +12,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledger import limits
-from ledger.errors import (
+from ledger.core import limits
+from ledger.core.errors import (
     AccountNotActive,
     AmountOverflow,
     CurrencyMismatch,

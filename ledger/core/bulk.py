@@ -21,8 +21,8 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ledger import pipeline
-from ledger.pipeline import Statement
+from ledger.core import pipeline
+from ledger.core.pipeline import Statement
 
 COPY_THRESHOLD_ROWS = 500  # from here on COPY is faster than one JSON statement
 

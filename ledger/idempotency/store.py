@@ -20,14 +20,28 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ledger import limits
-from ledger.db import sqlstate
-from ledger.errors import IdempotencyKeyInUse, IdempotencyKeyReused, LedgerError, ValidationFailed
-from ledger.idempotency_models import IdempotencyRecord
-from ledger.schemas import encode
+from ledger.core import limits
+from ledger.core.db import sqlstate
+from ledger.core.errors import (
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused,
+    LedgerError,
+    ValidationFailed,
+)
+from ledger.core.schemas import encode
+from ledger.idempotency.models import IdempotencyRecord
 
 keys_t = cast(sa.Table, IdempotencyRecord.__table__)
 LOCK_NOT_AVAILABLE = "55P03"
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyClaim:
+    """A request's Idempotency-Key, scoped to its principal, with its body's fingerprint."""
+
+    principal_id: uuid.UUID
+    key: str
+    fingerprint: str
 
 
 @dataclass(frozen=True, slots=True)

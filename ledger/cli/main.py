@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 
 import structlog
 
-from ledger.errors import ConfigurationError, LedgerError
-from ledger.settings import Settings, load_settings
+from ledger.core.errors import ConfigurationError, LedgerError
+from ledger.core.settings import Settings, load_settings
 from observability.logging import configure_logging
 from observability.tracing import configure_tracing
 
@@ -50,7 +50,7 @@ def _run(coro_fn: Callable[[], Awaitable[T]]) -> T:
 
 
 async def _with_session(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
-    from ledger.db import create_engine, create_sessionmaker, run_in_transaction
+    from ledger.core.db import create_engine, create_sessionmaker, run_in_transaction
 
     engine = create_engine(settings, pool_size=1)
     try:
@@ -63,7 +63,7 @@ async def ensure_admin_key(settings: Settings) -> None:
     if settings.admin_key is None:
         return
     from ledger.apikeys.service import ensure_key
-    from ledger.context import Actor, WriteContext
+    from ledger.core.context import Actor, WriteContext
 
     secret = settings.admin_key
 
@@ -79,7 +79,7 @@ async def ensure_admin_key(settings: Settings) -> None:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    from ledger import migrate
+    from ledger.core import migrate
 
     settings = _settings()
     url = settings.database_url or ""
@@ -94,8 +94,9 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
-    from ledger.apikeys.service import ROLES, create_key
-    from ledger.context import Actor, WriteContext
+    from ledger.apikeys.service import create_key
+    from ledger.core.context import Actor, WriteContext
+    from ledger.core.roles import ROLES
 
     if args.role not in ROLES:
         raise ConfigurationError(f"--role must be one of {', '.join(ROLES)}")
@@ -114,7 +115,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from ledger.verify import find_violations
+    from ledger.posting.invariants import find_violations
 
     settings = _settings()
     violations = _run(lambda: _with_session(settings, find_violations))
@@ -195,7 +196,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from ledger.worker import run_worker
+    from ledger.worker.jobs import run_worker
 
     settings = _settings()
     _serve_metrics(settings)
@@ -220,8 +221,8 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 def cmd_bench(args: argparse.Namespace) -> int:
     import json
 
-    from ledger import limits
     from ledger.bench import BenchOptions, run_bench
+    from ledger.core import limits
 
     settings = _settings(require_db=False)
     options = BenchOptions(
@@ -258,7 +259,7 @@ def _group_name(value: str) -> str:
 
 def cmd_consume(args: argparse.Namespace) -> int:
     """The reference consumer: a balances projection kept with the consumer kit until SIGTERM."""
-    from outbox.consumer import EventConsumer
+    from outbox.consumer.kit import EventConsumer
     from outbox.service import project_balances
 
     settings = _settings()
@@ -302,7 +303,7 @@ def cmd_outbox_status(args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    from ledger.dev import run_dev
+    from ledger.cli.dev import run_dev
 
     return run_dev(DEV_DATA_DIR, port=args.port)
 

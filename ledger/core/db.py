@@ -26,9 +26,9 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from ledger import limits
-from ledger.errors import ServiceUnavailable
-from ledger.settings import Settings
+from ledger.core import limits
+from ledger.core.errors import ServiceUnavailable
+from ledger.core.settings import Settings
 from observability import metrics, tracing
 
 T = TypeVar("T")

@@ -10,10 +10,10 @@ from pathlib import Path
 import structlog
 import uvicorn
 
-from ledger import migrate
 from ledger.app import create_app
+from ledger.core import migrate
+from ledger.core.settings import load_settings
 from ledger.embedded import EmbeddedBroker, EmbeddedPostgres
-from ledger.settings import load_settings
 from observability.logging import configure_logging
 
 log = structlog.get_logger("ledger.dev")
@@ -49,9 +49,9 @@ def run_dev(data_dir: Path, *, port: int | None = None) -> int:
 
 
 async def _serve_all(settings: object) -> None:
-    from ledger.cli import ensure_admin_key
-    from ledger.settings import Settings
-    from ledger.worker import run_worker
+    from ledger.cli.main import ensure_admin_key
+    from ledger.core.settings import Settings
+    from ledger.worker.jobs import run_worker
 
     if not isinstance(settings, Settings):  # pragma: no cover
         raise TypeError("settings")

@@ -7,8 +7,8 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from ledger import limits
-from ledger.errors import ConfigurationError
+from ledger.core import limits
+from ledger.core.errors import ConfigurationError
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 

@@ -18,10 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from accounts.schemas import balances_of
 from ledger.audit.writer import AuditEntry, add_audit, write_audit
-from ledger.context import WriteContext
-from ledger.copy import BulkWriter
-from ledger.db import after_commit
-from ledger.errors import (
+from ledger.core.bulk import BulkWriter
+from ledger.core.context import WriteContext
+from ledger.core.db import after_commit
+from ledger.core.errors import (
     AccountNotFound,
     InvariantViolation,
     LedgerError,
@@ -35,7 +35,7 @@ from ledger.errors import (
     TransferNotPending,
     TransferNotPosted,
 )
-from ledger.ids import new_id
+from ledger.core.ids import new_id
 from ledger.posting import repository as repo
 from ledger.posting import rules
 from ledger.posting.repository import TransferRow

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from ledger import limits
-from ledger.context import Actor, WriteContext
-from ledger.db import run_in_transaction
-from ledger.errors import LedgerError
+from ledger.core import limits
+from ledger.core.context import Actor, WriteContext
+from ledger.core.db import run_in_transaction
+from ledger.core.errors import LedgerError
+from ledger.core.settings import Settings
 from ledger.posting.repository import due_pending_ids
-from ledger.settings import Settings
 from transfers.service import expire_one
 
 log = structlog.get_logger("ledger.worker")
@@ -132,7 +132,7 @@ def audit_sealer_job(sessionmaker: async_sessionmaker[AsyncSession]) -> Job:
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
-    from ledger.db import create_engine, create_sessionmaker
+    from ledger.core.db import create_engine, create_sessionmaker
 
     engine = create_engine(settings, pool_size=4)
     sessionmaker = create_sessionmaker(engine)

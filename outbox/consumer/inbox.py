@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from accounts.models import Account
+from ledger.posting.models import Account
 from outbox.models import ConsumerBalance, ConsumerInbox, ConsumerSequence
 
 inbox_t = cast(sa.Table, ConsumerInbox.__table__)

@@ -8,9 +8,10 @@ import sqlalchemy as sa
 from litestar import Request, Response, get
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ledger import migrate
-from ledger.errors import LedgerError
-from ledger.http import json_response, services_of
+from ledger.core import migrate
+from ledger.core.errors import LedgerError
+from ledger.http.responses import json_response
+from ledger.http.state import services_of
 from observability import metrics
 from outbox import repository as outbox_repo
 

@@ -13,16 +13,12 @@ from typing import Any
 from litestar import Controller, Request, Response, get
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ledger import limits
-from ledger.errors import ValidationFailed
-from ledger.http import (
-    check_limit,
-    decode_int_cursor,
-    encode_cursor,
-    json_response,
-    requires,
-    services_of,
-)
+from ledger.core import limits
+from ledger.core.errors import ValidationFailed
+from ledger.http.auth import requires
+from ledger.http.pagination import check_limit, decode_int_cursor, encode_cursor
+from ledger.http.responses import json_response
+from ledger.http.state import services_of
 from outbox import service
 from outbox.service import FeedPage
 

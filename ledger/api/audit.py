@@ -11,7 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.audit import service
 from ledger.audit.schemas import AuditRecordOut, AuditVerifyOut
-from ledger.http import check_limit, decode_int_cursor, json_response, page, requires, services_of
+from ledger.http.auth import requires
+from ledger.http.pagination import check_limit, decode_int_cursor, page
+from ledger.http.responses import json_response
+from ledger.http.state import services_of
 
 
 class AuditController(Controller):

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from accounts.models import Account
 from ledger.apikeys.models import ApiKey
 from ledger.audit.models import AuditRecord, AuditSeal
-from ledger.db import Base
-from ledger.idempotency_models import IdempotencyRecord
+from ledger.core.db import Base
+from ledger.idempotency.models import IdempotencyRecord
+from ledger.posting.models import Account, Entry, Transfer, VoidedTransferId
 from outbox.models import ConsumerBalance, ConsumerInbox, OutboxEvent
-from transfers.models import Entry, Transfer, VoidedTransferId
 
 __all__ = [
     "Account",

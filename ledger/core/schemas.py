@@ -8,8 +8,8 @@ from typing import Annotated, Any, TypeVar
 
 import msgspec
 
-from ledger import limits
-from ledger.errors import ValidationFailed
+from ledger.core import limits
+from ledger.core.errors import ValidationFailed
 
 T = TypeVar("T")
 

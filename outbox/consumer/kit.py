@@ -42,12 +42,12 @@ from aiokafka.errors import IllegalStateError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from ledger import limits
-from ledger.db import run_in_transaction
-from ledger.errors import LedgerError
-from ledger.settings import Settings
+from ledger.core import limits
+from ledger.core.db import run_in_transaction
+from ledger.core.errors import LedgerError
+from ledger.core.settings import Settings
 from observability import metrics
-from outbox import inbox
+from outbox.consumer import inbox
 from outbox.kafka import KafkaOptions, consumer_span, header_value, make_consumer
 
 log = structlog.get_logger("outbox.consumer")
@@ -159,7 +159,7 @@ class EventConsumer:
 
     async def start(self) -> None:
         if self._sessionmaker is None:
-            from ledger.db import create_engine, create_sessionmaker
+            from ledger.core.db import create_engine, create_sessionmaker
 
             self._engine = create_engine(self.settings, pool_size=2)
             self._sessionmaker = create_sessionmaker(self._engine)

@@ -1,0 +1,17 @@
+"""Roles of API keys and what each may do: the one list every layer checks against."""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+Role = Literal["admin", "operator", "reader", "auditor"]
+ROLES: tuple[Role, ...] = get_args(Role)
+
+Permission = Literal["read", "write", "audit", "keys"]
+
+PERMISSIONS: dict[Permission, frozenset[Role]] = {
+    "read": frozenset({"admin", "operator", "reader", "auditor"}),
+    "write": frozenset({"admin", "operator"}),
+    "audit": frozenset({"admin", "auditor"}),
+    "keys": frozenset({"admin"}),
+}

@@ -1,0 +1,92 @@
+"""Idempotent POSTs: the Idempotency-Key claim of a request and its one write transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ledger.core.context import Actor, WriteContext
+from ledger.http.auth import write_context
+from ledger.http.state import services_of
+from ledger.idempotency.store import (
+    IdempotencyClaim,
+    StoredResponse,
+    check_key,
+    fingerprint,
+    run_idempotent,
+)
+from observability import metrics
+
+PROBLEM = "application/problem+json"
+
+
+def canonical(body: bytes) -> bytes:
+    """The body as a canonical JSON text: the same request always fingerprints the same."""
+    try:
+        return msgspec.json.encode(msgspec.json.decode(body), order="sorted")
+    except (msgspec.DecodeError, RecursionError):
+        return body
+
+
+def claim_of(request: Request[Any, Any, Any], body: bytes) -> IdempotencyClaim | None:
+    """The request's Idempotency-Key, scoped to its principal, with the body's fingerprint."""
+    key = request.headers.get("idempotency-key")
+    actor: Actor = request.state.actor
+    if key is None or actor.id is None:
+        return None
+    check_key(key)
+    return IdempotencyClaim(
+        principal_id=actor.id,
+        key=key,
+        fingerprint=fingerprint(request.method, request.url.path, canonical(body)),
+    )
+
+
+async def idempotent_post(
+    request: Request[Any, Any, Any],
+    effect: Callable[[AsyncSession, WriteContext], Awaitable[tuple[int, Any]]],
+    *,
+    redact: Callable[[Any], Any] | None = None,
+) -> Response[bytes]:
+    """Run one write in one transaction, honouring Idempotency-Key exactly as the contract says.
+
+    `redact` gives the value to keep for replays when it must not hold everything sent now (an
+    API key's secret is never stored in the clear, not even in the key row)."""
+    services = services_of(request)
+    claim = claim_of(request, await request.body())
+    base_ctx = write_context(request)
+
+    async def work(session: AsyncSession) -> StoredResponse:
+        ctx = base_ctx.at_now()
+
+        async def run_effect(s: AsyncSession) -> StoredResponse:
+            status, value = await effect(s, ctx)
+            kept = None if redact is None else msgspec.json.encode(redact(value))
+            return StoredResponse(status, msgspec.json.encode(value), stored_body=kept)
+
+        if claim is None:
+            return await run_effect(session)
+        return await run_idempotent(
+            session,
+            principal_id=claim.principal_id,
+            key=claim.key,
+            fingerprint_hex=claim.fingerprint,
+            now=ctx.now,
+            effect=run_effect,
+        )
+
+    stored = await services.run(work)
+    headers = {}
+    if stored.replayed:
+        headers["Idempotent-Replayed"] = "true"
+        metrics.IDEMPOTENT_REPLAYS.inc()
+    return Response(
+        content=stored.body,
+        status_code=stored.status,
+        media_type=stored.media_type,
+        headers=headers,
+    )
