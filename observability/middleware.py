@@ -22,8 +22,8 @@ from litestar.plugins.opentelemetry.middleware import OpenTelemetryInstrumentati
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from opentelemetry import trace
 from opentelemetry.semconv.attributes.http_attributes import HTTP_ROUTE
+from uuid_utils import compat
 
-from ledger.core.ids import new_id
 from observability import metrics
 from observability.tracing import current_ids
 
@@ -72,7 +72,7 @@ def request_context(app: ASGIApp) -> ASGIApp:
         request_id = _request_id(scope)
         trace_id, span_id, traceparent = current_ids()
         structlog.contextvars.clear_contextvars()
-        # ledger/http.py write_context reads these for the audit record and the outbox rows;
+        # ledger/http/ write_context reads these for the audit record and the outbox rows;
         # log lines take trace_id/span_id from the current span when written instead.
         structlog.contextvars.bind_contextvars(
             request_id=request_id, trace_id=trace_id, span_id=span_id, traceparent=traceparent
@@ -158,7 +158,8 @@ def _request_id(scope: Scope) -> str:
             if _REQUEST_ID.match(text):
                 return text
             break
-    return str(new_id())
+    # uuid_utils directly, as ledger.core.ids.new_id does: observability sits below ledger.
+    return str(compat.uuid7())
 
 
 def _method_label(method: Any) -> str:

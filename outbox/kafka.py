@@ -35,7 +35,7 @@ _propagator = TraceContextTextMapPropagator()
 
 @dataclass(frozen=True, slots=True)
 class KafkaOptions:
-    """Client options; the defaults come from ledger/limits.py. Tests shorten the timeouts."""
+    """Client options; the defaults come from ledger/core/limits.py. Tests shorten the timeouts."""
 
     request_timeout_ms: int = limits.KAFKA_REQUEST_TIMEOUT_MS
     retry_backoff_ms: int = limits.KAFKA_RETRY_BACKOFF_MS

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import os
-import random
 import time
 from typing import Any
 
@@ -43,6 +42,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import NullPool
 
 from ledger.core import limits
+from ledger.core.backoff import jittered_backoff_ms
 from ledger.core.db import run_in_transaction
 from ledger.core.errors import ServiceUnavailable
 from ledger.core.settings import Settings
@@ -302,11 +302,11 @@ class Relay:
     async def _publish_failed(self, exc: BaseException) -> None:
         self._failures += 1
         metrics.OUTBOX_PUBLISH_FAILURES.inc()
-        delay_ms = min(
-            limits.OUTBOX_RELAY_BACKOFF_MAX_MS,
-            limits.OUTBOX_RELAY_BACKOFF_INITIAL_MS * 2 ** min(self._failures - 1, 16),
+        delay_ms = jittered_backoff_ms(
+            self._failures,
+            initial_ms=limits.OUTBOX_RELAY_BACKOFF_INITIAL_MS,
+            max_ms=limits.OUTBOX_RELAY_BACKOFF_MAX_MS,
         )
-        delay_ms = random.uniform(delay_ms / 2, delay_ms)  # jitter: standbys never sync up
         self._retry_at = time.monotonic() + delay_ms / 1000
         log.warning(
             "relay.publish_failed",

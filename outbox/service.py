@@ -8,6 +8,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.core.errors import EventsExpired
@@ -94,10 +95,11 @@ def _describe(row: inbox.BalanceRow | None) -> str:
     return " ".join(parts)
 
 
-async def reconcile(session: AsyncSession, group: str) -> list[str]:
-    """One line per account where the projection of `group` differs from the ledger."""
+async def reconcile(session: AsyncSession, group: str, ledger_accounts: sa.FromClause) -> list[str]:
+    """One line per account where the projection of `group` differs from the ledger, whose
+    accounts table the caller passes in (see `inbox.balance_differences`)."""
     return [
         f"account {d.account_id}: ledger {_describe(d.ledger)}; "
         f"projection {_describe(d.projection)}"
-        for d in await inbox.balance_differences(session, group)
+        for d in await inbox.balance_differences(session, group, ledger_accounts)
     ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from dataclasses import dataclass
 from typing import Any, cast
@@ -100,7 +99,3 @@ async def add_events(writer: BulkWriter, events: list[PendingEvent], ctx: WriteC
         after_commit(writer.session, notifier.poke)
     else:
         writer.add(NOTIFY)
-
-
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,11 +15,14 @@ from ledger.audit.schemas import AuditActor, AuditRecordOut, AuditVerifyOut
 from ledger.audit.verify import verify_chain
 from ledger.core import limits
 from ledger.core.errors import ValidationFailed
-from transfers import repository as transfers_repo
 
 ACTION_LENGTH_MAX = 64
 ACTOR_NAME_LENGTH_MAX = limits.API_KEY_NAME_LENGTH_MAX
 OBJECT_ID_LENGTH_MAX = 255
+
+# Transfer id -> the id of the transfer it reverses (None when it is no reversal or unknown).
+# Transfers sit above the audit trail, so the caller supplies the lookup.
+ReversalLookup = Callable[[AsyncSession, uuid.UUID], Awaitable[uuid.UUID | None]]
 
 
 def record_out(row: sa.Row[Any]) -> AuditRecordOut:
@@ -92,7 +96,11 @@ async def list_records(
 
 
 async def object_history(
-    session: AsyncSession, object_id: str, *, records_max: int = limits.AUDIT_SHOW_RECORDS_MAX
+    session: AsyncSession,
+    object_id: str,
+    *,
+    reversal_of: ReversalLookup,
+    records_max: int = limits.AUDIT_SHOW_RECORDS_MAX,
 ) -> list[AuditRecordOut]:
     """Every record about one object, oldest first. A reversal transfer has no record of its own
     (the reverse is recorded on the original), so its history starts with that record."""
@@ -106,22 +114,22 @@ async def object_history(
         if len(page) < page_size:
             break
         after = page[-1].seq
-    origin = await _reversal_origin(session, object_id)
+    origin = await _reversal_origin(session, object_id, reversal_of)
     if origin is not None:
         made = [record_out(r) for r in await repo.reversal_records(session, origin, object_id)]
         found = sorted([*made, *found], key=lambda r: r.seq)[:records_max]
     return found
 
 
-async def _reversal_origin(session: AsyncSession, object_id: str) -> str | None:
+async def _reversal_origin(
+    session: AsyncSession, object_id: str, reversal_of: ReversalLookup
+) -> str | None:
     try:
         transfer_id = uuid.UUID(object_id)
     except ValueError:
         return None
-    transfer = await transfers_repo.get_transfer(session, transfer_id)
-    if transfer is None or transfer.reversal_of is None:
-        return None
-    return str(transfer.reversal_of)
+    origin = await reversal_of(session, transfer_id)
+    return None if origin is None else str(origin)
 
 
 async def verify(session: AsyncSession) -> AuditVerifyOut:

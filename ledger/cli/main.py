@@ -8,6 +8,7 @@ import contextlib
 import os
 import signal
 import sys
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -157,13 +158,26 @@ def cmd_audit_show(args: argparse.Namespace) -> int:
 
     settings = _settings()
     object_id = args.object.strip()
-    records = _run(lambda: _with_session(settings, lambda s: object_history(s, object_id)))
+    records = _run(
+        lambda: _with_session(
+            settings, lambda s: object_history(s, object_id, reversal_of=_reversal_of)
+        )
+    )
     if args.json:
         for record in records:
             print(msgspec.json.encode(record).decode())
     else:
         print("\n".join(render(object_id, records)))
     return 0 if records else 1
+
+
+async def _reversal_of(session: Any, transfer_id: uuid.UUID) -> uuid.UUID | None:
+    """The transfer a reversal reverses (None for any other id): the audit trail sits below
+    transfers, so `ledger audit show` looks this up for it."""
+    from transfers.repository import get_transfer
+
+    transfer = await get_transfer(session, transfer_id)
+    return None if transfer is None else transfer.reversal_of
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -279,11 +293,17 @@ def cmd_consume(args: argparse.Namespace) -> int:
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
     """Compare a consumer group's projection with the ledger: exit 1 with one line per account."""
+    from ledger.posting.models import Account
     from outbox.service import reconcile
 
     settings = _settings()
     group = _group_name(args.group)
-    lines = _run(lambda: _with_session(settings, lambda session: reconcile(session, group)))
+    # The outbox sits below the posting engine that owns the accounts table, so the table is
+    # handed to it from here; the comparison stays one statement (one snapshot).
+    accounts = Account.__table__
+    lines = _run(
+        lambda: _with_session(settings, lambda session: reconcile(session, group, accounts))
+    )
     for line in lines:
         print(line)
     if not lines:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from typing import Annotated, Any, TypeVar
 
@@ -15,16 +14,17 @@ T = TypeVar("T")
 
 Amount = Annotated[int, msgspec.Meta(ge=1, le=limits.AMOUNT_MAX)]
 SignedBalance = Annotated[int, msgspec.Meta(ge=-limits.AMOUNT_MAX, le=limits.AMOUNT_MAX)]
+# The same patterns as the accounts table's CHECK constraints (ck_accounts_currency_format,
+# ck_accounts_code_format), so that what a request may carry and what the table keeps agree.
+CURRENCY_PATTERN = r"^[A-Z0-9]{3,12}$"
+ACCOUNT_CODE_PATTERN = r"^[A-Za-z0-9:._-]{1,128}$"
+Currency = Annotated[str, msgspec.Meta(pattern=CURRENCY_PATTERN)]
+AccountCode = Annotated[str, msgspec.Meta(pattern=ACCOUNT_CODE_PATTERN)]
 Metadata = dict[str, Any]
 
 
 class Strict(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False):
     """Base of request bodies: unknown fields are refused."""
-
-
-class Page(msgspec.Struct):
-    data: list[Any]
-    next_cursor: str | None
 
 
 _PATH = re.compile(r"at `\$(?P<path>[^`]*)`")
@@ -112,10 +112,6 @@ def check_text(value: str | None, field: str) -> None:
             f"{field} may not contain NUL characters",
             errors=[{"field": field, "message": "NUL character"}],
         )
-
-
-def utc(value: dt.datetime) -> dt.datetime:
-    return value.astimezone(dt.UTC)
 
 
 def encode(value: Any) -> bytes:

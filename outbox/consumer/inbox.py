@@ -1,6 +1,8 @@
 """All SQL of the consuming side: the inbox, per-subject sequences, the balances projection and
 the reads `ledger reconcile` compares. Everything here runs in the consumer's own transaction,
 so "applied", "remembered as applied" and "sequence advanced" commit together or not at all.
+
+The ledger's accounts table belongs to a layer above this one: `ledger reconcile` passes it in.
 """
 
 from __future__ import annotations
@@ -14,13 +16,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ledger.posting.models import Account
 from outbox.models import ConsumerBalance, ConsumerInbox, ConsumerSequence
 
 inbox_t = cast(sa.Table, ConsumerInbox.__table__)
 sequences_t = cast(sa.Table, ConsumerSequence.__table__)
 balances_t = cast(sa.Table, ConsumerBalance.__table__)
-accounts_t = cast(sa.Table, Account.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,11 +122,17 @@ class Difference:
     projection: BalanceRow | None
 
 
-async def balance_differences(session: AsyncSession, group: str) -> list[Difference]:
+async def balance_differences(
+    session: AsyncSession, group: str, ledger_accounts: sa.FromClause
+) -> list[Difference]:
     """Accounts whose projected version or balance components differ from the ledger's, read
-    in one statement (one snapshot) with a full outer join, in account id order."""
+    in one statement (one snapshot) with a full outer join, in account id order.
+
+    `ledger_accounts` is the ledger's accounts table (or anything with its columns `id`,
+    `version` and the four balance components): joining it here, rather than reading it apart,
+    keeps both sides in one snapshot."""
     projection = sa.select(balances_t).where(balances_t.c.group_id == group).subquery("projection")
-    a, p = accounts_t.c, projection.c
+    a, p = ledger_accounts.c, projection.c
     columns = ("version", "posted_debits", "posted_credits", "pending_debits", "pending_credits")
     differs = sa.or_(*(a[name].is_distinct_from(p[name]) for name in columns))
     query = (
@@ -137,7 +143,7 @@ async def balance_differences(session: AsyncSession, group: str) -> list[Differe
             p.account_id.label("projection_id"),
             *(p[name].label(f"p_{name}") for name in columns),
         )
-        .select_from(accounts_t.join(projection, a.id == p.account_id, full=True))
+        .select_from(ledger_accounts.join(projection, a.id == p.account_id, full=True))
         .where(differs)
         .order_by(sa.text("account_id"))
     )

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import random
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -43,6 +42,7 @@ from aiokafka.structs import OffsetAndMetadata
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ledger.core import limits
+from ledger.core.backoff import jittered_backoff_ms
 from ledger.core.db import run_in_transaction
 from ledger.core.errors import LedgerError
 from ledger.core.settings import Settings
@@ -309,11 +309,11 @@ class EventConsumer:
 
     async def _back_off(self, exc: BaseException, stop: asyncio.Event) -> None:
         self._failures += 1
-        delay_ms = min(
-            limits.CONSUMER_RETRY_BACKOFF_MAX_MS,
-            limits.CONSUMER_RETRY_BACKOFF_INITIAL_MS * 2 ** min(self._failures - 1, 16),
+        delay_ms = jittered_backoff_ms(
+            self._failures,
+            initial_ms=limits.CONSUMER_RETRY_BACKOFF_INITIAL_MS,
+            max_ms=limits.CONSUMER_RETRY_BACKOFF_MAX_MS,
         )
-        delay_ms = random.uniform(delay_ms / 2, delay_ms)
         log.warning(
             "consumer.poll_failed",
             group=self.group,
