@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import sqlalchemy as sa
@@ -46,6 +46,19 @@ def json_rows(rows: Sequence[Any]) -> str:
     return msgspec.json.encode(rows).decode()
 
 
+UNIT_WRITER = "ledger.unit_writer"  # its key in the session's info
+
+
+def unit_writer(session: AsyncSession) -> BulkWriter:
+    """The writer of the session's unit of work: what it still holds when the work returns is
+    sent by `run_in_transaction`, with the COMMIT in the same round trip when the unit of work
+    asked for it (`pipelined_commit=True`)."""
+    writer = session.info.get(UNIT_WRITER)
+    if writer is None:
+        writer = session.info[UNIT_WRITER] = BulkWriter(session)
+    return cast(BulkWriter, writer)
+
+
 class BulkWriter:
     """The writes of one unit of work, queued in order and sent together by `flush`."""
 
@@ -70,8 +83,8 @@ class BulkWriter:
         await _copy(self.session, table, columns, json_columns, rows)
 
     async def flush(self, *, commit: bool = False) -> None:
-        """Send what is queued; with `commit`, end the transaction in the same round trip
-        (only for the owner of the unit of work, when nothing else is left to run in it)."""
+        """Send what is queued; with `commit`, end the transaction in the same round trip.
+        Only `run_in_transaction`, the owner of the unit of work, commits."""
         statements, self.statements = self.statements, []
         if commit:
             statements.append(pipeline.COMMIT)

@@ -26,8 +26,10 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from ledger.core import limits
-from ledger.core.errors import ServiceUnavailable
+from ledger.core import limits, pipeline
+from ledger.core.bulk import UNIT_WRITER
+from ledger.core.errors import InvariantViolation, ServiceUnavailable
+from ledger.core.pipeline import IDLE
 from ledger.core.settings import Settings
 from observability import metrics, tracing
 
@@ -127,6 +129,18 @@ def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
     session.info.setdefault(AFTER_COMMIT, []).append(callback)
 
 
+async def _send_unit_writes(session: AsyncSession, *, commit: bool) -> None:
+    writer = session.info.pop(UNIT_WRITER, None)
+    if writer is not None:
+        await writer.flush(commit=commit)
+    elif commit:
+        await pipeline.run(session, [pipeline.COMMIT])
+    if commit and (await pipeline.driver_connection(session)).info.transaction_status != IDLE:
+        # The COMMIT must have ended the transaction: `session.begin()` then finds the
+        # connection idle, and psycopg sends no second COMMIT.
+        raise InvariantViolation("the pipelined COMMIT left the transaction open")
+
+
 def _count_retry(retry_state: Any) -> None:
     metrics.TX_RETRIES.inc()
 
@@ -134,8 +148,14 @@ def _count_retry(retry_state: Any) -> None:
 async def run_in_transaction(
     sessionmaker: async_sessionmaker[AsyncSession],
     work: Callable[[AsyncSession], Awaitable[T]],
+    *,
+    pipelined_commit: bool = False,
 ) -> T:
     """One owner of the unit of work: run `work` in a transaction, commit once, roll back on error.
+
+    What `work` leaves queued on the session's `unit_writer` is sent before the commit; with
+    `pipelined_commit`, in the same round trip as the COMMIT (group commit's last step: its
+    writes, stored responses and COMMIT go together).
 
     Serialization failures and deadlocks are retried with capped, jittered exponential backoff;
     a database that cannot be reached becomes `ServiceUnavailable` (503 with Retry-After).
@@ -156,6 +176,7 @@ async def run_in_transaction(
                 async with sessionmaker() as session:
                     async with session.begin():
                         result = await work(session)
+                        await _send_unit_writes(session, commit=pipelined_commit)
                     for callback in session.info.pop(AFTER_COMMIT, ()):
                         callback()
                     return result

@@ -13,7 +13,6 @@ LIST_LIMIT_DEFAULT = 100
 LIST_LIMIT_MAX = 1000
 BATCH_TRANSFERS_MAX = 1000
 
-ACCOUNT_CODE_LENGTH_MAX = 128
 REFERENCE_LENGTH_MAX = 255
 METADATA_BYTES_MAX = 16 * 1024
 METADATA_DEPTH_MAX = 8
@@ -90,3 +89,8 @@ GROUP_COMMIT_INFLIGHT_MAX = 4  # shared transactions running at once per process
 # process applies at once; one made elsewhere within this many seconds).
 API_KEY_CACHE_TTL_SECONDS = 1.0
 API_KEY_CACHE_ENTRIES_MAX = 10_000
+
+# Idempotency-Key retention: the worker deletes keys past IDEMPOTENCY_KEY_TTL_SECONDS, at most
+# this many per transaction, again at once while there are more, else after the interval.
+IDEMPOTENCY_DELETE_BATCH_MAX = 1_000
+IDEMPOTENCY_RETENTION_INTERVAL_SECONDS = 60.0

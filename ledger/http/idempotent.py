@@ -21,8 +21,6 @@ from ledger.idempotency.store import (
 )
 from observability import metrics
 
-PROBLEM = "application/problem+json"
-
 
 def canonical(body: bytes) -> bytes:
     """The body as a canonical JSON text: the same request always fingerprints the same."""
@@ -70,16 +68,13 @@ async def idempotent_post(
 
         if claim is None:
             return await run_effect(session)
-        return await run_idempotent(
-            session,
-            principal_id=claim.principal_id,
-            key=claim.key,
-            fingerprint_hex=claim.fingerprint,
-            now=ctx.now,
-            effect=run_effect,
-        )
+        return await run_idempotent(session, claim, now=ctx.now, effect=run_effect)
 
-    stored = await services.run(work)
+    return respond(await services.run(work))
+
+
+def respond(stored: StoredResponse) -> Response[bytes]:
+    """The HTTP answer of a write, first sent or replayed: the stored bytes, as they were."""
     headers = {}
     if stored.replayed:
         headers["Idempotent-Replayed"] = "true"

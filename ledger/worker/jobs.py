@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from ledger.core.context import Actor, WriteContext
 from ledger.core.db import run_in_transaction
 from ledger.core.errors import LedgerError
 from ledger.core.settings import Settings
+from ledger.idempotency import store as idempotency
 from ledger.posting.repository import due_pending_ids
 from transfers.service import expire_one
 
@@ -26,7 +28,6 @@ log = structlog.get_logger("ledger.worker")
 
 EXPIRY_BATCH_SIZE = 100
 EXPIRY_INTERVAL_SECONDS = 1.0
-IDEMPOTENCY_CLEANUP_INTERVAL_SECONDS = 300.0
 
 
 @dataclass
@@ -61,6 +62,21 @@ async def expire_step(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
     return expired
 
 
+async def idempotency_retention_step(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
+    """Delete one bounded batch of Idempotency-Key rows past their life (a key that old is a new
+    key to a request anyway); the loop runs again at once while a batch came back full."""
+
+    async def delete(session: AsyncSession) -> int:
+        return await idempotency.delete_expired(
+            session, dt.datetime.now(dt.UTC), limits.IDEMPOTENCY_DELETE_BATCH_MAX
+        )
+
+    deleted = await run_in_transaction(sessionmaker, delete)
+    if deleted:
+        log.info("idempotency.keys_deleted", count=deleted)
+    return deleted if deleted >= limits.IDEMPOTENCY_DELETE_BATCH_MAX else 0
+
+
 async def run_job(job: Job, stop: asyncio.Event) -> None:
     while not stop.is_set():
         if job.wake is not None:
@@ -93,6 +109,11 @@ async def _idle(job: Job, stop: asyncio.Event) -> None:
 def default_jobs(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> list[Job]:
     jobs = [
         Job("expiry", lambda: expire_step(sessionmaker), EXPIRY_INTERVAL_SECONDS),
+        Job(
+            "idempotency-retention",
+            lambda: idempotency_retention_step(sessionmaker),
+            limits.IDEMPOTENCY_RETENTION_INTERVAL_SECONDS,
+        ),
     ]
     if settings.audit_sealer:
         jobs.append(audit_sealer_job(sessionmaker))
