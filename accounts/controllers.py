@@ -1,36 +1,51 @@
-"""Thin HTTP layer for accounts: decode, call the service, encode."""
+"""Thin HTTP layer for accounts: typed bodies and checked parameters in, the service's domain
+results out, the status code and ETag chosen here."""
 
 from __future__ import annotations
 
 import datetime as dt
 import re
 import uuid
-from typing import Any
+from typing import Annotated, Any, get_args
 
 import msgspec
-from litestar import Controller, Request, Response, get, patch, post
+from litestar import Controller, Request, Response
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from accounts import repository as repo
 from accounts import service
-from accounts.schemas import AccountCreate, AccountPatch, BalanceAsOf, EntryOut, account_out
+from accounts.schemas import (
+    AccountCreate,
+    AccountOut,
+    AccountPage,
+    AccountPatch,
+    BalanceAsOf,
+    EntryOut,
+    EntryPage,
+    Status,
+    account_out,
+)
 from ledger.core.context import WriteContext
-from ledger.core.errors import PreconditionFailed, PreconditionRequired, ValidationFailed
-from ledger.core.schemas import decode_body
+from ledger.core.schemas import ACCOUNT_CODE_PATTERN, CURRENCY_PATTERN
+from ledger.http import params
 from ledger.http.auth import requires, write_context
+from ledger.http.bodies import get, patch, post, typed
 from ledger.http.idempotent import idempotent_post
-from ledger.http.pagination import check_limit, decode_int_cursor, decode_uuid_cursor, page
+from ledger.http.pagination import decode_int_cursor, decode_uuid_cursor, page
 from ledger.http.responses import json_response
 from ledger.http.state import services_of
 
-CODE = re.compile(r"[A-Za-z0-9:._-]{1,128}")
-CURRENCY = re.compile(r"[A-Z0-9]{3,12}")
-STATUSES = ("active", "frozen", "closed")
+FILTERS: dict[str, params.FilterRule] = {
+    "code": re.compile(ACCOUNT_CODE_PATTERN),
+    "currency": re.compile(CURRENCY_PATTERN),
+    "status": get_args(Status),
+}
 
-
-def etag(version: int) -> str:
-    return f'"{version}"'
+# Documented here; checked by the `require_if_match` guard (before the body is decoded).
+IfMatch = Annotated[
+    str | None,
+    Parameter(header="If-Match", required=False, description="The account's ETag"),
+]
 
 
 class AccountController(Controller):
@@ -38,20 +53,22 @@ class AccountController(Controller):
     tags = ["accounts"]
 
     @post("/", guards=[requires("write")], operation_id="createAccount", status_code=201)
-    async def create(self, request: Request[Any, Any, Any]) -> Response[bytes]:
-        body = decode_body(await request.body(), AccountCreate)
-
+    async def create(
+        self, request: Request[Any, Any, Any], data: AccountCreate
+    ) -> Response[AccountOut]:
         async def effect(session: AsyncSession, ctx: WriteContext) -> tuple[int, Any]:
-            return await service.create_account(session, body, ctx)
+            result = await service.create_account(session, data, ctx)
+            return (201 if result.created else 200), account_out(result.account)
 
-        return await idempotent_post(request, effect)
+        return typed(await idempotent_post(request, effect), AccountOut)
 
     @get("/{account_id:uuid}", guards=[requires("read")], operation_id="getAccount")
     async def get_one(
         self, request: Request[Any, Any, Any], account_id: uuid.UUID
-    ) -> Response[bytes]:
+    ) -> Response[AccountOut]:
         account = await services_of(request).run(lambda s: service.get_account(s, account_id))
-        return json_response(account_out(account), headers={"ETag": etag(account.version)})
+        headers = {"ETag": params.etag(account.version)}
+        return typed(json_response(account_out(account), headers=headers), AccountOut)
 
     @get("/", guards=[requires("read")], operation_id="listAccounts")
     async def list_(
@@ -62,36 +79,41 @@ class AccountController(Controller):
         status: str | None = None,
         cursor: str | None = None,
         limit: int = 100,
-    ) -> Response[bytes]:
-        check_limit(limit)
-        check_filters(code=code, currency=currency, status=status)
+    ) -> Response[AccountPage]:
+        params.list_limit(limit)
+        params.check_filters({"code": code, "currency": currency, "status": status}, FILTERS)
         after = decode_uuid_cursor("account", cursor)
 
-        async def work(session: AsyncSession) -> list[Any]:
-            found = await repo.list_accounts(
+        async def work(session: AsyncSession) -> list[AccountOut]:
+            found = await service.list_accounts(
                 session, code=code, currency=currency, status=status, after=after, limit=limit
             )
             return [account_out(a) for a in found]
 
         items = await services_of(request).run(work)
-        return json_response(page(items, limit, lambda a: str(a.id), "account"))
+        return typed(json_response(page(items, limit, lambda a: str(a.id), "account")), AccountPage)
 
-    @patch("/{account_id:uuid}", guards=[requires("write")], operation_id="patchAccount")
+    @patch(
+        "/{account_id:uuid}",
+        guards=[requires("write"), params.require_if_match],
+        operation_id="patchAccount",
+    )
     async def patch_one(
-        self, request: Request[Any, Any, Any], account_id: uuid.UUID
-    ) -> Response[bytes]:
-        if_match = request.headers.get("if-match")
-        if if_match is None:
-            raise PreconditionRequired('send If-Match: "<version>" from the account\'s ETag')
-        expected = _parse_etag(if_match)
-        body = decode_body(await request.body(), AccountPatch)
+        self,
+        request: Request[Any, Any, Any],
+        account_id: uuid.UUID,
+        data: AccountPatch,
+        if_match: IfMatch = None,
+    ) -> Response[AccountOut]:
+        expected = params.if_match_version(if_match)
         ctx = write_context(request)
 
-        async def work(session: AsyncSession) -> Any:
-            return await service.patch_account(session, account_id, body, expected, ctx.at_now())
+        async def work(session: AsyncSession) -> AccountOut:
+            account = await service.patch_account(session, account_id, data, expected, ctx.at_now())
+            return account_out(account)
 
         out = await services_of(request).run(work)
-        return json_response(out, headers={"ETag": etag(out.version)})
+        return typed(json_response(out, headers={"ETag": params.etag(out.version)}), AccountOut)
 
     @get("/{account_id:uuid}/entries", guards=[requires("read")], operation_id="listEntries")
     async def entries(
@@ -102,21 +124,22 @@ class AccountController(Controller):
         to: dt.datetime | None = None,
         cursor: str | None = None,
         limit: int = 100,
-    ) -> Response[bytes]:
-        check_limit(limit)
+    ) -> Response[EntryPage]:
+        params.list_limit(limit)
         after = decode_int_cursor("entry", cursor)
-        start = service.utc(from_) if from_ is not None else None
-        end = service.utc(to) if to is not None else None
+        start = params.optional_utc(from_)
+        end = params.optional_utc(to)
 
         async def work(session: AsyncSession) -> list[EntryOut]:
-            await service.get_account(session, account_id)
-            rows = await repo.list_entries(
+            rows = await service.list_entries(
                 session, account_id, start=start, end=end, after_sequence=after, limit=limit
             )
             return [msgspec.convert(r, EntryOut) for r in rows]
 
         items = await services_of(request).run(work)
-        return json_response(page(items, limit, lambda e: str(e.sequence), "entry"))
+        return typed(
+            json_response(page(items, limit, lambda e: str(e.sequence), "entry")), EntryPage
+        )
 
     @get("/{account_id:uuid}/balance", guards=[requires("read")], operation_id="getBalanceAsOf")
     async def balance(
@@ -124,40 +147,11 @@ class AccountController(Controller):
         request: Request[Any, Any, Any],
         account_id: uuid.UUID,
         as_of: dt.datetime | None = None,
-    ) -> Response[bytes]:
-        when = service.utc(as_of) if as_of is not None else dt.datetime.now(dt.UTC)
+    ) -> Response[BalanceAsOf]:
+        when = params.utc(as_of) if as_of is not None else dt.datetime.now(dt.UTC)
 
         async def work(session: AsyncSession) -> BalanceAsOf:
-            await service.get_account(session, account_id)
-            found = await repo.balance_as_of(session, account_id, when)
-            posted, sequence = found if found is not None else (0, 0)
+            posted, sequence = await service.balance_as_of(session, account_id, when)
             return BalanceAsOf(account_id=account_id, as_of=when, posted=posted, sequence=sequence)
 
-        return json_response(await services_of(request).run(work))
-
-
-def check_filters(*, code: str | None, currency: str | None, status: str | None) -> None:
-    """Filters take the shapes the fields have: anything else (a NUL, a 10 kB string) is a
-    validation error, not a query."""
-    wrong = [
-        name
-        for name, value, pattern in (("code", code, CODE), ("currency", currency, CURRENCY))
-        if value is not None and not pattern.fullmatch(value)
-    ]
-    if status is not None and status not in STATUSES:
-        wrong.append("status")
-    if wrong:
-        raise ValidationFailed(
-            f"invalid filter: {', '.join(wrong)}",
-            errors=[{"field": name, "message": "invalid value"} for name in wrong],
-        )
-
-
-def _parse_etag(value: str) -> int:
-    text = value.strip()
-    if text.startswith("W/"):
-        text = text[2:]
-    text = text.strip('"')
-    if not text.isdigit() or len(text) > 19:
-        raise PreconditionFailed("If-Match must be the account's ETag, a quoted version")
-    return int(text)
+        return typed(json_response(await services_of(request).run(work)), BalanceAsOf)

@@ -1,4 +1,4 @@
-"""All SQL about accounts outside the posting kernel: create, read, list, patch, statements."""
+"""All SQL about accounts outside the posting engine: create, read, list, patch, statements."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from ledger.posting.repository import (
     load_accounts_statement,
     lock_accounts_statement,
 )
-from ledger.posting.rules import AccountState
+from ledger.posting.state import AccountState
 
 accounts_t = cast(sa.Table, Account.__table__)
 entries_t = cast(sa.Table, Entry.__table__)

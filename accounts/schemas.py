@@ -1,4 +1,4 @@
-"""Account request and response bodies."""
+"""Account request and response bodies, the responses built from domain state."""
 
 from __future__ import annotations
 
@@ -9,11 +9,9 @@ from typing import Annotated, Literal
 import msgspec
 
 from ledger.core import limits
-from ledger.core.schemas import Metadata, SignedBalance, Strict
-from ledger.posting.rules import AccountState
+from ledger.core.schemas import AccountCode, Currency, Metadata, SignedBalance, Strict
+from ledger.posting.state import AccountState
 
-Code = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9:._-]{1,128}$")]
-Currency = Annotated[str, msgspec.Meta(pattern=r"^[A-Z0-9]{3,12}$")]
 MinBalance = Annotated[int, msgspec.Meta(ge=-limits.AMOUNT_MAX, le=limits.AMOUNT_MAX)]
 Status = Literal["active", "frozen", "closed"]
 
@@ -21,7 +19,7 @@ UNSET: msgspec.UnsetType = msgspec.UNSET
 
 
 class AccountCreate(Strict):
-    code: Code
+    code: AccountCode
     currency: Currency
     normal_balance: Literal["debit", "credit"]
     id: uuid.UUID | None = None
@@ -64,6 +62,16 @@ class EntryOut(msgspec.Struct):
     amount: int
     balance_after: int
     posted_at: dt.datetime
+
+
+class AccountPage(msgspec.Struct):
+    data: list[AccountOut]
+    next_cursor: str | None
+
+
+class EntryPage(msgspec.Struct):
+    data: list[EntryOut]
+    next_cursor: str | None
 
 
 class BalanceAsOf(msgspec.Struct):

@@ -1,16 +1,20 @@
-"""Account decisions: create (idempotent by id), change status, floor and metadata."""
+"""Account decisions: create (idempotent by id), change status, floor and metadata; reads.
+
+Every function answers in domain terms (account state); the controllers choose the HTTP status
+and body. Event payloads come from ledger.posting.events, never from the HTTP schemas."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from accounts import repository as repo
-from accounts.schemas import AccountCreate, AccountOut, AccountPatch, account_out
+from accounts.schemas import AccountCreate, AccountPatch
 from ledger.audit.writer import AuditEntry, write_audit
 from ledger.core.context import WriteContext
 from ledger.core.errors import (
@@ -25,7 +29,8 @@ from ledger.core.errors import (
 )
 from ledger.core.ids import new_id
 from ledger.core.schemas import check_metadata
-from ledger.posting.rules import AccountState, available_balance
+from ledger.posting import events
+from ledger.posting.state import AccountState, available_balance
 from outbox.writer import PendingEvent, write_events
 
 STATUS_MOVES = {
@@ -47,14 +52,20 @@ def _same_as_existing(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class AccountResult:
+    account: AccountState
+    created: bool  # False: this create repeats one already done (same id, same fields)
+
+
 async def create_account(
     session: AsyncSession, request: AccountCreate, ctx: WriteContext
-) -> tuple[int, AccountOut]:
+) -> AccountResult:
     metadata = check_metadata(request.metadata)
     min_balance = 0 if request.min_balance is msgspec.UNSET else request.min_balance
     existing = await _existing(session, request, min_balance)
     if existing is not None:
-        return 200, existing
+        return AccountResult(existing, created=False)
     if min_balance is not None and min_balance > 0:
         # A new account holds nothing: a positive floor would be broken from its first moment
         # (and the database's floor check refuses such a row).
@@ -82,45 +93,50 @@ async def create_account(
         # answer as if it had committed before we looked.
         existing = await _existing(session, request, min_balance)
         if existing is not None:
-            return 200, existing
+            return AccountResult(existing, created=False)
         raise AccountCodeExists(f"account code {request.code!r} is taken")
-    out = account_out(account)
-    await write_events(
+    event = events.account_created(account)
+    await _record(
         session,
-        [PendingEvent("ledger.account.created", account.id, out, sequence=account.version)],
+        event,
+        _audit(
+            "account.create",
+            account,
+            {"request": msgspec.to_builtins(request), "result": event.data},
+        ),
         ctx,
     )
-    await write_audit(
-        session,
-        [
-            AuditEntry(
-                action="account.create",
-                object_type="account",
-                object_id=str(account.id),
-                data={"request": msgspec.to_builtins(request), "result": out},
-            )
-        ],
-        ctx,
-    )
-    return 201, out
+    return AccountResult(account, created=True)
 
 
 async def _existing(
     session: AsyncSession, request: AccountCreate, min_balance: int | None
-) -> AccountOut | None:
+) -> AccountState | None:
     """The account this create repeats (same id, same fields), or None when the id and the code
     are free; a named conflict when either is taken otherwise."""
     found = await repo.find_by_id_or_code(session, request.id, request.code)
     for existing in found:
         if existing.id == request.id:
             if _same_as_existing(existing, request, min_balance):
-                return account_out(existing)
+                return existing
             raise AccountExistsWithDifferentFields(
                 f"account {request.id} exists with different fields"
             )
     if found:
         raise AccountCodeExists(f"account code {request.code!r} is taken")
     return None
+
+
+def _audit(action: str, account: AccountState, data: dict[str, Any]) -> AuditEntry:
+    return AuditEntry(action=action, object_type="account", object_id=str(account.id), data=data)
+
+
+async def _record(
+    session: AsyncSession, event: PendingEvent, audit: AuditEntry, ctx: WriteContext
+) -> None:
+    """The tail of every account write: its event, then its audit record."""
+    await write_events(session, [event], ctx)
+    await write_audit(session, [audit], ctx)
 
 
 async def get_account(session: AsyncSession, account_id: uuid.UUID) -> AccountState:
@@ -130,13 +146,54 @@ async def get_account(session: AsyncSession, account_id: uuid.UUID) -> AccountSt
     return account
 
 
+async def list_accounts(
+    session: AsyncSession,
+    *,
+    code: str | None,
+    currency: str | None,
+    status: str | None,
+    after: uuid.UUID | None,
+    limit: int,
+) -> list[AccountState]:
+    return await repo.list_accounts(
+        session, code=code, currency=currency, status=status, after=after, limit=limit
+    )
+
+
+async def list_entries(
+    session: AsyncSession,
+    account_id: uuid.UUID,
+    *,
+    start: dt.datetime | None,
+    end: dt.datetime | None,
+    after_sequence: int | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """The account's entries in sequence order (posted_at in [start, end)); 404 when the
+    account does not exist."""
+    await get_account(session, account_id)
+    return await repo.list_entries(
+        session, account_id, start=start, end=end, after_sequence=after_sequence, limit=limit
+    )
+
+
+async def balance_as_of(
+    session: AsyncSession, account_id: uuid.UUID, as_of: dt.datetime
+) -> tuple[int, int]:
+    """(posted balance, sequence) of the account after its last entry at or before `as_of`;
+    (0, 0) before its first. 404 when the account does not exist."""
+    await get_account(session, account_id)
+    found = await repo.balance_as_of(session, account_id, as_of)
+    return found if found is not None else (0, 0)
+
+
 async def patch_account(
     session: AsyncSession,
     account_id: uuid.UUID,
     patch: AccountPatch,
     expected_version: int,
     ctx: WriteContext,
-) -> AccountOut:
+) -> AccountState:
     account = await repo.get_account(session, account_id, for_update=True)
     if account is None:
         raise AccountNotFound(f"account {account_id} not found")
@@ -144,7 +201,12 @@ async def patch_account(
         raise PreconditionFailed(
             f"account {account_id} is at version {account.version}, not {expected_version}"
         )
-    before = account_out(account)
+    # What the audit record's `before` may name (the values, kept before they are replaced).
+    before: dict[str, Any] = {
+        "metadata": account.metadata,
+        "min_balance": account.min_balance,
+        "status": account.status,
+    }
     changes: dict[str, Any] = {}
     if account.status == "closed":
         raise AccountClosed(f"account {account_id} is closed")
@@ -160,33 +222,19 @@ async def patch_account(
         account.status = patch.status
         changes["status"] = patch.status
     if not changes:
-        return before
+        return account
     account.version += 1
     account.updated_at = ctx.now
     await repo.update_account(session, account)
-    out = account_out(account)
-    await write_events(
-        session,
-        [PendingEvent("ledger.account.updated", account.id, out, sequence=account.version)],
-        ctx,
+    audit_data = {
+        "request": msgspec.to_builtins(patch),
+        "before": {k: msgspec.to_builtins(before[k]) for k in changes},
+        "after": changes,
+    }
+    await _record(
+        session, events.account_updated(account), _audit("account.update", account, audit_data), ctx
     )
-    await write_audit(
-        session,
-        [
-            AuditEntry(
-                action="account.update",
-                object_type="account",
-                object_id=str(account.id),
-                data={
-                    "request": msgspec.to_builtins(patch),
-                    "before": {k: msgspec.to_builtins(getattr(before, k)) for k in changes},
-                    "after": changes,
-                },
-            )
-        ],
-        ctx,
-    )
-    return out
+    return account
 
 
 def _check_floor(account: AccountState, min_balance: int | None) -> None:
@@ -220,18 +268,3 @@ def _check_status_move(account: AccountState, status: str) -> None:
             f"account {account.id} has posted balance {account.posted} and holds "
             f"{account.pending_debits + account.pending_credits}"
         )
-
-
-def utc(value: dt.datetime) -> dt.datetime:
-    if value.tzinfo is None:
-        raise ValidationFailed(
-            "timestamps must carry a UTC offset (RFC 3339)",
-            errors=[{"field": "timestamp", "message": "no offset"}],
-        )
-    try:
-        return value.astimezone(dt.UTC)
-    except OverflowError as exc:  # year 1 with a positive offset, year 9999 with a negative one
-        raise ValidationFailed(
-            "timestamp is out of range",
-            errors=[{"field": "timestamp", "message": "out of range"}],
-        ) from exc

@@ -21,7 +21,8 @@ from ledger.core import limits
 from ledger.core.db import create_engine, create_sessionmaker
 from ledger.core.errors import LedgerError
 from ledger.core.settings import Settings
-from ledger.http.problems import handle_http_exception, handle_ledger_error, handle_unexpected
+from ledger.http.bodies import StrictBody, handle_body_exception
+from ledger.http.problems import handle_ledger_error, handle_unexpected
 from ledger.http.state import Services
 from observability.middleware import telemetry_config
 from observability.tracing import configure_tracing
@@ -61,7 +62,7 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
         middleware=[telemetry_config().middleware],
         exception_handlers={
             LedgerError: handle_ledger_error,
-            HTTPException: handle_http_exception,
+            HTTPException: handle_body_exception,
             Exception: handle_unexpected,
         },
         openapi_config=OpenAPIConfig(
@@ -70,6 +71,9 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
             path="/schema",
             render_plugins=[SwaggerRenderPlugin()],
         ),
+        # Typed bodies (`data: SomeStruct`) decode strictly, as decode_body does.
+        dto=StrictBody,
+        return_dto=None,
         request_max_body_size=limits.REQUEST_BODY_BYTES_MAX,
         on_shutdown=[dispose_engine],
         logging_config=None,

@@ -288,9 +288,9 @@ async def test_a_late_commit_behind_a_higher_id_is_published_once(
         request = AccountCreate(
             code=f"late:{uuid.uuid4().hex[:8]}", currency="USD", normal_balance="credit"
         )
-        _, late_account = await create_account(
-            held, request, WriteContext(actor=Actor.system("test"))
-        )
+        late_account = (
+            await create_account(held, request, WriteContext(actor=Actor.system("test")))
+        ).account
         await held.flush()
         (late_id,) = (
             await held.execute(

@@ -24,15 +24,16 @@ from hypothesis.stateful import (
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from accounts import service as accounts
-from accounts.schemas import AccountCreate, AccountPatch
+from accounts.schemas import AccountCreate, AccountPatch, account_out
 from ledger.core import limits
 from ledger.core.context import Actor, WriteContext
 from ledger.core.db import create_engine, create_sessionmaker, run_in_transaction
 from ledger.core.errors import LedgerError
 from ledger.core.settings import Settings
-from ledger.posting.engine import TransferCommand
+from ledger.posting.commands import TransferCommand
 from ledger.posting.invariants import find_violations
 from transfers import service as transfers
+from transfers.schemas import batch_result
 
 MAX = limits.AMOUNT_MAX
 ACCOUNTS_MAX = 6
@@ -219,8 +220,8 @@ class LedgerMachine(RuleBasedStateMachine):
             assert code == "min_balance_violated"
             return
         assert code is None
-        status, out = result
-        assert status == 201
+        assert result.created  # answered 201
+        out = account_out(result.account)
         assert out.balances.posted == 0 and out.version == 1
         self.model.accounts[out.id] = ModelAccount(out.id, normal, currency, floor)
         self.order.append(out.id)
@@ -262,7 +263,8 @@ class LedgerMachine(RuleBasedStateMachine):
         if code is not None:
             assert code == expected, (code, expected)
             return
-        status, out = result
+        status = 201 if result.created else 200  # as the controller answers
+        out = result.transfer
         assert status == expected, (status, expected)
         assert out.state == "posted" and out.posted_amount == command.amount
         assert command.id is None or out.id == command.id
@@ -303,8 +305,9 @@ class LedgerMachine(RuleBasedStateMachine):
     def batch(self, atomic: bool, items: list[tuple[int, int, int, bool]]) -> None:
         commands = [self._command(d, c, a, cid, None) for d, c, a, cid in items]
         expected = self._expect_batch(commands, atomic)
-        status, result = self.run(lambda s: transfers.create_batch(s, commands, atomic, self.ctx()))
-        assert status == 200
+        outcomes = self.run(lambda s: transfers.create_batch(s, commands, atomic, self.ctx()))
+        assert len(outcomes) == len(commands)
+        result = batch_result(outcomes)  # the body the controller answers (always 200)
         got = [(item.status, item.error["code"] if item.error else None) for item in result.results]
         assert got == expected, (got, expected)
         for command, item in zip(commands, result.results, strict=True):
@@ -350,8 +353,8 @@ class LedgerMachine(RuleBasedStateMachine):
         if code is not None:
             assert code == expected, (code, expected)
             return
-        status, out = result
-        assert status == 201 and out.amount == expected, (status, out, expected)
+        out = result.transfer
+        assert result.created and out.amount == expected, (result, expected)
         assert out.reversal_of == transfer_id
         assert (out.debit_account_id, out.credit_account_id) == (original.credit, original.debit)
         self.model.transfers[out.id] = ModelTransfer(

@@ -17,7 +17,8 @@ from ledger.core.errors import (
     SameAccount,
 )
 from ledger.posting import rules
-from ledger.posting.rules import AccountState, Delta
+from ledger.posting.rules import Delta
+from ledger.posting.state import AccountState
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 MAX = limits.AMOUNT_MAX

@@ -28,7 +28,8 @@ from ledger.core.db import create_engine, create_sessionmaker, run_in_transactio
 from ledger.core.errors import LedgerError
 from ledger.core.settings import Settings
 from ledger.posting import engine
-from ledger.posting.engine import TransferCommand
+from ledger.posting.commands import TransferCommand
+from ledger.posting.engine import OutcomeKind
 from ledger.posting.invariants import find_violations
 from tests.conftest import new_database
 
@@ -85,8 +86,8 @@ class HoldsMachine(RuleBasedStateMachine):
             async def create(session: AsyncSession, body: AccountCreate = body) -> Any:
                 return await accounts.create_account(session, body, self.ctx())
 
-            _, out = await run_in_transaction(self.sessions, create)
-            self.ids.append(out.id)
+            result = await run_in_transaction(self.sessions, create)
+            self.ids.append(result.account.id)
             self.model.append([0, 0, 0, 0])
 
     def teardown(self) -> None:
@@ -180,7 +181,7 @@ class HoldsMachine(RuleBasedStateMachine):
         deltas = (0, 0, amount, amount) if pending else (amount, amount, 0, 0)
         allowed = self.apply(debit, credit, deltas)
         if allowed:
-            assert outcome.status == 201, outcome.error
+            assert outcome.kind is OutcomeKind.CREATED, outcome.error
             self.model_transfers[transfer_id] = ModelTransfer(
                 debit,
                 credit,
@@ -198,7 +199,7 @@ class HoldsMachine(RuleBasedStateMachine):
         ctx = self.ctx()
 
         async def work(session: AsyncSession) -> Any:
-            return await engine.post_pending(session, transfer, partial, ctx)
+            return await engine.post_transfer(session, transfer, partial, ctx)
 
         outcome, error = self.call(work)
         m = self.model_transfers.get(transfer)
@@ -206,7 +207,7 @@ class HoldsMachine(RuleBasedStateMachine):
             assert error is not None and error.code == "transfer_not_found"
             return
         if m.state == "posted" and (partial is None or partial == m.posted):
-            assert error is None and outcome.status == 200
+            assert error is None and outcome.kind is OutcomeKind.UNCHANGED
             return
         if m.state != "pending":
             assert error is not None and error.code == "transfer_not_pending"
@@ -224,7 +225,7 @@ class HoldsMachine(RuleBasedStateMachine):
         ctx = self.ctx()
 
         async def work(session: AsyncSession) -> Any:
-            return await engine.void_pending(session, transfer, ctx)
+            return await engine.void_transfer(session, transfer, ctx)
 
         outcome, error = self.call(work)
         m = self.model_transfers.get(transfer)
@@ -255,7 +256,7 @@ class HoldsMachine(RuleBasedStateMachine):
         for transfer_id in due:
 
             async def work(session: AsyncSession, tid: uuid.UUID = transfer_id) -> Any:
-                return await engine.void_pending(session, tid, ctx, expire=True)
+                return await engine.expire_transfer(session, tid, ctx)
 
             outcome, error = self.call(work)
             assert error is None and outcome.transfer.state == "expired"
@@ -286,7 +287,7 @@ class HoldsMachine(RuleBasedStateMachine):
         if not self.apply(m.credit, m.debit, (amount, amount, 0, 0)):
             assert error is not None and error.code == "insufficient_funds"
             return
-        assert error is None and outcome.status == 201
+        assert error is None and outcome.kind is OutcomeKind.CREATED
         m.reversed += amount
         self.model_transfers[outcome.transfer.id] = ModelTransfer(
             m.credit, m.debit, amount, "posted", posted=amount

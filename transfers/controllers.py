@@ -1,36 +1,49 @@
-"""Thin HTTP layer for transfers."""
+"""Thin HTTP layer for transfers: typed bodies in, the service's domain results out, and the
+status code chosen here (201 for a new transfer, 200 for an existing one)."""
 
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, get_args
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, Response
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.core.context import WriteContext
-from ledger.core.errors import ValidationFailed
-from ledger.core.schemas import decode_body
+from ledger.http import params
 from ledger.http.auth import requires, write_context
-from ledger.http.idempotent import claim_of, idempotent_post
-from ledger.http.pagination import check_limit, decode_uuid_cursor, page
+from ledger.http.bodies import get, post, typed
+from ledger.http.idempotent import claim_of, idempotent_post, respond
+from ledger.http.pagination import decode_uuid_cursor, page
 from ledger.http.responses import json_response
 from ledger.http.state import services_of
-from ledger.posting.engine import transfer_out
-from transfers import repository as repo
+from ledger.posting.state import VoidedId
 from transfers import service
 from transfers.group_commit import group_committer_of
-from transfers.schemas import AmountBody, BatchCreate, EmptyBody, TransferCreate
+from transfers.schemas import (
+    AmountBody,
+    BatchCreate,
+    BatchResult,
+    EmptyBody,
+    State,
+    TransferCreate,
+    TransferOut,
+    TransferPage,
+    batch_result,
+    empty_cancel_out,
+    transfer_out,
+)
+from transfers.service import TransferResult
 
-STATES = ("pending", "posted", "voided", "expired")
+STATES: tuple[str, ...] = get_args(State)
 
 
-async def _optional_amount(request: Request[Any, Any, Any]) -> int | None:
-    raw = await request.body()
-    if not raw.strip():
-        return None
-    return decode_body(raw, AmountBody).amount
+def _answer(result: TransferResult | VoidedId) -> tuple[int, TransferOut]:
+    """(status, body) of one transfer operation, for idempotent_post to store and send."""
+    if isinstance(result, VoidedId):
+        return 200, empty_cancel_out(result)
+    return (201 if result.created else 200), transfer_out(result.transfer)
 
 
 class TransferController(Controller):
@@ -38,32 +51,34 @@ class TransferController(Controller):
     tags = ["transfers"]
 
     @post("/", guards=[requires("write")], operation_id="createTransfer", status_code=201)
-    async def create(self, request: Request[Any, Any, Any]) -> Response[bytes]:
-        body = await request.body()
-        command = service.to_command(decode_body(body, TransferCreate))
+    async def create(
+        self, request: Request[Any, Any, Any], data: TransferCreate
+    ) -> Response[TransferOut]:
+        command = service.to_command(data)
 
         async def effect(session: AsyncSession, ctx: WriteContext) -> tuple[int, Any]:
-            return await service.create_transfer(session, command, ctx)
+            return _answer(await service.create_transfer(session, command, ctx))
 
         committer = group_committer_of(services_of(request))
         if committer is None:
-            return await idempotent_post(request, effect)
-        stored = await committer.submit(command, write_context(request), claim_of(request, body))
+            return typed(await idempotent_post(request, effect), TransferOut)
+        claim = claim_of(request, await request.body())
+        stored = await committer.submit(command, write_context(request), claim)
         if stored is None:  # the key exists already: wait for it and replay, one request alone
-            return await idempotent_post(request, effect)
-        return Response(
-            content=stored.body, status_code=stored.status, media_type=stored.media_type
-        )
+            return typed(await idempotent_post(request, effect), TransferOut)
+        return typed(respond(stored), TransferOut)
 
     @post("/batch", guards=[requires("write")], operation_id="createTransferBatch", status_code=200)
-    async def batch(self, request: Request[Any, Any, Any]) -> Response[bytes]:
-        body = decode_body(await request.body(), BatchCreate)
-        commands = service.batch_commands(body)
+    async def batch(
+        self, request: Request[Any, Any, Any], data: BatchCreate
+    ) -> Response[BatchResult]:
+        commands = service.batch_commands(data)
 
         async def effect(session: AsyncSession, ctx: WriteContext) -> tuple[int, Any]:
-            return await service.create_batch(session, commands, body.atomic, ctx)
+            outcomes = await service.create_batch(session, commands, data.atomic, ctx)
+            return 200, batch_result(outcomes)
 
-        return await idempotent_post(request, effect)
+        return typed(await idempotent_post(request, effect), BatchResult)
 
     @post(
         "/{transfer_id:uuid}/post",
@@ -71,15 +86,19 @@ class TransferController(Controller):
         operation_id="postTransfer",
         status_code=200,
     )
-    async def post_pending(
-        self, request: Request[Any, Any, Any], transfer_id: uuid.UUID
-    ) -> Response[bytes]:
-        amount = await _optional_amount(request)
+    async def post_(
+        self,
+        request: Request[Any, Any, Any],
+        transfer_id: uuid.UUID,
+        data: AmountBody | None = None,
+    ) -> Response[TransferOut]:
+        """Post (confirm) a pending transfer; no body, or no amount: in full."""
+        amount = None if data is None else data.amount
 
         async def effect(session: AsyncSession, ctx: WriteContext) -> tuple[int, Any]:
-            return await service.post_transfer(session, transfer_id, amount, ctx)
+            return _answer(await service.post_transfer(session, transfer_id, amount, ctx))
 
-        return await idempotent_post(request, effect)
+        return typed(await idempotent_post(request, effect), TransferOut)
 
     @post(
         "/{transfer_id:uuid}/void",
@@ -88,16 +107,15 @@ class TransferController(Controller):
         status_code=200,
     )
     async def void(
-        self, request: Request[Any, Any, Any], transfer_id: uuid.UUID
-    ) -> Response[bytes]:
-        raw = await request.body()
-        if raw.strip():
-            decode_body(raw, EmptyBody)
-
+        self,
+        request: Request[Any, Any, Any],
+        transfer_id: uuid.UUID,
+        data: EmptyBody | None = None,  # no body, or `{}`: decoded only to refuse anything else
+    ) -> Response[TransferOut]:
         async def effect(session: AsyncSession, ctx: WriteContext) -> tuple[int, Any]:
-            return await service.void_transfer(session, transfer_id, ctx)
+            return _answer(await service.void_transfer(session, transfer_id, ctx))
 
-        return await idempotent_post(request, effect)
+        return typed(await idempotent_post(request, effect), TransferOut)
 
     @post(
         "/{transfer_id:uuid}/reverse",
@@ -106,22 +124,25 @@ class TransferController(Controller):
         status_code=201,
     )
     async def reverse(
-        self, request: Request[Any, Any, Any], transfer_id: uuid.UUID
-    ) -> Response[bytes]:
-        amount = await _optional_amount(request)
+        self,
+        request: Request[Any, Any, Any],
+        transfer_id: uuid.UUID,
+        data: AmountBody | None = None,
+    ) -> Response[TransferOut]:
+        """Reverse a posted transfer; no body, or no amount: all that is left."""
+        amount = None if data is None else data.amount
 
         async def effect(session: AsyncSession, ctx: WriteContext) -> tuple[int, Any]:
-            return await service.reverse_transfer(session, transfer_id, amount, ctx)
+            return _answer(await service.reverse_transfer(session, transfer_id, amount, ctx))
 
-        return await idempotent_post(request, effect)
+        return typed(await idempotent_post(request, effect), TransferOut)
 
     @get("/{transfer_id:uuid}", guards=[requires("read")], operation_id="getTransfer")
     async def get_one(
         self, request: Request[Any, Any, Any], transfer_id: uuid.UUID
-    ) -> Response[bytes]:
-        return json_response(
-            await services_of(request).run(lambda s: service.get_transfer(s, transfer_id))
-        )
+    ) -> Response[TransferOut]:
+        found = await services_of(request).run(lambda s: service.get_transfer(s, transfer_id))
+        return typed(json_response(transfer_out(found)), TransferOut)
 
     @get("/", guards=[requires("read")], operation_id="listTransfers")
     async def list_(
@@ -131,21 +152,18 @@ class TransferController(Controller):
         state_: str | None = Parameter(query="state", default=None),
         cursor: str | None = None,
         limit: int = 100,
-    ) -> Response[bytes]:
-        check_limit(limit)
-        state = state_
-        if state is not None and state not in STATES:
-            raise ValidationFailed(
-                f"state must be one of {', '.join(STATES)}",
-                errors=[{"field": "state", "message": "unknown state"}],
-            )
+    ) -> Response[TransferPage]:
+        params.list_limit(limit)
+        state = params.one_of("state", state_, STATES)
         after = decode_uuid_cursor("transfer", cursor)
 
-        async def work(session: AsyncSession) -> list[Any]:
-            rows = await repo.list_transfers(
+        async def work(session: AsyncSession) -> list[TransferOut]:
+            found = await service.list_transfers(
                 session, account_id=account_id, state=state, after=after, limit=limit
             )
-            return [transfer_out(t) for t in rows]
+            return [transfer_out(t) for t in found]
 
         items = await services_of(request).run(work)
-        return json_response(page(items, limit, lambda t: str(t.id), "transfer"))
+        return typed(
+            json_response(page(items, limit, lambda t: str(t.id), "transfer")), TransferPage
+        )

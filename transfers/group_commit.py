@@ -14,7 +14,7 @@ the next one (the batch grows with the contention), while transfers between unre
 still run in parallel batches.
 
 Each batch is one transaction: Idempotency-Key rows first (sorted, one statement), then the
-posting kernel, non-atomic, checking every transfer in arrival order on the locked balances,
+posting engine, non-atomic, checking every transfer in arrival order on the locked balances,
 then each keyed request's stored response. Every request gets its own outcome.
 
 What stays exactly as it is per transfer: events, audit records and sequences (each with its own
@@ -34,47 +34,33 @@ import datetime as dt
 import time
 import uuid
 from dataclasses import dataclass, field, replace
-from typing import Any, cast
 
 import msgspec
-import sqlalchemy as sa
 import structlog
 from opentelemetry import trace
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ledger.core import limits
-from ledger.core.bulk import BulkWriter, json_rows
+from ledger.core.bulk import unit_writer
 from ledger.core.context import WriteContext
-from ledger.core.db import run_in_transaction, sqlstate
-from ledger.core.errors import ConfigurationError, LedgerError
-from ledger.core.pipeline import Statement
+from ledger.core.db import run_in_transaction
+from ledger.core.errors import (
+    PROBLEM_MEDIA_TYPE,
+    ConfigurationError,
+    IdempotencyKeyInUse,
+    LedgerError,
+)
 from ledger.http.state import Services
-from ledger.idempotency.models import IdempotencyRecord
-from ledger.idempotency.store import LOCK_NOT_AVAILABLE, IdempotencyClaim, StoredResponse
+from ledger.idempotency import store as idempotency
+from ledger.idempotency.store import IdempotencyClaim, StoredResponse
 from ledger.posting import engine
-from ledger.posting.engine import Outcome, TransferCommand, transfer_out
+from ledger.posting.commands import TransferCommand
+from ledger.posting.engine import Outcome
 from observability import metrics
+from transfers.schemas import outcome_status, transfer_out
 
 log = structlog.get_logger("ledger.group_commit")
 GROUP_COMMIT = "group_commit"  # its key in Services.extensions
-keys_t = cast(sa.Table, IdempotencyRecord.__table__)
-
-PROBLEM = "application/problem+json"
-
-
-_STORE_RESPONSES = f"""
-    UPDATE "{keys_t.name}" AS k
-       SET status_code = v.status_code, response_body = decode(v.response_body, 'base64')
-      FROM jsonb_to_recordset(%s::jsonb)
-           AS v(principal_id uuid, key text, status_code integer, response_body text)
-     WHERE k.principal_id = v.principal_id AND k.key = v.key
-"""
-
-
-class KeysBusy(Exception):
-    """An Idempotency-Key of the batch stayed locked past the lock timeout by a running request."""
 
 
 @dataclass(slots=True)
@@ -206,10 +192,14 @@ class GroupCommitter:
         )
         try:
             with span:
+                started = time.perf_counter()
                 results = await run_in_transaction(
-                    self.sessionmaker, lambda session: self._post(session, batch)
+                    self.sessionmaker,
+                    lambda session: self._post(session, batch),
+                    pipelined_commit=True,  # the batch's writes and COMMIT in one round trip
                 )
-        except KeysBusy:
+                metrics.TRANSFER_DURATION.observe(time.perf_counter() - started)
+        except IdempotencyKeyInUse:
             # A key of the batch is held by a request still running: nothing committed, so
             # every request of the batch takes the one-request path, where only the keyed one
             # waits (and replays, or answers 409 idempotency_key_in_use).
@@ -237,10 +227,11 @@ class GroupCommitter:
     ) -> list[StoredResponse | None]:
         now = dt.datetime.now(dt.UTC)
         contexts = [replace(s.ctx, now=now) for s in batch]
-        taken = await self._claim_keys(session, batch, now)
+        # A key that exists already, or appears twice in the batch, leaves the batch: its
+        # request takes the one-request path, which waits and replays.
+        taken = await idempotency.claim_many(session, [s.claim for s in batch], now)
         live = [i for i, s in enumerate(batch) if i not in taken]
-        started = time.perf_counter()
-        writer = BulkWriter(session)
+        writer = unit_writer(session)
         outcomes = await engine.create_transfers(
             session,
             [batch[i].command for i in live],
@@ -250,81 +241,26 @@ class GroupCommitter:
             writer=writer,
         )
         results: list[StoredResponse | None] = [None] * len(batch)
-        stored_rows: list[dict[str, Any]] = []
+        answered: list[tuple[IdempotencyClaim, StoredResponse]] = []
         for index, outcome in zip(live, outcomes, strict=True):
             response = _response(outcome)
             results[index] = response
             claim = batch[index].claim
             if claim is not None:
-                kind = b"p" if response.media_type == PROBLEM else b"j"
-                stored_rows.append(
-                    {
-                        "principal_id": claim.principal_id,
-                        "key": claim.key,
-                        "status_code": response.status,
-                        "response_body": kind + response.body,  # base64 in JSON
-                    }
-                )
-        if stored_rows:
-            writer.add(Statement(_STORE_RESPONSES, (json_rows(stored_rows),)))
-        # The batch is this unit of work's last step: its writes and COMMIT go in one round trip.
-        await writer.flush(commit=True)
-        metrics.TRANSFER_DURATION.observe(time.perf_counter() - started)
+                answered.append((claim, response))
+        writer.add(idempotency.store_statement(answered))
         return results
-
-    async def _claim_keys(
-        self, session: AsyncSession, batch: list[Submission], now: dt.datetime
-    ) -> set[int]:
-        """Insert every Idempotency-Key row of the batch in one statement, in key order (two
-        batches never wait on each other's keys in a cycle). Returns the indexes whose key was
-        already there, or repeated inside the batch: those leave the batch."""
-        keyed = [(i, s.claim) for i, s in enumerate(batch) if s.claim is not None]
-        if not keyed:
-            return set()
-        seen: dict[tuple[uuid.UUID, str], int] = {}
-        taken: set[int] = set()
-        for index, claim in keyed:
-            pair = (claim.principal_id, claim.key)
-            if pair in seen:
-                taken.add(index)
-            else:
-                seen[pair] = index
-        rows = [
-            {
-                "principal_id": pair[0],
-                "key": pair[1],
-                "fingerprint": cast(IdempotencyClaim, batch[index].claim).fingerprint,
-                "status_code": None,
-                "response_body": None,
-                "created_at": now,
-            }
-            for pair, index in sorted(seen.items(), key=lambda item: (str(item[0][0]), item[0][1]))
-        ]
-        try:
-            inserted = await session.execute(
-                pg_insert(keys_t)
-                .values(rows)
-                .on_conflict_do_nothing()
-                .returning(keys_t.c.principal_id, keys_t.c.key)
-            )
-        except DBAPIError as exc:
-            if sqlstate(exc) == LOCK_NOT_AVAILABLE:
-                raise KeysBusy from exc
-            raise
-        won = {(row.principal_id, row.key) for row in inserted}
-        taken.update(index for pair, index in seen.items() if pair not in won)
-        return taken
 
 
 def _response(outcome: Outcome) -> StoredResponse:
     if outcome.error is not None:
-        return StoredResponse(
-            outcome.error.status, msgspec.json.encode(outcome.error.problem()), False, PROBLEM
-        )
+        return StoredResponse.of_error(outcome.error)
     if outcome.transfer is None:
-        error = LedgerError("the kernel returned no transfer")
-        return StoredResponse(500, msgspec.json.encode(error.problem()), False, PROBLEM)
-    return StoredResponse(outcome.status, msgspec.json.encode(transfer_out(outcome.transfer)))
+        error = LedgerError("the posting engine returned no transfer")
+        return StoredResponse(500, msgspec.json.encode(error.problem()), False, PROBLEM_MEDIA_TYPE)
+    return StoredResponse(
+        outcome_status(outcome), msgspec.json.encode(transfer_out(outcome.transfer))
+    )
 
 
 def install_group_commit(services: Services, committer: GroupCommitter) -> None:

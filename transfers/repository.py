@@ -1,4 +1,4 @@
-"""Transfer reads for the API (the posting kernel owns every transfer write)."""
+"""Transfer reads for the API (the posting engine owns every transfer write)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.posting.repository import (
     TRANSFER_COLUMNS,
-    TransferRow,
     load_transfers,
     tombstones_t,
     transfer_from_row,
     transfers_t,
 )
+from ledger.posting.state import TransferState
 
 
-async def get_transfer(session: AsyncSession, transfer_id: uuid.UUID) -> TransferRow | None:
-    # The kernel's fixed statement, pipelined (BEGIN goes with it): cheaper than a select.
+async def get_transfer(session: AsyncSession, transfer_id: uuid.UUID) -> TransferState | None:
+    # The engine's fixed statement, pipelined (BEGIN goes with it): cheaper than a select.
     return (await load_transfers(session, [transfer_id])).get(transfer_id)
 
 
@@ -39,7 +39,7 @@ async def list_transfers(
     state: str | None,
     after: uuid.UUID | None,
     limit: int,
-) -> list[TransferRow]:
+) -> list[TransferState]:
     query = sa.select(*TRANSFER_COLUMNS).order_by(transfers_t.c.id).limit(limit)
     if account_id is not None:
         query = query.where(

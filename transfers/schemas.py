@@ -1,4 +1,4 @@
-"""Transfer request and response bodies."""
+"""Transfer request and response bodies, and the response bodies built from domain state."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from ledger.core import limits
-from ledger.core.schemas import Amount, Metadata, Strict
+from ledger.core.errors import TransferNotFound
+from ledger.core.schemas import Amount, Currency, Metadata, Strict
+from ledger.posting.engine import Outcome, OutcomeKind
+from ledger.posting.state import TransferState, VoidedId
 
-Currency = Annotated[str, msgspec.Meta(pattern=r"^[A-Z0-9]{3,12}$")]
 Reference = Annotated[str, msgspec.Meta(max_length=limits.REFERENCE_LENGTH_MAX)]
 TimeoutSeconds = Annotated[int, msgspec.Meta(ge=0, le=limits.TIMEOUT_SECONDS_MAX)]
 State = Literal["pending", "posted", "voided", "expired"]
@@ -69,3 +71,67 @@ class BatchItem(msgspec.Struct, omit_defaults=True):
 
 class BatchResult(msgspec.Struct):
     results: list[BatchItem]
+
+
+class TransferPage(msgspec.Struct):
+    data: list[TransferOut]
+    next_cursor: str | None
+
+
+def transfer_out(t: TransferState) -> TransferOut:
+    return TransferOut(
+        id=t.id,
+        debit_account_id=t.debit_account_id,
+        credit_account_id=t.credit_account_id,
+        amount=t.amount,
+        currency=t.currency,
+        state=t.state,  # type: ignore[arg-type]
+        posted_amount=t.posted_amount,
+        reference=t.reference,
+        metadata=t.metadata,
+        timeout_at=t.timeout_at,
+        created_at=t.created_at,
+        updated_at=t.updated_at,
+        reversal_of=t.reversal_of,
+    )
+
+
+def empty_cancel_out(voided: VoidedId) -> TransferOut:
+    """TCC empty cancel: a void of an id the ledger never saw, remembered so a late create is
+    refused. No accounts, no amount."""
+    return TransferOut(
+        id=voided.id,
+        debit_account_id=None,
+        credit_account_id=None,
+        amount=0,
+        currency=None,
+        state="voided",
+        posted_amount=0,
+        reference=None,
+        metadata={},
+        timeout_at=None,
+        created_at=voided.voided_at,
+        updated_at=voided.voided_at,
+        reversal_of=None,
+    )
+
+
+def outcome_status(outcome: Outcome) -> int:
+    """The HTTP status of one transfer outcome: 201 a new transfer, 200 an existing one, or the
+    refusal's own status (every LedgerError maps to one)."""
+    if outcome.error is not None:
+        return outcome.error.status
+    return 201 if outcome.kind is OutcomeKind.CREATED else 200
+
+
+def batch_item(index: int, outcome: Outcome) -> BatchItem:
+    status = outcome_status(outcome)
+    if outcome.error is not None:
+        return BatchItem(index=index, status=status, error=outcome.error.problem())
+    if outcome.transfer is None:
+        raise TransferNotFound("no transfer")
+    return BatchItem(index=index, status=status, transfer=transfer_out(outcome.transfer))
+
+
+def batch_result(outcomes: list[Outcome]) -> BatchResult:
+    return BatchResult(results=[batch_item(i, o) for i, o in enumerate(outcomes)])

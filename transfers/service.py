@@ -1,9 +1,13 @@
-"""Transfer decisions on top of the posting kernel: single, batch, post, void, reverse, expire."""
+"""Transfer decisions on top of the posting engine: single, batch, post, void, reverse, expire.
+
+Every function answers in domain terms (transfer state, outcomes); the controllers choose the
+HTTP status and body.
+"""
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
+from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -11,9 +15,17 @@ from ledger.core.context import WriteContext
 from ledger.core.errors import TransferNotFound, ValidationFailed
 from ledger.core.schemas import check_metadata, check_text
 from ledger.posting import engine
-from ledger.posting.engine import Outcome, TransferCommand, transfer_out
+from ledger.posting.commands import TransferCommand
+from ledger.posting.engine import Outcome, OutcomeKind
+from ledger.posting.state import TransferState, VoidedId
 from transfers import repository as repo
-from transfers.schemas import BatchCreate, BatchItem, BatchResult, TransferCreate, TransferOut
+from transfers.schemas import BatchCreate, TransferCreate
+
+
+@dataclass(frozen=True, slots=True)
+class TransferResult:
+    transfer: TransferState
+    created: bool  # a new transfer (a create or a reversal); False: an existing one
 
 
 def to_command(body: TransferCreate, field_prefix: str = "") -> TransferCommand:
@@ -36,90 +48,78 @@ def to_command(body: TransferCreate, field_prefix: str = "") -> TransferCommand:
     )
 
 
-def _single(outcome: Outcome) -> tuple[int, TransferOut]:
+def batch_commands(body: BatchCreate) -> list[TransferCommand]:
+    return [to_command(item, f"transfers.{i}.") for i, item in enumerate(body.transfers)]
+
+
+def _single(outcome: Outcome) -> TransferResult:
+    """One operation's outcome, its refusal raised."""
     if outcome.error is not None:
         raise outcome.error
     if outcome.transfer is None:
         raise TransferNotFound("no transfer")
-    return outcome.status, transfer_out(outcome.transfer)
+    return TransferResult(outcome.transfer, created=outcome.kind is OutcomeKind.CREATED)
 
 
 async def create_transfer(
     session: AsyncSession, command: TransferCommand, ctx: WriteContext
-) -> tuple[int, TransferOut]:
+) -> TransferResult:
     [outcome] = await engine.create_transfers(session, [command], atomic=True, ctx=ctx)
     return _single(outcome)
 
 
 async def create_batch(
     session: AsyncSession, commands: list[TransferCommand], atomic: bool, ctx: WriteContext
-) -> tuple[int, BatchResult]:
-    outcomes = await engine.create_transfers(session, commands, atomic=atomic, ctx=ctx)
-    return 200, BatchResult(results=[_item(i, o) for i, o in enumerate(outcomes)])
-
-
-def _item(index: int, outcome: Outcome) -> BatchItem:
-    if outcome.error is not None:
-        return BatchItem(index=index, status=outcome.status, error=outcome.error.problem())
-    if outcome.transfer is None:
-        raise TransferNotFound("no transfer")
-    return BatchItem(index=index, status=outcome.status, transfer=transfer_out(outcome.transfer))
-
-
-def batch_commands(body: BatchCreate) -> list[TransferCommand]:
-    return [to_command(item, f"transfers.{i}.") for i, item in enumerate(body.transfers)]
+) -> list[Outcome]:
+    """One outcome per command, in order (refusals included, not raised)."""
+    return await engine.create_transfers(session, commands, atomic=atomic, ctx=ctx)
 
 
 async def post_transfer(
     session: AsyncSession, transfer_id: uuid.UUID, amount: int | None, ctx: WriteContext
-) -> tuple[int, TransferOut]:
-    return _single(await engine.post_pending(session, transfer_id, amount, ctx))
+) -> TransferResult:
+    return _single(await engine.post_transfer(session, transfer_id, amount, ctx))
 
 
 async def void_transfer(
     session: AsyncSession, transfer_id: uuid.UUID, ctx: WriteContext
-) -> tuple[int, TransferOut]:
-    outcome = await engine.void_pending(session, transfer_id, ctx)
+) -> TransferResult | VoidedId:
+    """The voided transfer, or, for an id the ledger never saw, the TCC empty cancel."""
+    outcome = await engine.void_transfer(session, transfer_id, ctx)
     if outcome is not None:
         return _single(outcome)
     voided_at = await repo.tombstone_time(session, transfer_id) or ctx.now
-    return 200, empty_cancel(transfer_id, voided_at)
-
-
-def empty_cancel(transfer_id: uuid.UUID, at: dt.datetime) -> TransferOut:
-    """TCC empty cancel: the id is remembered so a late create is refused."""
-    return TransferOut(
-        id=transfer_id,
-        debit_account_id=None,
-        credit_account_id=None,
-        amount=0,
-        currency=None,
-        state="voided",
-        posted_amount=0,
-        reference=None,
-        metadata={},
-        timeout_at=None,
-        created_at=at,
-        updated_at=at,
-        reversal_of=None,
-    )
+    return VoidedId(transfer_id, voided_at)
 
 
 async def reverse_transfer(
     session: AsyncSession, transfer_id: uuid.UUID, amount: int | None, ctx: WriteContext
-) -> tuple[int, TransferOut]:
+) -> TransferResult:
     return _single(await engine.reverse_transfer(session, transfer_id, amount, ctx))
 
 
-async def get_transfer(session: AsyncSession, transfer_id: uuid.UUID) -> TransferOut:
+async def get_transfer(session: AsyncSession, transfer_id: uuid.UUID) -> TransferState:
     found = await repo.get_transfer(session, transfer_id)
     if found is None:
         raise TransferNotFound(f"transfer {transfer_id} not found")
-    return transfer_out(found)
+    return found
+
+
+async def list_transfers(
+    session: AsyncSession,
+    *,
+    account_id: uuid.UUID | None,
+    state: str | None,
+    after: uuid.UUID | None,
+    limit: int,
+) -> list[TransferState]:
+    return await repo.list_transfers(
+        session, account_id=account_id, state=state, after=after, limit=limit
+    )
 
 
 async def expire_one(session: AsyncSession, transfer_id: uuid.UUID, ctx: WriteContext) -> bool:
-    """Expire one pending transfer if it is still pending and past its timeout."""
-    outcome = await engine.void_pending(session, transfer_id, ctx, expire=True)
-    # `changed` is set only when this transaction released the hold (not on a no-op).
-    return outcome is not None and outcome.transfer is not None and outcome.transfer.changed
+    """Expire one pending transfer if it is still pending and past its timeout. True when this
+    transaction released the hold (not on a no-op)."""
+    outcome = await engine.expire_transfer(session, transfer_id, ctx)
+    return outcome is not None and outcome.kind is OutcomeKind.CHANGED

@@ -18,8 +18,6 @@ from ledger.core.errors import (
 T = TypeVar("T")
 log = structlog.get_logger("ledger.http")
 
-PROBLEM = "application/problem+json"
-
 
 def check_limit(limit: int) -> int:
     if not (1 <= limit <= limits.LIST_LIMIT_MAX):

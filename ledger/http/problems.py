@@ -13,6 +13,7 @@ from sqlalchemy.exc import DataError
 from ledger.core import limits
 from ledger.core.db import is_unavailable, sqlstate
 from ledger.core.errors import (
+    PROBLEM_MEDIA_TYPE,
     LedgerError,
     PayloadTooLarge,
     ServiceUnavailable,
@@ -21,8 +22,6 @@ from ledger.core.errors import (
 
 T = TypeVar("T")
 log = structlog.get_logger("ledger.http")
-
-PROBLEM = "application/problem+json"
 
 
 HTTP_CODES = {
@@ -47,7 +46,7 @@ def problem_response(
     return Response(
         content=msgspec.json.encode(body),
         status_code=int(body["status"]),
-        media_type=PROBLEM,
+        media_type=PROBLEM_MEDIA_TYPE,
         headers=headers or {},
     )
 

@@ -11,8 +11,6 @@ from litestar import Response
 T = TypeVar("T")
 log = structlog.get_logger("ledger.http")
 
-PROBLEM = "application/problem+json"
-
 
 def json_response(
     value: Any, status: int = 200, headers: dict[str, str] | None = None

@@ -1,22 +1,25 @@
-"""The posting kernel. Its primitive: post this list of transfer commands in one transaction.
+"""The posting engine. Its primitive: post this list of transfer commands in one transaction.
 
 Sequence, for every operation: lock transfer ids (advisory, sorted) -> lock accounts
 (`ORDER BY id FOR UPDATE`) -> read transfers and tombstones *after* the locks -> decide on the
 locked state, item by item in arrival order -> write transfers, entries, balances, events and
 audit records in bulk. The caller owns the transaction and commits once.
+
+The engine speaks the ledger's language, not HTTP's: an operation's `Outcome` says what
+happened (created, changed, unchanged, refused); the layers above choose the status codes.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from accounts.schemas import balances_of
 from ledger.audit.writer import AuditEntry, add_audit, write_audit
 from ledger.core.bulk import BulkWriter
 from ledger.core.context import WriteContext
@@ -26,61 +29,38 @@ from ledger.core.errors import (
     InvariantViolation,
     LedgerError,
     NotCommitted,
-    PostExceedsPending,
-    ReversalExceedsPosted,
     SameAccount,
     TransferAlreadyVoided,
     TransferExistsWithDifferentFields,
     TransferNotFound,
     TransferNotPending,
-    TransferNotPosted,
 )
 from ledger.core.ids import new_id
+from ledger.posting import events, rules
 from ledger.posting import repository as repo
-from ledger.posting import rules
-from ledger.posting.repository import TransferRow
-from ledger.posting.rules import AccountState
+from ledger.posting.commands import TransferCommand, command_data
+from ledger.posting.events import TransferEventKind, transfer_data
+from ledger.posting.state import AccountState, TransferState
 from observability import metrics
 from outbox.writer import PendingEvent, add_events
-from transfers.schemas import TransferOut
 
 
-@dataclass(frozen=True, slots=True)
-class TransferCommand:
-    debit_account_id: uuid.UUID
-    credit_account_id: uuid.UUID
-    amount: int
-    id: uuid.UUID | None = None
-    currency: str | None = None
-    pending: bool = False
-    timeout_seconds: int | None = None
-    reference: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
+class OutcomeKind(enum.Enum):
+    CREATED = "created"  # a new transfer: a create, or a reversal
+    CHANGED = "changed"  # an existing transfer moved on: posted, voided or expired
+    UNCHANGED = "unchanged"  # asked again, already so (or not due yet): nothing written
+    REFUSED = "refused"  # `error` says why; nothing written for this item
 
 
 @dataclass(slots=True)
 class Outcome:
-    status: int
-    transfer: TransferRow | None = None
+    kind: OutcomeKind
+    transfer: TransferState | None = None
     error: LedgerError | None = None
 
-
-def transfer_out(t: TransferRow) -> TransferOut:
-    return TransferOut(
-        id=t.id,
-        debit_account_id=t.debit_account_id,
-        credit_account_id=t.credit_account_id,
-        amount=t.amount,
-        currency=t.currency,
-        state=t.state,  # type: ignore[arg-type]
-        posted_amount=t.posted_amount,
-        reference=t.reference,
-        metadata=t.metadata,
-        timeout_at=t.timeout_at,
-        created_at=t.created_at,
-        updated_at=t.updated_at,
-        reversal_of=t.reversal_of,
-    )
+    @classmethod
+    def refused(cls, error: LedgerError) -> Outcome:
+        return cls(OutcomeKind.REFUSED, error=error)
 
 
 class Posting:
@@ -89,7 +69,7 @@ class Posting:
     def __init__(self, ctx: WriteContext) -> None:
         self.ctx = ctx
         self.accounts: dict[uuid.UUID, AccountState] = {}
-        self.transfers: dict[uuid.UUID, TransferRow] = {}
+        self.transfers: dict[uuid.UUID, TransferState] = {}
         self.entries: list[dict[str, Any]] = []
         self.events: list[PendingEvent] = []
         self.audit: list[AuditEntry] = []
@@ -97,23 +77,7 @@ class Posting:
 
     # -- recording -------------------------------------------------------------------------
 
-    def _account_changed(self, account: AccountState, transfer: TransferRow) -> None:
-        self.events.append(
-            PendingEvent(
-                type="ledger.account.balance_changed",
-                subject=account.id,
-                sequence=account.version,
-                ctx=self.ctx,
-                data={
-                    "account_id": account.id,
-                    "transfer_id": transfer.id,
-                    "version": account.version,
-                    "balances": balances_of(account),
-                },
-            )
-        )
-
-    def _entries(self, transfer: TransferRow, amount: int) -> None:
+    def _entries(self, transfer: TransferState, amount: int) -> None:
         for account, direction in (
             (self.accounts[transfer.debit_account_id], "debit"),
             (self.accounts[transfer.credit_account_id], "credit"),
@@ -131,26 +95,30 @@ class Posting:
             )
 
     def _moved(
-        self, transfer: TransferRow, deltas: tuple[rules.Delta, rules.Delta], posted: int
+        self, transfer: TransferState, deltas: tuple[rules.Delta, rules.Delta], posted: int
     ) -> None:
         debit = self.accounts[transfer.debit_account_id]
         credit = self.accounts[transfer.credit_account_id]
         rules.move(debit, credit, deltas[0], deltas[1], self.ctx.now)
         if posted:
             self._entries(transfer, posted)
-        self._account_changed(debit, transfer)
-        self._account_changed(credit, transfer)
+        self.events.append(events.balance_changed(debit, transfer, self.ctx))
+        self.events.append(events.balance_changed(credit, transfer, self.ctx))
 
-    def _transfer_event(self, kind: str, transfer: TransferRow) -> None:
-        self.events.append(
-            PendingEvent(
-                type=f"ledger.transfer.{kind}",
-                subject=transfer.id,
-                data=transfer_out(transfer),
+    def _transfer_event(self, kind: TransferEventKind, transfer: TransferState) -> None:
+        self.events.append(events.transfer_event(kind, transfer, self.ctx))
+        self.states.append(transfer.state)
+
+    def _audit(self, action: str, transfer_id: uuid.UUID, data: dict[str, Any]) -> None:
+        self.audit.append(
+            AuditEntry(
                 ctx=self.ctx,
+                action=action,
+                object_type="transfer",
+                object_id=str(transfer_id),
+                data=data,
             )
         )
-        self.states.append(transfer.state)
 
     # -- operations ------------------------------------------------------------------------
 
@@ -159,8 +127,8 @@ class Posting:
         if transfer_id is not None:
             existing = self.transfers.get(transfer_id)
             if existing is not None:
-                if same_fields(existing, command):
-                    return Outcome(200, existing)
+                if rules.same_fields(existing, command):
+                    return Outcome(OutcomeKind.UNCHANGED, existing)
                 raise TransferExistsWithDifferentFields(
                     f"transfer {transfer_id} exists with different fields"
                 )
@@ -175,12 +143,29 @@ class Posting:
             raise AccountNotFound(f"account {missing} not found")
         rules.check_pair(debit, credit, command.currency)
         rules.check_active(debit, credit)
+        transfer = self._new_transfer(command, debit, credit)
+        if command.pending:
+            self._moved(transfer, rules.hold_deltas(command.amount), posted=0)
+        else:
+            self._moved(transfer, rules.post_deltas(command.amount), posted=command.amount)
+        self.transfers[transfer.id] = transfer
+        self._transfer_event("pending" if command.pending else "posted", transfer)
+        self._audit(
+            "transfer.create",
+            transfer.id,
+            {"request": command_data(command), "result": transfer_data(transfer)},
+        )
+        return Outcome(OutcomeKind.CREATED, transfer)
+
+    def _new_transfer(
+        self, command: TransferCommand, debit: AccountState, credit: AccountState
+    ) -> TransferState:
         now = self.ctx.now
         timeout_at = None
         if command.pending and command.timeout_seconds:
             timeout_at = now + dt.timedelta(seconds=command.timeout_seconds)
-        transfer = TransferRow(
-            id=transfer_id or new_id(),
+        return TransferState(
+            id=command.id or new_id(),
             debit_account_id=debit.id,
             credit_account_id=credit.id,
             amount=command.amount,
@@ -198,97 +183,64 @@ class Posting:
             timeout_seconds=command.timeout_seconds if command.pending else None,
             is_new=True,
         )
-        if command.pending:
-            self._moved(transfer, rules.hold_deltas(command.amount), posted=0)
-        else:
-            self._moved(transfer, rules.post_deltas(command.amount), posted=command.amount)
-        self.transfers[transfer.id] = transfer
-        self._transfer_event(transfer.state, transfer)
-        self.audit.append(
-            AuditEntry(
-                ctx=self.ctx,
-                action="transfer.create",
-                object_type="transfer",
-                object_id=str(transfer.id),
-                data={"request": command_data(command), "result": transfer_out(transfer)},
-            )
-        )
-        return Outcome(201, transfer)
 
-    def settle(self, transfer: TransferRow, amount: int | None) -> Outcome:
+    def post(self, transfer: TransferState, amount: int | None) -> Outcome:
         """Confirm (post) a pending transfer, in full or for less; the rest is released."""
-        if transfer.state == "posted" and (amount is None or amount == transfer.posted_amount):
-            return Outcome(200, transfer)
-        if transfer.state != "pending":
-            raise TransferNotPending(f"transfer {transfer.id} is {transfer.state}")
-        if transfer.timeout_at is not None and transfer.timeout_at <= self.ctx.now:
-            raise TransferNotPending(f"transfer {transfer.id} expired at {transfer.timeout_at}")
-        post_amount = transfer.amount if amount is None else amount
-        if post_amount > transfer.amount:
-            raise PostExceedsPending(
-                f"cannot post {post_amount}: transfer {transfer.id} holds {transfer.amount}"
-            )
-        self._moved(transfer, rules.settle_deltas(transfer.amount, post_amount), post_amount)
+        if rules.already_posted(transfer, amount):
+            return Outcome(OutcomeKind.UNCHANGED, transfer)
+        posted = rules.post_amount(transfer, amount, self.ctx.now)
+        self._moved(transfer, rules.settle_deltas(transfer.amount, posted), posted)
         transfer.state = "posted"
-        transfer.posted_amount = post_amount
+        transfer.posted_amount = posted
         transfer.updated_at = self.ctx.now
         transfer.changed = True
         self._transfer_event("posted", transfer)
-        self.audit.append(
-            AuditEntry(
-                ctx=self.ctx,
-                action="transfer.post",
-                object_type="transfer",
-                object_id=str(transfer.id),
-                data={"request": {"amount": amount}, "result": transfer_out(transfer)},
-            )
+        self._audit(
+            "transfer.post",
+            transfer.id,
+            {"request": {"amount": amount}, "result": transfer_data(transfer)},
         )
-        return Outcome(200, transfer)
+        return Outcome(OutcomeKind.CHANGED, transfer)
 
-    def release(self, transfer: TransferRow, *, expire: bool) -> Outcome:
-        """Cancel (void) a pending transfer, or expire it: the hold is released in full."""
-        final = "expired" if expire else "voided"
+    def void(self, transfer: TransferState) -> Outcome:
+        """Cancel (void) a pending transfer: the hold is released in full."""
+        return self._release(transfer, "voided", "transfer.void")
+
+    def expire(self, transfer: TransferState) -> Outcome:
+        """Expire a pending transfer past its timeout: the hold is released in full."""
+        if transfer.state != "pending" or not rules.is_due(transfer, self.ctx.now):
+            return Outcome(OutcomeKind.UNCHANGED, transfer)
+        return self._release(transfer, "expired", "transfer.expire")
+
+    def _release(self, transfer: TransferState, final: TransferEventKind, action: str) -> Outcome:
         if transfer.state == final:
-            return Outcome(200, transfer)
-        if transfer.state != "pending":
-            raise TransferNotPending(f"transfer {transfer.id} is {transfer.state}")
+            return Outcome(OutcomeKind.UNCHANGED, transfer)
+        rules.check_pending(transfer)
         self._moved(transfer, rules.release_deltas(transfer.amount), posted=0)
         transfer.state = final
         transfer.updated_at = self.ctx.now
         transfer.changed = True
         self._transfer_event(final, transfer)
-        self.audit.append(
-            AuditEntry(
-                ctx=self.ctx,
-                action="transfer.expire" if expire else "transfer.void",
-                object_type="transfer",
-                object_id=str(transfer.id),
-                data={"result": transfer_out(transfer)},
-            )
-        )
-        return Outcome(200, transfer)
+        self._audit(action, transfer.id, {"result": transfer_data(transfer)})
+        return Outcome(OutcomeKind.CHANGED, transfer)
 
-    def reverse(self, original: TransferRow, amount: int | None, reversal_id: uuid.UUID) -> Outcome:
-        if original.state != "posted":
-            raise TransferNotPosted(f"transfer {original.id} is {original.state}")
-        remaining = original.posted_amount - original.reversed_amount
-        reverse_amount = remaining if amount is None else amount
-        if reverse_amount > remaining or reverse_amount <= 0:
-            raise ReversalExceedsPosted(
-                f"transfer {original.id} has {remaining} left to reverse, asked {reverse_amount}"
-            )
+    def reverse(
+        self, original: TransferState, amount: int | None, reversal_id: uuid.UUID
+    ) -> Outcome:
+        """Move back all or part of a posted transfer, as a new transfer the other way."""
+        reversed_now = rules.reversal_amount(original, amount)
         debit = self.accounts[original.credit_account_id]
         credit = self.accounts[original.debit_account_id]
         rules.check_active(debit, credit)
         now = self.ctx.now
-        reversal = TransferRow(
+        reversal = TransferState(
             id=reversal_id,
             debit_account_id=debit.id,
             credit_account_id=credit.id,
-            amount=reverse_amount,
+            amount=reversed_now,
             currency=original.currency,
             state="posted",
-            posted_amount=reverse_amount,
+            posted_amount=reversed_now,
             reversed_amount=0,
             reference=original.reference,
             metadata={},
@@ -300,26 +252,22 @@ class Posting:
             timeout_seconds=None,
             is_new=True,
         )
-        self._moved(reversal, rules.post_deltas(reverse_amount), posted=reverse_amount)
-        original.reversed_amount += reverse_amount
+        self._moved(reversal, rules.post_deltas(reversed_now), posted=reversed_now)
+        original.reversed_amount += reversed_now
         original.updated_at = now
         original.changed = True
         self.transfers[reversal.id] = reversal
         self._transfer_event("reversed", reversal)
-        self.audit.append(
-            AuditEntry(
-                ctx=self.ctx,
-                action="transfer.reverse",
-                object_type="transfer",
-                object_id=str(original.id),
-                data={
-                    "request": {"amount": amount},
-                    "result": transfer_out(reversal),
-                    "reversed_amount": original.reversed_amount,
-                },
-            )
+        self._audit(
+            "transfer.reverse",
+            original.id,
+            {
+                "request": {"amount": amount},
+                "result": transfer_data(reversal),
+                "reversed_amount": original.reversed_amount,
+            },
         )
-        return Outcome(201, reversal)
+        return Outcome(OutcomeKind.CREATED, reversal)
 
     async def flush(self, session: AsyncSession, writer: BulkWriter | None = None) -> None:
         """Write what the posting decided: sent now, or queued on the caller's `writer`."""
@@ -343,33 +291,7 @@ def _count_states(states: list[str]) -> None:
         metrics.TRANSFERS.labels(state=state).inc()
 
 
-def same_fields(existing: TransferRow, command: TransferCommand) -> bool:
-    """TigerBeetle's `exists` vs `exists_with_different_fields`, on what the client asked."""
-    return (
-        existing.reversal_of is None
-        and existing.debit_account_id == command.debit_account_id
-        and existing.credit_account_id == command.credit_account_id
-        and existing.amount == command.amount
-        and (command.currency is None or command.currency == existing.currency)
-        and existing.created_pending == command.pending
-        and (existing.timeout_seconds or 0) == (command.timeout_seconds or 0)
-        and existing.reference == command.reference
-        and existing.metadata == command.metadata
-    )
-
-
-def command_data(command: TransferCommand) -> dict[str, Any]:
-    return {
-        "id": command.id,
-        "debit_account_id": command.debit_account_id,
-        "credit_account_id": command.credit_account_id,
-        "amount": command.amount,
-        "currency": command.currency,
-        "pending": command.pending,
-        "timeout_seconds": command.timeout_seconds,
-        "reference": command.reference,
-        "metadata": command.metadata,
-    }
+# -- the operations, each in the caller's transaction ---------------------------------------
 
 
 async def create_transfers(
@@ -408,7 +330,7 @@ async def create_transfers(
         except LedgerError as error:
             if atomic:
                 return _not_committed(len(commands), len(outcomes), error)
-            outcomes.append(Outcome(error.status, error=error))
+            outcomes.append(Outcome.refused(error))
     await posting.flush(session, writer)
     if writer is None:  # else the caller sends the writes, and observes the whole post
         metrics.TRANSFER_DURATION.observe(time.perf_counter() - started)
@@ -419,16 +341,17 @@ def _not_committed(count: int, failed_index: int, error: LedgerError) -> list[Ou
     outcomes = []
     for index in range(count):
         if index == failed_index:
-            outcomes.append(Outcome(error.status, error=error))
+            outcomes.append(Outcome.refused(error))
         else:
-            skipped = NotCommitted(f"item {failed_index} failed: {error.code}")
-            outcomes.append(Outcome(skipped.status, error=skipped))
+            outcomes.append(
+                Outcome.refused(NotCommitted(f"item {failed_index} failed: {error.code}"))
+            )
     return outcomes
 
 
 async def _lock_existing(
     session: AsyncSession, posting: Posting, transfer_id: uuid.UUID
-) -> TransferRow | None:
+) -> TransferState | None:
     """The transfer and its accounts, locked (repo.lock_existing), on the posting."""
     posting.accounts, transfer = await repo.lock_existing(session, transfer_id)
     if transfer is not None:
@@ -436,7 +359,7 @@ async def _lock_existing(
     return transfer
 
 
-async def post_pending(
+async def post_transfer(
     session: AsyncSession, transfer_id: uuid.UUID, amount: int | None, ctx: WriteContext
 ) -> Outcome:
     posting = Posting(ctx)
@@ -445,21 +368,19 @@ async def post_pending(
         if transfer_id in await repo.load_tombstones(session, [transfer_id]):
             raise TransferNotPending(f"transfer {transfer_id} was voided")
         raise TransferNotFound(f"transfer {transfer_id} not found")
-    outcome = posting.settle(transfer, amount)
+    outcome = posting.post(transfer, amount)
     await posting.flush(session)
     return outcome
 
 
-async def void_pending(
-    session: AsyncSession, transfer_id: uuid.UUID, ctx: WriteContext, *, expire: bool = False
+async def void_transfer(
+    session: AsyncSession, transfer_id: uuid.UUID, ctx: WriteContext
 ) -> Outcome | None:
-    """Void (or expire) a pending transfer. Returns None for an id the ledger never saw: the
-    caller answers the TCC empty cancel, after a tombstone is written here."""
+    """Void a pending transfer. Returns None for an id the ledger never saw: the caller answers
+    the TCC empty cancel, after a tombstone is written here."""
     posting = Posting(ctx)
     transfer = await _lock_existing(session, posting, transfer_id)
     if transfer is None:
-        if expire:
-            return None
         if transfer_id not in await repo.load_tombstones(session, [transfer_id]):
             await repo.insert_tombstone(session, transfer_id, ctx.now)
             await write_audit(
@@ -475,11 +396,21 @@ async def void_pending(
                 ctx,
             )
         return None
-    if expire and (
-        transfer.state != "pending" or transfer.timeout_at is None or transfer.timeout_at > ctx.now
-    ):
-        return Outcome(200, transfer)
-    outcome = posting.release(transfer, expire=expire)
+    outcome = posting.void(transfer)
+    await posting.flush(session)
+    return outcome
+
+
+async def expire_transfer(
+    session: AsyncSession, transfer_id: uuid.UUID, ctx: WriteContext
+) -> Outcome | None:
+    """Expire a pending transfer past its timeout (a no-op, UNCHANGED, for any other). Returns
+    None for an id the ledger does not hold."""
+    posting = Posting(ctx)
+    transfer = await _lock_existing(session, posting, transfer_id)
+    if transfer is None:
+        return None
+    outcome = posting.expire(transfer)
     await posting.flush(session)
     return outcome
 

@@ -1,11 +1,11 @@
-"""All SQL of the posting kernel: locks, loads and bulk writes."""
+"""All SQL of the posting engine: locks, loads and bulk writes, to and from domain state."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -15,7 +15,7 @@ from ledger.core import pipeline
 from ledger.core.bulk import BulkWriter, json_rows
 from ledger.core.pipeline import Statement
 from ledger.posting.models import Account, Entry, Transfer, VoidedTransferId
-from ledger.posting.rules import AccountState
+from ledger.posting.state import AccountState, TransferState
 
 accounts_t = cast(sa.Table, Account.__table__)
 transfers_t = cast(sa.Table, Transfer.__table__)
@@ -26,48 +26,6 @@ ACCOUNT_COLUMNS = [c for c in accounts_t.c]
 TRANSFER_COLUMNS = [c for c in transfers_t.c]
 
 
-@dataclass(slots=True)
-class TransferRow:
-    id: uuid.UUID
-    debit_account_id: uuid.UUID
-    credit_account_id: uuid.UUID
-    amount: int
-    currency: str
-    state: str
-    posted_amount: int
-    reversed_amount: int
-    reference: str | None
-    metadata: dict[str, Any]
-    timeout_at: dt.datetime | None
-    created_at: dt.datetime
-    updated_at: dt.datetime
-    reversal_of: uuid.UUID | None
-    created_pending: bool
-    timeout_seconds: int | None
-    is_new: bool = field(default=False, compare=False)
-    changed: bool = field(default=False, compare=False)
-
-    def as_row(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "debit_account_id": self.debit_account_id,
-            "credit_account_id": self.credit_account_id,
-            "amount": self.amount,
-            "currency": self.currency,
-            "state": self.state,
-            "posted_amount": self.posted_amount,
-            "reversed_amount": self.reversed_amount,
-            "reference": self.reference,
-            "metadata": self.metadata,
-            "timeout_at": self.timeout_at,
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-            "reversal_of": self.reversal_of,
-            "created_pending": self.created_pending,
-            "timeout_seconds": self.timeout_seconds,
-        }
-
-
 ACCOUNT_NAMES = tuple(c.name for c in ACCOUNT_COLUMNS)
 TRANSFER_NAMES = tuple(c.name for c in TRANSFER_COLUMNS)
 
@@ -76,8 +34,8 @@ def account_from_row(row: sa.Row[Any]) -> AccountState:
     return AccountState(**row._mapping)
 
 
-def transfer_from_row(row: sa.Row[Any]) -> TransferRow:
-    return TransferRow(**row._mapping)
+def transfer_from_row(row: sa.Row[Any]) -> TransferState:
+    return TransferState(**row._mapping)
 
 
 def _select(table: sa.Table, names: tuple[str, ...]) -> str:
@@ -85,7 +43,7 @@ def _select(table: sa.Table, names: tuple[str, ...]) -> str:
     return f'SELECT {quoted} FROM "{table.name}" WHERE id = ANY(%s::uuid[]) ORDER BY id'
 
 
-# The kernel's reads, in psycopg's placeholder style: they run in pipelines (ledger.pipeline).
+# The engine's reads, in psycopg's placeholder style: they run in pipelines (ledger.pipeline).
 _ADVISORY_LOCKS = "SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k"
 _LOAD_ACCOUNTS = _select(accounts_t, ACCOUNT_NAMES)
 _LOCK_ACCOUNTS = _LOAD_ACCOUNTS + " FOR UPDATE"
@@ -138,9 +96,9 @@ def accounts_of(rows: list[Any] | None) -> dict[uuid.UUID, AccountState]:
     }
 
 
-def transfers_of(rows: list[Any] | None) -> dict[uuid.UUID, TransferRow]:
+def transfers_of(rows: list[Any] | None) -> dict[uuid.UUID, TransferState]:
     return {
-        row[0]: TransferRow(**dict(zip(TRANSFER_NAMES, row, strict=True))) for row in rows or ()
+        row[0]: TransferState(**dict(zip(TRANSFER_NAMES, row, strict=True))) for row in rows or ()
     }
 
 
@@ -151,7 +109,7 @@ def tombstones_of(rows: list[Any] | None) -> set[uuid.UUID]:
 @dataclass(slots=True)
 class Locked:
     accounts: dict[uuid.UUID, AccountState]
-    transfers: dict[uuid.UUID, TransferRow]
+    transfers: dict[uuid.UUID, TransferState]
     tombstones: set[uuid.UUID]
 
 
@@ -178,7 +136,7 @@ async def lock_for_create(
 
 async def lock_existing(
     session: AsyncSession, transfer_id: uuid.UUID
-) -> tuple[dict[uuid.UUID, AccountState], TransferRow | None]:
+) -> tuple[dict[uuid.UUID, AccountState], TransferState | None]:
     """Lock order for operations on an existing transfer: its id, then its accounts, then its
     row. Two round trips: the id lock with a first read (to learn the accounts), then the
     accounts and the row, both FOR UPDATE."""
@@ -200,7 +158,7 @@ async def lock_existing(
 
 async def load_transfers(
     session: AsyncSession, ids: Iterable[uuid.UUID], *, for_update: bool = False
-) -> dict[uuid.UUID, TransferRow]:
+) -> dict[uuid.UUID, TransferState]:
     [rows] = await pipeline.run(session, [load_transfers_statement(ids, for_update=for_update)])
     return transfers_of(rows)
 
@@ -214,6 +172,28 @@ async def insert_tombstone(session: AsyncSession, transfer_id: uuid.UUID, now: d
     await session.execute(sa.insert(tombstones_t).values(id=transfer_id, created_at=now))
 
 
+def _transfer_row(t: TransferState) -> dict[str, Any]:
+    """A new transfer as its row: every column, in the table's order."""
+    return {
+        "id": t.id,
+        "debit_account_id": t.debit_account_id,
+        "credit_account_id": t.credit_account_id,
+        "amount": t.amount,
+        "currency": t.currency,
+        "state": t.state,
+        "posted_amount": t.posted_amount,
+        "reversed_amount": t.reversed_amount,
+        "reference": t.reference,
+        "metadata": t.metadata,
+        "timeout_at": t.timeout_at,
+        "created_at": t.created_at,
+        "updated_at": t.updated_at,
+        "reversal_of": t.reversal_of,
+        "created_pending": t.created_pending,
+        "timeout_seconds": t.timeout_seconds,
+    }
+
+
 _UPDATE_TRANSFERS = f"""
     UPDATE "{transfers_t.name}" AS t
        SET state = v.state, posted_amount = v.posted_amount,
@@ -225,13 +205,13 @@ _UPDATE_TRANSFERS = f"""
 """
 
 
-async def add_transfers(writer: BulkWriter, transfers: Iterable[TransferRow]) -> None:
+async def add_transfers(writer: BulkWriter, transfers: Iterable[TransferState]) -> None:
     """Queue new transfers (inserted) and changed ones (state and amounts updated)."""
     new_rows = []
     changed_rows = []
     for t in transfers:
         if t.is_new:
-            new_rows.append(t.as_row())
+            new_rows.append(_transfer_row(t))
         elif t.changed:
             changed_rows.append(
                 {

@@ -1,4 +1,4 @@
-"""The posting rules on locked account state: pure functions, no I/O.
+"""The posting rules on locked state: pure functions, no I/O.
 
 A movement is described by how much it adds to (or removes from) each balance component of the
 two accounts. Every rule is checked on the proposed values *before* anything changes, so a
@@ -8,9 +8,7 @@ refused movement leaves the in-memory state exactly as it was.
 from __future__ import annotations
 
 import datetime as dt
-import uuid
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from ledger.core import limits
 from ledger.core.errors import (
@@ -19,60 +17,14 @@ from ledger.core.errors import (
     CurrencyMismatch,
     InsufficientFunds,
     InvariantViolation,
+    PostExceedsPending,
+    ReversalExceedsPosted,
     SameAccount,
+    TransferNotPending,
+    TransferNotPosted,
 )
-
-
-@dataclass(slots=True)
-class AccountState:
-    id: uuid.UUID
-    code: str
-    currency: str
-    normal_balance: str
-    min_balance: int | None
-    status: str
-    metadata: dict[str, Any]
-    version: int
-    posted_debits: int
-    posted_credits: int
-    pending_debits: int
-    pending_credits: int
-    created_at: dt.datetime
-    updated_at: dt.datetime
-    changed: bool = field(default=False, compare=False)
-
-    @property
-    def posted(self) -> int:
-        return posted_balance(self.normal_balance, self.posted_debits, self.posted_credits)
-
-    @property
-    def available(self) -> int:
-        return available_balance(
-            self.normal_balance,
-            self.posted_debits,
-            self.posted_credits,
-            self.pending_debits,
-            self.pending_credits,
-        )
-
-
-def posted_balance(normal_balance: str, posted_debits: int, posted_credits: int) -> int:
-    if normal_balance == "credit":
-        return posted_credits - posted_debits
-    return posted_debits - posted_credits
-
-
-def available_balance(
-    normal_balance: str,
-    posted_debits: int,
-    posted_credits: int,
-    pending_debits: int,
-    pending_credits: int,
-) -> int:
-    posted = posted_balance(normal_balance, posted_debits, posted_credits)
-    if normal_balance == "credit":
-        return posted - pending_debits
-    return posted - pending_credits
+from ledger.posting.commands import TransferCommand
+from ledger.posting.state import AccountState, TransferState, available_balance
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,3 +120,62 @@ def settle_deltas(held: int, amount: int) -> tuple[Delta, Delta]:
 
 def release_deltas(held: int) -> tuple[Delta, Delta]:
     return Delta(pending_debits=-held), Delta(pending_credits=-held)
+
+
+# -- transfers -------------------------------------------------------------------------------
+
+
+def same_fields(existing: TransferState, command: TransferCommand) -> bool:
+    """TigerBeetle's `exists` vs `exists_with_different_fields`, on what the client asked."""
+    return (
+        existing.reversal_of is None
+        and existing.debit_account_id == command.debit_account_id
+        and existing.credit_account_id == command.credit_account_id
+        and existing.amount == command.amount
+        and (command.currency is None or command.currency == existing.currency)
+        and existing.created_pending == command.pending
+        and (existing.timeout_seconds or 0) == (command.timeout_seconds or 0)
+        and existing.reference == command.reference
+        and existing.metadata == command.metadata
+    )
+
+
+def already_posted(transfer: TransferState, amount: int | None) -> bool:
+    """A repeated post: the transfer is posted, for the amount asked (or any, when none is)."""
+    return transfer.state == "posted" and (amount is None or amount == transfer.posted_amount)
+
+
+def check_pending(transfer: TransferState) -> None:
+    if transfer.state != "pending":
+        raise TransferNotPending(f"transfer {transfer.id} is {transfer.state}")
+
+
+def is_due(transfer: TransferState, now: dt.datetime) -> bool:
+    """A pending transfer past its timeout: it can only expire now."""
+    return transfer.timeout_at is not None and transfer.timeout_at <= now
+
+
+def post_amount(transfer: TransferState, amount: int | None, now: dt.datetime) -> int:
+    """How much a post of this pending transfer confirms (all of it when `amount` is None)."""
+    check_pending(transfer)
+    if is_due(transfer, now):
+        raise TransferNotPending(f"transfer {transfer.id} expired at {transfer.timeout_at}")
+    posted = transfer.amount if amount is None else amount
+    if posted > transfer.amount:
+        raise PostExceedsPending(
+            f"cannot post {posted}: transfer {transfer.id} holds {transfer.amount}"
+        )
+    return posted
+
+
+def reversal_amount(original: TransferState, amount: int | None) -> int:
+    """How much a reversal of this posted transfer moves back (all that is left when None)."""
+    if original.state != "posted":
+        raise TransferNotPosted(f"transfer {original.id} is {original.state}")
+    remaining = original.posted_amount - original.reversed_amount
+    reversed_now = remaining if amount is None else amount
+    if reversed_now > remaining or reversed_now <= 0:
+        raise ReversalExceedsPosted(
+            f"transfer {original.id} has {remaining} left to reverse, asked {reversed_now}"
+        )
+    return reversed_now

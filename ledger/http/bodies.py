@@ -1,0 +1,151 @@
+"""Typed request and response bodies, decoded as strictly as `ledger.core.schemas.decode_body`.
+
+A handler declares `data: SomeStruct` (or `data: SomeStruct | None = None` for a body that may
+be left out) and returns `Response[SomeOut]`: the OpenAPI document then shows both. Litestar's
+own msgspec decoding is lax (`"5"` and `5.0` become 5, unknown fields slip through with its
+DTO), so `StrictBody` replaces it: the raw body goes straight to `decode_body`, into the
+handler's own annotation. The app installs it once (`dto=StrictBody, return_dto=None`, and
+`handle_body_exception` for HTTP exceptions); handlers get `operation_class=LedgerOperation`
+through the `get`, `post`, `patch` decorators below.
+
+What stays exactly as with `decode_body` on `await request.body()`:
+- wrong types, strings or floats for integers, unknown fields, out-of-range values, bad JSON
+  -> 422 `validation_error` naming the field;
+- an empty body where one is required -> 422 `validation_error` "a JSON body is required"
+  (Litestar never hands an empty body to the DTO: see `missing_body`);
+- an optional body: empty or blank -> None; any other text, `null` included, is decoded into
+  the non-None type (so `null` is refused as before).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+import msgspec
+from litestar import Request, Response
+from litestar import get as litestar_get
+from litestar import patch as litestar_patch
+from litestar import post as litestar_post
+from litestar.dto import MsgspecDTO
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.spec import Operation, Reference, Schema
+from litestar.openapi.spec.enums import OpenAPIType
+from litestar.typing import FieldDefinition
+from litestar.utils.typing import make_non_optional_union
+
+from ledger.core.errors import ValidationFailed
+from ledger.core.schemas import decode_body
+from ledger.http.problems import handle_http_exception, handle_ledger_error
+
+if TYPE_CHECKING:  # Litestar's own annotations name these private classes
+    from litestar._openapi.schema_generation import SchemaCreator
+    from litestar.dto._backend import DTOBackend
+
+T = TypeVar("T")
+
+
+def _body_required() -> ValidationFailed:
+    return ValidationFailed("a JSON body is required", errors=[{"field": "", "message": "empty"}])
+
+
+@functools.lru_cache(maxsize=256)
+def _decode_target(annotation: Any, optional: bool) -> Any:
+    """The type a body decodes into: `X` for `data: X | None`, so that `null` is refused."""
+    return make_non_optional_union(annotation) if optional else annotation
+
+
+class StrictBody(MsgspecDTO[msgspec.Struct]):
+    """A request-body DTO without a transfer model: the body decodes straight into the
+    handler's `data` annotation with `decode_body` (strict), then reaches the handler as is."""
+
+    @classmethod
+    def create_for_field_definition(
+        cls,
+        field_definition: FieldDefinition,
+        handler_id: str,
+        backend_cls: type[DTOBackend] | None = None,
+    ) -> None:
+        """No backend to build: nothing is transferred, the annotation is the model."""
+
+    @classmethod
+    def is_supported_model_type_field(cls, field_definition: FieldDefinition) -> bool:
+        return False  # never a return DTO: responses are encoded by the handlers
+
+    def decode_bytes(self, value: bytes) -> Any:
+        # Called for a non-empty body only. `parsed_data_field` is memoized on the handler
+        # (`handler_id` is not, and cost microseconds a request).
+        field = self.asgi_connection.route_handler.parsed_data_field
+        if field is None:
+            raise ValidationFailed(
+                "this route takes no body", errors=[{"field": "", "message": "unexpected"}]
+            )
+        if field.is_optional and not value.strip():
+            return None
+        return decode_body(value, _decode_target(field.annotation, field.is_optional))
+
+    def decode_builtins(self, value: dict[str, Any]) -> Any:
+        # Only for form bodies (Body(media_type=...)): our routes take JSON only.
+        raise ValidationFailed(
+            "a JSON body is required", errors=[{"field": "", "message": "not JSON"}]
+        )
+
+    @classmethod
+    def create_openapi_schema(
+        cls, field_definition: FieldDefinition, handler_id: str, schema_creator: SchemaCreator
+    ) -> Reference | Schema:
+        return schema_creator.for_field_definition(field_definition)  # the Struct, its own name
+
+
+def missing_body(exc: ValidationException) -> ValidationFailed | None:
+    """An empty body where `data` is required: Litestar skips the DTO and its signature check
+    reports the missing `data` (its only error then). None for any other validation error."""
+    for item in exc.extra if isinstance(exc.extra, list) else ():
+        if isinstance(item, dict) and item.get("key") == "data":
+            return _body_required()
+    return None
+
+
+def handle_body_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    """The app's HTTP exception handler, with an empty required body named as decode_body
+    names it."""
+    if isinstance(exc, ValidationException):
+        mapped = missing_body(exc)
+        if mapped is not None:
+            return handle_ledger_error(request, mapped)
+    return handle_http_exception(request, exc)
+
+
+@dataclass  # the dataclass __init__ calls __post_init__ only when declared on a dataclass
+class LedgerOperation(Operation):
+    """The OpenAPI operation of a typed-body route: no automatic 400 (a bad request is a 422
+    here), and an optional body (`data: X | None = None`) documented as X, not required."""
+
+    def __post_init__(self) -> None:
+        if self.responses:
+            self.responses.pop("400", None)
+        body = self.request_body
+        if body is None or isinstance(body, Reference):
+            return
+        for media in (body.content or {}).values():
+            members = getattr(media.schema, "one_of", None) or []
+            rest = [
+                m for m in members if not (isinstance(m, Schema) and m.type == OpenAPIType.NULL)
+            ]
+            if len(members) == 2 and len(rest) == 1:
+                media.schema, body.required = rest[0], False
+
+
+get = functools.partial(litestar_get, operation_class=LedgerOperation)
+post = functools.partial(litestar_post, operation_class=LedgerOperation)
+patch = functools.partial(litestar_patch, operation_class=LedgerOperation)
+
+
+# -- responses ----------------------------------------------------------------------------------
+
+
+def typed(response: Response[bytes], _: type[T]) -> Response[T]:
+    """A response whose body is already encoded (a replay keeps its stored bytes), typed as the
+    body it holds: the OpenAPI document shows `T`, the bytes go out unchanged."""
+    return cast("Response[T]", response)

@@ -1,0 +1,106 @@
+"""Query and header parameters of the API: parsed and checked in one place.
+
+Litestar parses a parameter into its declared type (an int, a UUID, a datetime) and answers 422
+when it cannot; what it cannot express is checked here, with our error codes: list bounds,
+filters shaped like the fields they filter, timestamps that carry their UTC offset, and the
+If-Match precondition of a versioned write.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+
+from ledger.core.errors import PreconditionFailed, PreconditionRequired, ValidationFailed
+from ledger.http.pagination import check_limit
+
+ETAG_DIGITS_MAX = 19  # a version is a bigint
+
+
+def list_limit(limit: int) -> int:
+    """A list's `limit`: 1..LIST_LIMIT_MAX (the rule lives with the cursors it pages)."""
+    return check_limit(limit)
+
+
+def one_of(field: str, value: str | None, choices: tuple[str, ...]) -> str | None:
+    """An enum filter (a transfer's `state`): one of `choices`, or absent."""
+    if value is not None and value not in choices:
+        raise ValidationFailed(
+            f"{field} must be one of {', '.join(choices)}",
+            errors=[{"field": field, "message": f"unknown {field}"}],
+        )
+    return value
+
+
+# A filter's rule: the pattern a value must match in full, or the values it may take.
+FilterRule = re.Pattern[str] | tuple[str, ...]
+
+
+def check_filters(values: Mapping[str, str | None], rules: Mapping[str, FilterRule]) -> None:
+    """Filters take the shapes the fields have: anything else (a NUL, a 10 kB string) is a
+    validation error naming every wrong filter, not a query."""
+    wrong = []
+    for name, value in values.items():
+        rule = rules[name]
+        if value is None:
+            continue
+        ok = rule.fullmatch(value) is not None if isinstance(rule, re.Pattern) else value in rule
+        if not ok:
+            wrong.append(name)
+    if wrong:
+        raise ValidationFailed(
+            f"invalid filter: {', '.join(wrong)}",
+            errors=[{"field": name, "message": "invalid value"} for name in wrong],
+        )
+
+
+def utc(value: dt.datetime) -> dt.datetime:
+    """An RFC 3339 timestamp parameter (`from`, `to`, `as_of`) in UTC. It must carry its
+    offset: a naive time would silently mean the server's zone."""
+    if value.tzinfo is None:
+        raise ValidationFailed(
+            "timestamps must carry a UTC offset (RFC 3339)",
+            errors=[{"field": "timestamp", "message": "no offset"}],
+        )
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError as exc:  # year 1 with a positive offset, year 9999 with a negative one
+        raise ValidationFailed(
+            "timestamp is out of range",
+            errors=[{"field": "timestamp", "message": "out of range"}],
+        ) from exc
+
+
+def optional_utc(value: dt.datetime | None) -> dt.datetime | None:
+    return None if value is None else utc(value)
+
+
+# -- versioned writes: ETag and If-Match --------------------------------------------------------
+
+
+def etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def if_match_version(value: str | None) -> int:
+    """The version an If-Match header names (`"7"` or `W/"7"`): required, and a version."""
+    if value is None:
+        raise PreconditionRequired('send If-Match: "<version>" from the account\'s ETag')
+    text = value.strip()
+    if text.startswith("W/"):
+        text = text[2:]
+    text = text.strip('"')
+    if not text.isdigit() or len(text) > ETAG_DIGITS_MAX:
+        raise PreconditionFailed("If-Match must be the account's ETag, a quoted version")
+    return int(text)
+
+
+def require_if_match(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard: a versioned write without a usable If-Match is refused (428, 412) before its body
+    is even decoded, so a bad precondition is named first, whatever the body."""
+    if_match_version(connection.headers.get("if-match"))

@@ -1,0 +1,35 @@
+"""What a client asks the posting engine to do: the commands, independent of any transport."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class TransferCommand:
+    debit_account_id: uuid.UUID
+    credit_account_id: uuid.UUID
+    amount: int
+    id: uuid.UUID | None = None
+    currency: str | None = None
+    pending: bool = False
+    timeout_seconds: int | None = None
+    reference: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def command_data(command: TransferCommand) -> dict[str, Any]:
+    """The command as its audit record keeps it (the `request` of `transfer.create`)."""
+    return {
+        "id": command.id,
+        "debit_account_id": command.debit_account_id,
+        "credit_account_id": command.credit_account_id,
+        "amount": command.amount,
+        "currency": command.currency,
+        "pending": command.pending,
+        "timeout_seconds": command.timeout_seconds,
+        "reference": command.reference,
+        "metadata": command.metadata,
+    }
