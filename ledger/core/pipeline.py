@@ -1,6 +1,6 @@
 """Several statements of one transaction in one round trip (psycopg pipeline mode).
 
-Why: the posting kernel runs the same few statements for every commit (lock the accounts, then
+Why: the posting engine runs the same few statements for every commit (lock the accounts, then
 update them and insert transfers, entries, events and audit records). Sent one by one through
 the ORM session, each cost a socket round trip and SQLAlchemy's per-statement bookkeeping, and
 the profile of `POST /v1/transfers` was mostly that. Here the statements go to the session's own
