@@ -4,6 +4,7 @@ status code chosen here (201 for a new transfer, 200 for an existing one)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any, get_args
 
 from litestar import Controller, Request, Response
@@ -44,6 +45,18 @@ def _answer(result: TransferResult | VoidedId) -> tuple[int, TransferOut]:
     if isinstance(result, VoidedId):
         return 200, empty_cancel_out(result)
     return (201 if result.created else 200), transfer_out(result.transfer)
+
+
+async def _change(
+    request: Request[Any, Any, Any],
+    operation: Callable[[AsyncSession, WriteContext], Awaitable[TransferResult | VoidedId]],
+) -> Response[TransferOut]:
+    """Post, void or reverse one transfer: one idempotent write, answered with the transfer."""
+
+    async def effect(session: AsyncSession, ctx: WriteContext) -> tuple[int, Any]:
+        return _answer(await operation(session, ctx))
+
+    return typed(await idempotent_post(request, effect), TransferOut)
 
 
 class TransferController(Controller):
@@ -94,11 +107,9 @@ class TransferController(Controller):
     ) -> Response[TransferOut]:
         """Post (confirm) a pending transfer; no body, or no amount: in full."""
         amount = None if data is None else data.amount
-
-        async def effect(session: AsyncSession, ctx: WriteContext) -> tuple[int, Any]:
-            return _answer(await service.post_transfer(session, transfer_id, amount, ctx))
-
-        return typed(await idempotent_post(request, effect), TransferOut)
+        return await _change(
+            request, lambda s, ctx: service.post_transfer(s, transfer_id, amount, ctx)
+        )
 
     @post(
         "/{transfer_id:uuid}/void",
@@ -112,10 +123,7 @@ class TransferController(Controller):
         transfer_id: uuid.UUID,
         data: EmptyBody | None = None,  # no body, or `{}`: decoded only to refuse anything else
     ) -> Response[TransferOut]:
-        async def effect(session: AsyncSession, ctx: WriteContext) -> tuple[int, Any]:
-            return _answer(await service.void_transfer(session, transfer_id, ctx))
-
-        return typed(await idempotent_post(request, effect), TransferOut)
+        return await _change(request, lambda s, ctx: service.void_transfer(s, transfer_id, ctx))
 
     @post(
         "/{transfer_id:uuid}/reverse",
@@ -131,11 +139,9 @@ class TransferController(Controller):
     ) -> Response[TransferOut]:
         """Reverse a posted transfer; no body, or no amount: all that is left."""
         amount = None if data is None else data.amount
-
-        async def effect(session: AsyncSession, ctx: WriteContext) -> tuple[int, Any]:
-            return _answer(await service.reverse_transfer(session, transfer_id, amount, ctx))
-
-        return typed(await idempotent_post(request, effect), TransferOut)
+        return await _change(
+            request, lambda s, ctx: service.reverse_transfer(s, transfer_id, amount, ctx)
+        )
 
     @get("/{transfer_id:uuid}", guards=[requires("read")], operation_id="getTransfer")
     async def get_one(
