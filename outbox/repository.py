@@ -1,6 +1,6 @@
 """All SQL of the producing side of events: the relay, the HTTP feed, retention and status.
 
-Feed positions are handed out by exactly one relay at a time (it holds RELAY_LOCK_KEY), in the
+Feed positions are handed out by exactly one relay at a time (it holds RELAY_LOCK), in the
 same transaction that marks the rows published, as max(position) + 1, + 2, ... so they are
 gapless and commit in increasing order. That is what lets the feed page by position without
 ever skipping a row whose transaction committed late behind a higher insert id.
@@ -17,10 +17,11 @@ import sqlalchemy as sa
 from psycopg import sql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from ledger.core.locks import SINGLETON_KEY, LockClass
 from outbox.models import OutboxEvent
 
-# pg_try_advisory_lock key of the single active relay: the bytes of "ledgrrly" as a bigint.
-RELAY_LOCK_KEY = int.from_bytes(b"ledgrrly", "big") & 0x7FFF_FFFF_FFFF_FFFF
+# The single active relay's session lock (ledger/core/locks.py).
+RELAY_LOCK = (int(LockClass.OUTBOX_RELAY), SINGLETON_KEY)
 
 Executor = AsyncConnection | AsyncSession
 
@@ -46,12 +47,12 @@ class OutboxStatus:
 async def try_relay_lock(conn: AsyncConnection) -> bool:
     """Session-level: held until released or until the connection ends (a killed relay's
     backend exits and PostgreSQL frees the lock, so a standby takes over)."""
-    result = await conn.execute(sa.select(sa.func.pg_try_advisory_lock(RELAY_LOCK_KEY)))
+    result = await conn.execute(sa.select(sa.func.pg_try_advisory_lock(*RELAY_LOCK)))
     return bool(result.scalar())
 
 
 async def release_relay_lock(conn: AsyncConnection) -> None:
-    await conn.execute(sa.select(sa.func.pg_advisory_unlock(RELAY_LOCK_KEY)))
+    await conn.execute(sa.select(sa.func.pg_advisory_unlock(*RELAY_LOCK)))
 
 
 async def listen(conn: psycopg.AsyncConnection[Any], channel: str) -> None:

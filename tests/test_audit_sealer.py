@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from litestar.testing import AsyncTestClient
 
-from ledger.audit.repository import SEALER_LOCK_KEY
+from ledger.audit.repository import SEALER_LOCK
 from tests.audit_helpers import LEDGER, cli_env
 from tests.helpers import create_account, transfer
 
@@ -31,7 +31,7 @@ SELECT a.application_name
   FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
  WHERE l.locktype = 'advisory' AND l.granted AND l.database = (
        SELECT oid FROM pg_database WHERE datname = current_database())
-   AND l.classid = %s AND l.objid = %s
+   AND l.classid = %s AND l.objid = %s AND l.objsubid = 2
 """
 
 
@@ -60,9 +60,7 @@ def workers(db_url: str) -> Iterator[list[subprocess.Popen[bytes]]]:
 
 def _active_sealers(db: psycopg.Connection[Any]) -> list[int]:
     """OS pids of the workers holding the sealer lock (their connections' application_name)."""
-    rows = db.execute(
-        ACTIVE_SEALER_SQL, (SEALER_LOCK_KEY >> 32, SEALER_LOCK_KEY & 0xFFFFFFFF)
-    ).fetchall()
+    rows = db.execute(ACTIVE_SEALER_SQL, (SEALER_LOCK["lock_class"], SEALER_LOCK["key"])).fetchall()
     return [int(name.rpartition(":")[2]) for (name,) in rows if name.startswith("ledger-sealer:")]
 
 

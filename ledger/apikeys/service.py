@@ -16,6 +16,7 @@ from ledger.audit.writer import AuditEntry, write_audit
 from ledger.core.context import Actor, WriteContext
 from ledger.core.errors import ApiKeyNotFound
 from ledger.core.ids import new_id
+from ledger.core.locks import SINGLETON_KEY, LockClass
 
 SECRET_PREFIX = "lk_"  # noqa: S105 - a public prefix, not a secret
 
@@ -89,7 +90,7 @@ async def ensure_key(
 ) -> KeyView:
     """Idempotent bootstrap (LEDGER_ADMIN_KEY): create the key unless its secret exists."""
     await session.execute(
-        sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": int.from_bytes(b"ledgerak", "big")}
+        sa.select(sa.func.pg_advisory_xact_lock(int(LockClass.API_KEY_BOOTSTRAP), SINGLETON_KEY))
     )
     row = (
         await session.execute(sa.select(keys_t).where(keys_t.c.secret_hash == hash_secret(secret)))

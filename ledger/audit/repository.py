@@ -16,14 +16,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ledger.audit.chain import SealLink
 from ledger.audit.models import AuditRecord, AuditSeal
+from ledger.core.locks import SINGLETON_KEY, LockClass
 
 Executor = AsyncSession | AsyncConnection
 
 records_t = cast(sa.Table, AuditRecord.__table__)
 seals_t = cast(sa.Table, AuditSeal.__table__)
 
-# pg_try_advisory_lock key of the one active sealer ("ledgseal" as a big-endian integer).
-SEALER_LOCK_KEY = int.from_bytes(b"ledgseal", "big")
+# The one active sealer's session lock (ledger/core/locks.py).
+SEALER_LOCK = {"lock_class": int(LockClass.AUDIT_SEALER), "key": SINGLETON_KEY}
 
 
 # -- sealer ---------------------------------------------------------------------------------------
@@ -42,7 +43,7 @@ async def try_lead(conn: AsyncConnection, application_name: str, idle_timeout_ms
         {"name": application_name, "idle": str(idle_timeout_ms)},
     )
     got = (
-        await conn.execute(sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": SEALER_LOCK_KEY})
+        await conn.execute(sa.text("SELECT pg_try_advisory_lock(:lock_class, :key)"), SEALER_LOCK)
     ).scalar_one()
     return bool(got)
 

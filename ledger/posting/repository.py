@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.core import pipeline
 from ledger.core.bulk import BulkWriter, json_rows
+from ledger.core.locks import LockClass, int4_key
 from ledger.core.pipeline import Statement
 from ledger.posting.models import Account, Entry, Transfer, VoidedTransferId
 from ledger.posting.state import AccountState, TransferState
@@ -44,7 +45,9 @@ def _select(table: sa.Table, names: tuple[str, ...]) -> str:
 
 
 # The engine's reads, in psycopg's placeholder style: they run in pipelines (ledger.pipeline).
-_ADVISORY_LOCKS = "SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k"
+_ADVISORY_LOCKS = (
+    f"SELECT pg_advisory_xact_lock({int(LockClass.TRANSFER_ID)}, k) FROM unnest(%s::int[]) AS k"
+)
 _LOAD_ACCOUNTS = _select(accounts_t, ACCOUNT_NAMES)
 _LOCK_ACCOUNTS = _LOAD_ACCOUNTS + " FOR UPDATE"
 _LOAD_TRANSFERS = _select(transfers_t, TRANSFER_NAMES)
@@ -52,16 +55,10 @@ _LOCK_TRANSFERS = _LOAD_TRANSFERS + " FOR UPDATE"
 _LOAD_TOMBSTONES = f'SELECT id FROM "{tombstones_t.name}" WHERE id = ANY(%s::uuid[])'
 
 
-def advisory_key(value: uuid.UUID) -> int:
-    """A signed 64-bit key for pg_advisory_xact_lock, from the id's random low bits."""
-    key = value.int & 0xFFFF_FFFF_FFFF_FFFF
-    return key - (1 << 64) if key >= (1 << 63) else key
-
-
 def lock_ids_statement(ids: Iterable[uuid.UUID]) -> Statement | None:
     """Serialise every operation on the same transfer id (create, post, void, reverse, expire),
     including the TCC case where the id does not exist yet. Taken before any row lock."""
-    keys = sorted({advisory_key(i) for i in ids})
+    keys = sorted({int4_key(i) for i in ids})
     return Statement(_ADVISORY_LOCKS, (keys,)) if keys else None
 
 
