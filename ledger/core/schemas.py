@@ -16,8 +16,10 @@ Amount = Annotated[int, msgspec.Meta(ge=1, le=limits.AMOUNT_MAX)]
 SignedBalance = Annotated[int, msgspec.Meta(ge=-limits.AMOUNT_MAX, le=limits.AMOUNT_MAX)]
 # The same patterns as the accounts table's CHECK constraints (ck_accounts_currency_format,
 # ck_accounts_code_format), so that what a request may carry and what the table keeps agree.
-CURRENCY_PATTERN = r"^[A-Z0-9]{3,12}$"
-ACCOUNT_CODE_PATTERN = r"^[A-Za-z0-9:._-]{1,128}$"
+# `(?!\n)` before `$`: Python's `$` (msgspec's patterns) also matches before a trailing newline,
+# which PostgreSQL's `~` refuses; ECMA regexes (OpenAPI readers) read the lookahead the same way.
+CURRENCY_PATTERN = r"^[A-Z0-9]{3,12}(?!\n)$"
+ACCOUNT_CODE_PATTERN = r"^[A-Za-z0-9:._-]{1,128}(?!\n)$"
 Currency = Annotated[str, msgspec.Meta(pattern=CURRENCY_PATTERN)]
 AccountCode = Annotated[str, msgspec.Meta(pattern=ACCOUNT_CODE_PATTERN)]
 Metadata = dict[str, Any]

@@ -8,7 +8,7 @@ import msgspec
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, DBAPIError
 
 from ledger.core import limits
 from ledger.core.db import is_unavailable, sqlstate
@@ -21,6 +21,7 @@ from ledger.core.errors import (
 )
 
 T = TypeVar("T")
+CHECK_VIOLATION = "23514"
 log = structlog.get_logger("ledger.http")
 
 
@@ -100,10 +101,12 @@ def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respon
         return handle_ledger_error(
             request, ServiceUnavailable("the database did not answer within our time bounds")
         )
-    if isinstance(exc, DataError):
-        # A value the database cannot take (say a NUL character) that no check caught: the
-        # input's fault, never a 500. Logged, since a check should have named the field.
-        log.warning("http.data_error", path=request.url.path, error=type(exc.orig).__name__)
+    if isinstance(exc, DataError) or sqlstate(exc) == CHECK_VIOLATION:
+        # A value the database cannot take (say a NUL character), or one a CHECK constraint
+        # refuses, that no check of ours caught: the input's fault, never a 500, and the
+        # transaction rolled back. Logged, since a check should have named the field.
+        cause = exc.orig if isinstance(exc, DBAPIError) else exc
+        log.warning("http.data_error", path=request.url.path, error=type(cause).__name__)
         return handle_ledger_error(
             request,
             ValidationFailed(
