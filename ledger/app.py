@@ -21,7 +21,7 @@ from ledger.core import limits
 from ledger.core.db import create_engine, create_sessionmaker
 from ledger.core.errors import LedgerError
 from ledger.core.settings import Settings
-from ledger.http.bodies import StrictBody, handle_body_exception
+from ledger.http.bodies import StrictBody, StrictSchemaPlugin, handle_body_exception
 from ledger.http.problems import handle_ledger_error, handle_unexpected
 from ledger.http.state import Services
 from observability.middleware import telemetry_config
@@ -71,6 +71,8 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
             path="/schema",
             render_plugins=[SwaggerRenderPlugin()],
         ),
+        # Struct schemas as exact as their decoding: unknown fields refused, integer bounds.
+        plugins=[StrictSchemaPlugin()],
         # Typed bodies (`data: SomeStruct`) decode strictly, as decode_body does.
         dto=StrictBody,
         return_dto=None,

@@ -5,14 +5,16 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from litestar import Controller, Request, Response, get
+from litestar import Controller, Request, Response
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.audit import service
-from ledger.audit.schemas import AuditRecordOut, AuditVerifyOut
+from ledger.audit.schemas import AuditPage, AuditRecordOut, AuditVerifyOut
+from ledger.http import params
 from ledger.http.auth import requires
-from ledger.http.pagination import check_limit, decode_int_cursor, page
+from ledger.http.bodies import get, typed
+from ledger.http.pagination import decode_int_cursor, page
 from ledger.http.responses import json_response
 from ledger.http.state import services_of
 
@@ -33,25 +35,27 @@ class AuditController(Controller):
         to: dt.datetime | None = None,
         cursor: str | None = None,
         limit: int = 100,
-    ) -> Response[bytes]:
+    ) -> Response[AuditPage]:
         """Audit records oldest first; `actor` is an API key id or an actor name."""
-        check_limit(limit)
+        params.list_limit(limit)
         after = decode_int_cursor("audit", cursor)
+        start = params.optional_utc(from_, "from")
+        end = params.optional_utc(to, "to")
         where = service.record_filter(
-            actor=actor, object_id=object_id, action=action, start=from_, end=to
+            actor=actor, object_id=object_id, action=action, start=start, end=end
         )
 
         async def work(session: AsyncSession) -> list[AuditRecordOut]:
             return await service.list_records(session, where, after_seq=after, limit=limit)
 
         items = await services_of(request).run(work)
-        return json_response(page(items, limit, lambda r: str(r.seq), "audit"))
+        return typed(json_response(page(items, limit, lambda r: str(r.seq), "audit")), AuditPage)
 
     @get("/verify", operation_id="verifyAuditTrail")
-    async def verify(self, request: Request[Any, Any, Any]) -> Response[bytes]:
+    async def verify(self, request: Request[Any, Any, Any]) -> Response[AuditVerifyOut]:
         """Recompute the hash chain: `ok` false names the first bad record (200 either way)."""
 
         async def work(session: AsyncSession) -> AuditVerifyOut:
             return await service.verify(session)
 
-        return json_response(await services_of(request).run(work))
+        return typed(json_response(await services_of(request).run(work)), AuditVerifyOut)

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, Request, Response, get
+from litestar import Controller, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ledger.api.schemas import EventPage
 from ledger.core import limits
 from ledger.core.errors import ValidationFailed
+from ledger.http import params
 from ledger.http.auth import requires
-from ledger.http.pagination import check_limit, decode_int_cursor, encode_cursor
+from ledger.http.bodies import get, typed
+from ledger.http.pagination import decode_int_cursor, encode_cursor
 from ledger.http.responses import json_response
 from ledger.http.state import services_of
 from outbox import service
@@ -36,8 +39,8 @@ class EventController(Controller):
         after: str | None = None,
         cursor: str | None = None,
         limit: int = limits.LIST_LIMIT_DEFAULT,
-    ) -> Response[bytes]:
-        check_limit(limit)
+    ) -> Response[EventPage]:
+        params.list_limit(limit)
         if after is not None and cursor is not None and after != cursor:
             raise ValidationFailed(
                 "send the cursor as `after` or `cursor`, not two different ones",
@@ -56,10 +59,9 @@ class EventController(Controller):
             else given
         )
         full = len(page.envelopes) == limit
-        return json_response(
-            {
-                "data": page.envelopes,
-                "next_cursor": resume if full else None,
-                "resume_cursor": resume,
-            }
-        )
+        body = {
+            "data": page.envelopes,
+            "next_cursor": resume if full else None,
+            "resume_cursor": resume,
+        }
+        return typed(json_response(body), EventPage)

@@ -5,11 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from litestar import Request, Response, get
+from litestar import MediaType, Request, Response
+from litestar.openapi import ResponseSpec
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ledger.api.schemas import HealthOut, ReadyOut
 from ledger.core import migrate
 from ledger.core.errors import LedgerError
+from ledger.http.bodies import get, typed
 from ledger.http.responses import json_response
 from ledger.http.state import services_of
 from observability import metrics
@@ -17,12 +20,21 @@ from outbox import repository as outbox_repo
 
 
 @get("/health", operation_id="health", include_in_schema=True, tags=["system"])
-async def health() -> Response[bytes]:
-    return json_response({"status": "ok"})
+async def health() -> Response[HealthOut]:
+    return typed(json_response({"status": "ok"}), HealthOut)
 
 
-@get("/ready", operation_id="ready", tags=["system"])
-async def ready(request: Request[Any, Any, Any]) -> Response[bytes]:
+@get(
+    "/ready",
+    operation_id="ready",
+    tags=["system"],
+    responses={503: ResponseSpec(ReadyOut, description="Not ready: the reason is named")},
+)
+async def ready(request: Request[Any, Any, Any]) -> Response[ReadyOut]:
+    return typed(await _readiness(request), ReadyOut)
+
+
+async def _readiness(request: Request[Any, Any, Any]) -> Response[bytes]:
     services = services_of(request)
     head = migrate.head_revision()
 
@@ -43,8 +55,9 @@ async def ready(request: Request[Any, Any, Any]) -> Response[bytes]:
     return json_response({"status": "ready", "migration": revision})
 
 
-@get("/metrics", operation_id="metrics", tags=["system"])
-async def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
+# Documented as text; the response names the exact Prometheus content type (and version).
+@get("/metrics", operation_id="metrics", tags=["system"], media_type=MediaType.TEXT)
+async def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[str]:
     services = services_of(request)
 
     try:
@@ -55,4 +68,4 @@ async def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
         metrics.OUTBOX_BACKLOG.set(float("nan"))
         metrics.OUTBOX_OLDEST_UNPUBLISHED_AGE.set(float("nan"))
     body, content_type = metrics.exposition()  # all workers' values under serve --workers N
-    return Response(content=body, media_type=content_type)
+    return typed(Response(content=body, media_type=content_type), str)

@@ -5,16 +5,17 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from litestar import Controller, Request, Response, delete, get, post
+from litestar import Controller, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.apikeys import service
-from ledger.apikeys.schemas import ApiKeyCreate
+from ledger.apikeys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut, ApiKeyPage
 from ledger.core.context import WriteContext
-from ledger.core.schemas import decode_body
+from ledger.http import params
 from ledger.http.auth import requires, write_context
+from ledger.http.bodies import delete, get, post, typed
 from ledger.http.idempotent import idempotent_post
-from ledger.http.pagination import check_limit, decode_uuid_cursor, page
+from ledger.http.pagination import decode_uuid_cursor, page
 from ledger.http.responses import json_response
 from ledger.http.state import services_of
 
@@ -31,32 +32,37 @@ class ApiKeyController(Controller):
     guards = [requires("keys")]
 
     @post("/", operation_id="createApiKey", status_code=201)
-    async def create(self, request: Request[Any, Any, Any]) -> Response[bytes]:
-        body = decode_body(await request.body(), ApiKeyCreate)
-
+    async def create(
+        self, request: Request[Any, Any, Any], data: ApiKeyCreate
+    ) -> Response[ApiKeyCreated]:
         async def effect(session: AsyncSession, ctx: WriteContext) -> tuple[int, Any]:
             view, secret = await service.create_key(
-                session, name=body.name, role=body.role, ctx=ctx
+                session, name=data.name, role=data.role, ctx=ctx
             )
             return 201, {**view.public(), "secret": secret}
 
-        return await idempotent_post(request, effect, redact=without_secret)
+        created = await idempotent_post(request, effect, redact=without_secret)
+        return typed(created, ApiKeyCreated)
 
     @get("/", operation_id="listApiKeys")
     async def list_(
         self, request: Request[Any, Any, Any], cursor: str | None = None, limit: int = 100
-    ) -> Response[bytes]:
-        check_limit(limit)
+    ) -> Response[ApiKeyPage]:
+        params.list_limit(limit)
         after = decode_uuid_cursor("api_key", cursor)
 
         async def work(session: AsyncSession) -> list[dict[str, Any]]:
             return [k.public() for k in await service.list_keys(session, after=after, limit=limit)]
 
         items = await services_of(request).run(work)
-        return json_response(page(items, limit, lambda k: str(k["id"]), "api_key"))
+        return typed(
+            json_response(page(items, limit, lambda k: str(k["id"]), "api_key")), ApiKeyPage
+        )
 
     @delete("/{key_id:uuid}", operation_id="revokeApiKey", status_code=200)
-    async def revoke(self, request: Request[Any, Any, Any], key_id: uuid.UUID) -> Response[bytes]:
+    async def revoke(
+        self, request: Request[Any, Any, Any], key_id: uuid.UUID
+    ) -> Response[ApiKeyOut]:
         ctx = write_context(request)
 
         async def work(session: AsyncSession) -> dict[str, Any]:
@@ -65,4 +71,4 @@ class ApiKeyController(Controller):
         services = services_of(request)
         revoked = await services.run(work)
         services.key_cache.clear()  # the revoked key stops working here at once
-        return json_response(revoked)
+        return typed(json_response(revoked), ApiKeyOut)

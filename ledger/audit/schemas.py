@@ -40,3 +40,8 @@ class AuditVerifyOut(msgspec.Struct, omit_defaults=True):
     head_hash: str
     first_invalid_id: uuid.UUID | None = None
     reason: str | None = None
+
+
+class AuditPage(msgspec.Struct):
+    data: list[AuditRecordOut]
+    next_cursor: str | None

@@ -53,14 +53,6 @@ def _bounded(value: str | None, field: str, length_max: int) -> str | None:
     return value
 
 
-def _utc(value: dt.datetime | None, field: str) -> dt.datetime | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        raise _invalid(field, "timestamps must carry a UTC offset (RFC 3339)")
-    return value.astimezone(dt.UTC)
-
-
 def record_filter(
     *,
     actor: str | None = None,
@@ -69,7 +61,9 @@ def record_filter(
     start: dt.datetime | None = None,
     end: dt.datetime | None = None,
 ) -> repo.RecordFilter:
-    """`actor` is an API key id (a UUID) or an actor name (a key's name, `cli`, `expiry`, ...)."""
+    """`actor` is an API key id (a UUID) or an actor name (a key's name, `cli`, `expiry`, ...).
+    `start` and `end` are UTC already: the caller checks them as timestamp parameters
+    (`ledger.http.params.utc`), a layer this package sits below."""
     actor = _bounded(actor, "actor", ACTOR_NAME_LENGTH_MAX)
     actor_id: uuid.UUID | None = None
     actor_name: str | None = None
@@ -83,8 +77,8 @@ def record_filter(
         actor_name=actor_name,
         object_id=_bounded(object_id, "object_id", OBJECT_ID_LENGTH_MAX),
         action=_bounded(action, "action", ACTION_LENGTH_MAX),
-        start=_utc(start, "from"),
-        end=_utc(end, "to"),
+        start=start,
+        end=end,
     )
 
 

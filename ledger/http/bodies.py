@@ -6,7 +6,8 @@ own msgspec decoding is lax (`"5"` and `5.0` become 5, unknown fields slip throu
 DTO), so `StrictBody` replaces it: the raw body goes straight to `decode_body`, into the
 handler's own annotation. The app installs it once (`dto=StrictBody, return_dto=None`, and
 `handle_body_exception` for HTTP exceptions); handlers get `operation_class=LedgerOperation`
-through the `get`, `post`, `patch` decorators below.
+through the `get`, `post`, `patch`, `delete` decorators below. `StrictSchemaPlugin` (installed
+by the app too) makes each Struct's schema in the OpenAPI document as exact as its decoding.
 
 What stays exactly as with `decode_body` on `await request.body()`:
 - wrong types, strings or floats for integers, unknown fields, out-of-range values, bad JSON
@@ -25,9 +26,11 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import msgspec
 from litestar import Request, Response
+from litestar import delete as litestar_delete
 from litestar import get as litestar_get
 from litestar import patch as litestar_patch
 from litestar import post as litestar_post
+from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
 from litestar.dto import MsgspecDTO
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.spec import Operation, Reference, Schema
@@ -140,6 +143,69 @@ class LedgerOperation(Operation):
 get = functools.partial(litestar_get, operation_class=LedgerOperation)
 post = functools.partial(litestar_post, operation_class=LedgerOperation)
 patch = functools.partial(litestar_patch, operation_class=LedgerOperation)
+delete = functools.partial(litestar_delete, operation_class=LedgerOperation)
+
+
+# -- the OpenAPI schema of a Struct -------------------------------------------------------------
+
+# msgspec's integer constraints and the OpenAPI keywords they become.
+_INT_BOUNDS = (
+    ("ge", "minimum"),
+    ("le", "maximum"),
+    ("gt", "exclusive_minimum"),
+    ("lt", "exclusive_maximum"),
+    ("multiple_of", "multiple_of"),
+)
+
+
+class StrictSchemaPlugin(StructSchemaPlugin):
+    """A Struct's schema as exact as its decoding: `additionalProperties: false` for a body
+    that refuses unknown fields (`Strict`), and integer bounds written as the integers msgspec
+    checks. Litestar writes `le=2**63-1` as the float 9.223372036854776e18, which is 2**63: one
+    past the largest amount. For an optional integer it puts the bounds beside the `oneOf`, not
+    on the integer, and drops a bound of 0.
+
+    Registered before Litestar's own Struct plugin (`Litestar(plugins=[StrictSchemaPlugin()])`),
+    so it builds every Struct's component schema."""
+
+    def to_openapi_schema(
+        self, field_definition: FieldDefinition, schema_creator: SchemaCreator
+    ) -> Schema:
+        schema = super().to_openapi_schema(field_definition, schema_creator)
+        info = msgspec.inspect.type_info(field_definition.type_)
+        if not isinstance(info, msgspec.inspect.StructType):
+            return schema
+        if info.forbid_unknown_fields:
+            schema.additional_properties = False
+        properties = schema.properties or {}
+        for field in info.fields:
+            prop = properties.get(field.encode_name)
+            bounds = _int_type(field.type)
+            if isinstance(prop, Schema) and bounds is not None:
+                _write_int_bounds(prop, bounds)
+        return schema
+
+
+def _int_type(kind: msgspec.inspect.Type) -> msgspec.inspect.IntType | None:
+    """The constrained integer a field holds: `int`, or `int` in a union (`int | None`)."""
+    if isinstance(kind, msgspec.inspect.Metadata):
+        kind = kind.type
+    members = kind.types if isinstance(kind, msgspec.inspect.UnionType) else (kind,)
+    ints = [m for m in members if isinstance(m, msgspec.inspect.IntType)]
+    return ints[0] if len(ints) == 1 else None
+
+
+def _write_int_bounds(prop: Schema, bounds: msgspec.inspect.IntType) -> None:
+    members = [prop, *(prop.one_of or [])]
+    target = next(
+        (m for m in members if isinstance(m, Schema) and m.type == OpenAPIType.INTEGER), None
+    )
+    if target is None:
+        return
+    for constraint, keyword in _INT_BOUNDS:
+        if target is not prop:  # Litestar's bounds beside a oneOf go to the integer itself
+            setattr(prop, keyword, None)
+        setattr(target, keyword, getattr(bounds, constraint))
 
 
 # -- responses ----------------------------------------------------------------------------------

@@ -59,25 +59,28 @@ def check_filters(values: Mapping[str, str | None], rules: Mapping[str, FilterRu
         )
 
 
-def utc(value: dt.datetime) -> dt.datetime:
+def utc(value: dt.datetime, field: str | None = None) -> dt.datetime:
     """An RFC 3339 timestamp parameter (`from`, `to`, `as_of`) in UTC. It must carry its
-    offset: a naive time would silently mean the server's zone."""
+    offset: a naive time would silently mean the server's zone.
+
+    The error names `field` when given (`from: timestamps must carry ...`, as the audit API
+    answers); without it, a `timestamp`, as the accounts and transfers routes answer."""
     if value.tzinfo is None:
-        raise ValidationFailed(
-            "timestamps must carry a UTC offset (RFC 3339)",
-            errors=[{"field": "timestamp", "message": "no offset"}],
-        )
+        raise _bad_timestamp(field, "timestamps must carry a UTC offset (RFC 3339)", "no offset")
     try:
         return value.astimezone(dt.UTC)
     except OverflowError as exc:  # year 1 with a positive offset, year 9999 with a negative one
-        raise ValidationFailed(
-            "timestamp is out of range",
-            errors=[{"field": "timestamp", "message": "out of range"}],
-        ) from exc
+        raise _bad_timestamp(field, "timestamp is out of range", "out of range") from exc
 
 
-def optional_utc(value: dt.datetime | None) -> dt.datetime | None:
-    return None if value is None else utc(value)
+def optional_utc(value: dt.datetime | None, field: str | None = None) -> dt.datetime | None:
+    return None if value is None else utc(value, field)
+
+
+def _bad_timestamp(field: str | None, problem: str, short: str) -> ValidationFailed:
+    if field is None:
+        return ValidationFailed(problem, errors=[{"field": "timestamp", "message": short}])
+    return ValidationFailed(f"{field}: {problem}", errors=[{"field": field, "message": problem}])
 
 
 # -- versioned writes: ETag and If-Match --------------------------------------------------------

@@ -1,0 +1,150 @@
+"""The OpenAPI document: every /v1 operation shows the body it takes and the body it answers, and
+a Struct's schema is as exact as its decoding (unknown fields refused, integer bounds exact)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from ledger.core import limits
+from ledger.core.schemas import ACCOUNT_CODE_PATTERN
+
+HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+BODY_METHODS = ("post", "patch", "put")
+SCHEMA_PREFIX = "#/components/schemas/"
+
+# Every /v1 route that takes a body, and the Struct it decodes into.
+REQUEST_BODIES = {
+    "createAccount": "AccountCreate",
+    "patchAccount": "AccountPatch",
+    "createTransfer": "TransferCreate",
+    "createTransferBatch": "BatchCreate",
+    "postTransfer": "AmountBody",
+    "voidTransfer": "EmptyBody",
+    "reverseTransfer": "AmountBody",
+    "createApiKey": "ApiKeyCreate",
+}
+
+
+async def openapi(client: httpx.AsyncClient) -> dict[str, Any]:
+    response = await client.get("/schema/openapi.json")
+    assert response.status_code == 200, response.text
+    document: dict[str, Any] = response.json()
+    return document
+
+
+def v1_operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (method, path, operation)
+        for path, item in document["paths"].items()
+        if path.startswith("/v1/")
+        for method, operation in item.items()
+        if method in HTTP_METHODS
+    ]
+
+
+def json_schema(content: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The schema of a JSON body: a `$ref`, or an inline schema that says something."""
+    schema = (content or {}).get("application/json", {}).get("schema")
+    if not isinstance(schema, dict) or not schema:
+        return None
+    return schema
+
+
+def component(document: dict[str, Any], name: str) -> dict[str, Any]:
+    schema: dict[str, Any] = document["components"]["schemas"][name]
+    return schema
+
+
+def ref_name(schema: dict[str, Any]) -> str:
+    ref: str = schema["$ref"]
+    assert ref.startswith(SCHEMA_PREFIX), ref
+    return ref.removeprefix(SCHEMA_PREFIX)
+
+
+async def test_every_v1_operation_documents_its_request_and_response_bodies(
+    client: httpx.AsyncClient,
+) -> None:
+    document = await openapi(client)
+    operations = v1_operations(document)
+    assert len(operations) >= 15  # accounts, transfers, API keys, events, audit
+    with_body: dict[str, str] = {}
+    for method, path, operation in operations:
+        where = f"{method.upper()} {path}"
+        body = operation.get("requestBody")
+        if method in BODY_METHODS:
+            assert body is not None, where
+            schema = json_schema(body.get("content"))
+            assert schema is not None, where
+            with_body[operation["operationId"]] = ref_name(schema)
+        else:
+            assert body is None, where
+        answers = {
+            status: json_schema(response.get("content"))
+            for status, response in operation["responses"].items()
+            if status.startswith("2")
+        }
+        assert answers, where
+        assert all(schema is not None for schema in answers.values()), (where, answers)
+        assert "400" not in operation["responses"], where  # a bad request is a 422 here
+    assert with_body == REQUEST_BODIES
+
+
+async def test_responses_name_their_structs(client: httpx.AsyncClient) -> None:
+    document = await openapi(client)
+    expected = {
+        ("/v1/api-keys", "post"): "ApiKeyCreated",
+        ("/v1/api-keys", "get"): "ApiKeyPage",
+        ("/v1/api-keys/{key_id}", "delete"): "ApiKeyOut",
+        ("/v1/audit", "get"): "AuditPage",
+        ("/v1/audit/verify", "get"): "AuditVerifyOut",
+        ("/v1/events", "get"): "EventPage",
+        ("/v1/transfers", "post"): "TransferOut",
+        ("/v1/accounts", "get"): "AccountPage",
+    }
+    for (path, method), name in expected.items():
+        responses = document["paths"][path][method]["responses"]
+        (schema,) = [
+            json_schema(r.get("content")) for s, r in responses.items() if s.startswith("2")
+        ]
+        assert schema is not None and ref_name(schema) == name, (path, method, schema)
+    page = component(document, "EventPage")
+    assert page["properties"]["data"]["items"] == {"$ref": SCHEMA_PREFIX + "EventEnvelope"}
+
+
+async def test_strict_bodies_refuse_unknown_fields_and_bounds_are_exact_integers(
+    client: httpx.AsyncClient,
+) -> None:
+    document = await openapi(client)
+    create = component(document, "TransferCreate")
+    assert create["additionalProperties"] is False
+    amount = create["properties"]["amount"]
+    assert amount["type"] == "integer"
+    for keyword, bound in (("minimum", 1), ("maximum", 9223372036854775807)):
+        assert type(amount[keyword]) is int and amount[keyword] == bound, amount
+    assert limits.AMOUNT_MAX == 9223372036854775807
+    code = component(document, "AccountCreate")["properties"]["code"]
+    assert code["pattern"] == ACCOUNT_CODE_PATTERN
+
+
+async def test_optional_integers_carry_their_bounds_on_the_integer(
+    client: httpx.AsyncClient,
+) -> None:
+    document = await openapi(client)
+    amount = component(document, "AmountBody")["properties"]["amount"]
+    (integer,) = [m for m in amount["oneOf"] if m.get("type") == "integer"]
+    assert (integer["minimum"], integer["maximum"]) == (1, limits.AMOUNT_MAX), amount
+    assert "minimum" not in amount and "maximum" not in amount
+    timeout = component(document, "TransferCreate")["properties"]["timeout_seconds"]
+    (integer,) = [m for m in timeout["oneOf"] if m.get("type") == "integer"]
+    assert (integer["minimum"], integer["maximum"]) == (0, limits.TIMEOUT_SECONDS_MAX), timeout
+
+
+async def test_response_structs_are_not_marked_strict(client: httpx.AsyncClient) -> None:
+    """Only bodies that refuse unknown fields say so: an answer may gain fields."""
+    document = await openapi(client)
+    for name in ("TransferOut", "AccountOut", "ApiKeyPage", "EventEnvelope", "AuditPage"):
+        assert "additionalProperties" not in component(document, name), name
+    for name in REQUEST_BODIES.values():
+        assert component(document, name)["additionalProperties"] is False, name
