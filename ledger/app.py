@@ -12,6 +12,7 @@ from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
 from accounts.controllers import AccountController
+from ledger.api.asyncapi import asyncapi_document
 from ledger.api.audit import AuditController
 from ledger.api.events import EventController
 from ledger.api.system import health, metrics_endpoint, ready
@@ -49,6 +50,7 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
             health,
             ready,
             metrics_endpoint,
+            asyncapi_document,
             AccountController,
             TransferController,
             ApiKeyController,
