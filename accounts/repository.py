@@ -6,7 +6,9 @@ import datetime as dt
 import uuid
 from typing import Any, cast
 
+import msgspec
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,6 +27,13 @@ accounts_t = cast(sa.Table, Account.__table__)
 entries_t = cast(sa.Table, Entry.__table__)
 
 
+def _metadata_values(metadata: msgspec.Raw) -> dict[str, Any]:
+    """The metadata columns: the text as kept (what is answered) and its jsonb copy for queries,
+    parsed by the database from that same text."""
+    text = bytes(metadata).decode()
+    return {"metadata_text": text, "metadata": sa.cast(sa.literal(text, sa.Text), JSONB)}
+
+
 async def insert_account(session: AsyncSession, account: AccountState) -> bool:
     """Insert unless the id or the code is taken; False when it was (a concurrent create that
     committed first wins, and this one then reads the winner instead of failing)."""
@@ -37,7 +46,7 @@ async def insert_account(session: AsyncSession, account: AccountState) -> bool:
             normal_balance=account.normal_balance,
             min_balance=account.min_balance,
             status=account.status,
-            metadata=account.metadata,
+            **_metadata_values(account.metadata),
             version=account.version,
             posted_debits=0,
             posted_credits=0,
@@ -98,7 +107,7 @@ async def update_account(session: AsyncSession, account: AccountState) -> None:
         sa.update(accounts_t)
         .where(accounts_t.c.id == account.id)
         .values(
-            metadata=account.metadata,
+            **_metadata_values(account.metadata),
             status=account.status,
             min_balance=account.min_balance,
             version=account.version,

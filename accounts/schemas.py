@@ -9,7 +9,14 @@ from typing import Annotated, Literal
 import msgspec
 
 from ledger.core import limits
-from ledger.core.schemas import AccountCode, Currency, Metadata, SignedBalance, Strict
+from ledger.core.schemas import (
+    AccountCode,
+    Currency,
+    Metadata,
+    SignedBalance,
+    Strict,
+    metadata_field,
+)
 from ledger.posting.state import AccountState
 
 MinBalance = Annotated[int, msgspec.Meta(ge=-limits.AMOUNT_MAX, le=limits.AMOUNT_MAX)]
@@ -24,11 +31,11 @@ class AccountCreate(Strict):
     normal_balance: Literal["debit", "credit"]
     id: uuid.UUID | None = None
     min_balance: MinBalance | msgspec.UnsetType | None = UNSET
-    metadata: Metadata | None = None
+    metadata: Metadata = metadata_field()  # absent or null: {}
 
 
 class AccountPatch(Strict):
-    metadata: Metadata | msgspec.UnsetType | None = UNSET
+    metadata: Metadata = metadata_field()  # absent: unchanged; null: {}
     status: Status | msgspec.UnsetType = UNSET
     min_balance: MinBalance | msgspec.UnsetType | None = UNSET
 

@@ -28,7 +28,7 @@ from ledger.core.errors import (
     ValidationFailed,
 )
 from ledger.core.ids import new_id
-from ledger.core.schemas import check_metadata
+from ledger.core.schemas import check_metadata, same_metadata
 from ledger.posting import events
 from ledger.posting.state import AccountState, available_balance
 from outbox.writer import PendingEvent, write_events
@@ -41,15 +41,29 @@ STATUS_MOVES = {
 
 
 def _same_as_existing(
-    existing: AccountState, request: AccountCreate, min_balance: int | None
+    existing: AccountState, request: AccountCreate, min_balance: int | None, metadata: msgspec.Raw
 ) -> bool:
+    """Metadata is the same with the same members in any order (`same_metadata`), and differs
+    when a number is written otherwise."""
     return (
         existing.code == request.code
         and existing.currency == request.currency
         and existing.normal_balance == request.normal_balance
         and existing.min_balance == min_balance
-        and existing.metadata == (request.metadata or {})
+        and same_metadata(existing.metadata, metadata)
     )
+
+
+def _request_data(request: AccountCreate | AccountPatch, metadata: msgspec.Raw) -> dict[str, Any]:
+    """The request as its audit record keeps it: the fields sent, metadata as kept."""
+    data: dict[str, Any] = msgspec.to_builtins(request, builtin_types=(msgspec.Raw,))
+    if request.metadata:  # sent: its text as kept; `null` is kept as {}
+        data["metadata"] = metadata
+    elif isinstance(request, AccountCreate):
+        data["metadata"] = None  # not sent (never the empty Raw: it is not JSON)
+    else:
+        del data["metadata"]  # a patch names only what it changes
+    return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +77,7 @@ async def create_account(
 ) -> AccountResult:
     metadata = check_metadata(request.metadata)
     min_balance = 0 if request.min_balance is msgspec.UNSET else request.min_balance
-    existing = await _existing(session, request, min_balance)
+    existing = await _existing(session, request, min_balance, metadata)
     if existing is not None:
         return AccountResult(existing, created=False)
     if min_balance is not None and min_balance > 0:
@@ -91,7 +105,7 @@ async def create_account(
     if not await repo.insert_account(session, account):
         # A concurrent create of the same id or code committed between our check and insert:
         # answer as if it had committed before we looked.
-        existing = await _existing(session, request, min_balance)
+        existing = await _existing(session, request, min_balance, metadata)
         if existing is not None:
             return AccountResult(existing, created=False)
         raise AccountCodeExists(f"account code {request.code!r} is taken")
@@ -102,7 +116,7 @@ async def create_account(
         _audit(
             "account.create",
             account,
-            {"request": msgspec.to_builtins(request), "result": event.data},
+            {"request": _request_data(request, metadata), "result": event.data},
         ),
         ctx,
     )
@@ -110,14 +124,14 @@ async def create_account(
 
 
 async def _existing(
-    session: AsyncSession, request: AccountCreate, min_balance: int | None
+    session: AsyncSession, request: AccountCreate, min_balance: int | None, metadata: msgspec.Raw
 ) -> AccountState | None:
     """The account this create repeats (same id, same fields), or None when the id and the code
     are free; a named conflict when either is taken otherwise."""
     found = await repo.find_by_id_or_code(session, request.id, request.code)
     for existing in found:
         if existing.id == request.id:
-            if _same_as_existing(existing, request, min_balance):
+            if _same_as_existing(existing, request, min_balance, metadata):
                 return existing
             raise AccountExistsWithDifferentFields(
                 f"account {request.id} exists with different fields"
@@ -210,7 +224,7 @@ async def patch_account(
     changes: dict[str, Any] = {}
     if account.status == "closed":
         raise AccountClosed(f"account {account_id} is closed")
-    if patch.metadata is not msgspec.UNSET:
+    if patch.metadata:  # sent (null included: it clears)
         account.metadata = check_metadata(patch.metadata)
         changes["metadata"] = account.metadata
     if patch.min_balance is not msgspec.UNSET:
@@ -227,8 +241,8 @@ async def patch_account(
     account.updated_at = ctx.now
     await repo.update_account(session, account)
     audit_data = {
-        "request": msgspec.to_builtins(patch),
-        "before": {k: msgspec.to_builtins(before[k]) for k in changes},
+        "request": _request_data(patch, account.metadata),
+        "before": {k: before[k] for k in changes},
         "after": changes,
     }
     await _record(

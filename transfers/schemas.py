@@ -10,7 +10,7 @@ import msgspec
 
 from ledger.core import limits
 from ledger.core.errors import TransferNotFound
-from ledger.core.schemas import Amount, Currency, Metadata, Strict
+from ledger.core.schemas import EMPTY_METADATA, Amount, Currency, Metadata, Strict, metadata_field
 from ledger.posting.engine import Outcome, OutcomeKind
 from ledger.posting.state import TransferState, VoidedId
 
@@ -28,7 +28,7 @@ class TransferCreate(Strict):
     pending: bool = False
     timeout_seconds: TimeoutSeconds | None = None
     reference: Reference | None = None
-    metadata: Metadata | None = None
+    metadata: Metadata = metadata_field()  # absent or null: {}
 
 
 class EmptyBody(Strict):
@@ -108,7 +108,7 @@ def empty_cancel_out(voided: VoidedId) -> TransferOut:
         state="voided",
         posted_amount=0,
         reference=None,
-        metadata={},
+        metadata=EMPTY_METADATA,
         timeout_at=None,
         created_at=voided.voided_at,
         updated_at=voided.voided_at,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from typing import Annotated, Any, TypeVar
 
@@ -22,7 +24,45 @@ CURRENCY_PATTERN = r"^[A-Z0-9]{3,12}(?!\n)$"
 ACCOUNT_CODE_PATTERN = r"^[A-Za-z0-9:._-]{1,128}(?!\n)$"
 Currency = Annotated[str, msgspec.Meta(pattern=CURRENCY_PATTERN)]
 AccountCode = Annotated[str, msgspec.Meta(pattern=ACCOUNT_CODE_PATTERN)]
-Metadata = dict[str, Any]
+# Metadata is kept and answered as the client's JSON text (`check_metadata`), never decoded into
+# Python values: a float reprints numbers (`1e23` -> `1e+23`), jsonb reprints them too (`1e308`
+# -> 309 digits). msgspec cannot put Raw in a union (`Raw | None`), so a body without metadata
+# gets the empty Raw of `metadata_field()`. Both say "an object" in their schemas: `Metadata` to
+# the OpenAPI document (Litestar reads `extra`), `MetadataData` to msgspec's JSON Schema (the
+# event payloads' AsyncAPI document).
+_METADATA_DESCRIPTION = (
+    f"any JSON object, at most {limits.METADATA_BYTES_MAX} bytes and "
+    f"{limits.METADATA_DEPTH_MAX} levels deep; kept and answered as sent"
+)
+_METADATA_JSON_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": True,
+    "description": _METADATA_DESCRIPTION,
+}
+Metadata = Annotated[
+    msgspec.Raw,
+    msgspec.Meta(
+        extra_json_schema={
+            "description": _METADATA_DESCRIPTION,
+            "extra": {"type": "object", "additional_properties": True},
+        }
+    ),
+]
+MetadataData = Annotated[msgspec.Raw, msgspec.Meta(extra_json_schema=_METADATA_JSON_SCHEMA)]
+EMPTY_METADATA = msgspec.Raw(b"{}")
+# PostgreSQL numeric's largest display scale (NUMERIC_DSCALE_MAX): a property of the database,
+# not a bound we chose; a number with more digits after the point cannot be cast to jsonb.
+PG_NUMERIC_SCALE_DIGITS_MAX = 16_383
+
+
+def absent_metadata() -> msgspec.Raw:
+    """The default of a body's metadata field: no metadata sent (an empty text, not JSON)."""
+    return msgspec.Raw(b"")
+
+
+def metadata_field() -> Any:
+    """A body's optional metadata field: absent is `absent_metadata()`, `null` is `null`."""
+    return msgspec.field(default_factory=absent_metadata)
 
 
 class Strict(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False):
@@ -67,28 +107,111 @@ def decode_body(body: bytes, kind: type[T]) -> T:
     return value
 
 
-def check_metadata(metadata: Metadata | None, field: str = "metadata") -> Metadata:
-    """Metadata is free-form but bounded: size, depth, no NUL. It is never money, so any JSON
-    value (floats included) is kept as the client sent it."""
-    if metadata is None:
-        return {}
-    encoded = msgspec.json.encode(metadata)
-    if len(encoded) > limits.METADATA_BYTES_MAX:
-        raise ValidationFailed(
-            f"{field} is larger than {limits.METADATA_BYTES_MAX} bytes",
-            errors=[{"field": field, "message": "too large"}],
+def check_metadata(metadata: msgspec.Raw, field: str = "metadata") -> msgspec.Raw:
+    """Metadata is free-form but bounded: an object, at most METADATA_BYTES_MAX bytes and
+    METADATA_DEPTH_MAX deep, no NUL, every number one that a JSON reader (a double) and the
+    database's jsonb copy can hold.
+
+    What it returns is what is kept and answered: the client's text without insignificant
+    whitespace, every token (number, string, escape) and member order as sent. Metadata is never
+    money, so nothing here reads a number's value beyond checking that it can be kept.
+    Absent or `null` is the empty object."""
+    if not metadata or bytes(metadata) == b"null":
+        return EMPTY_METADATA
+    try:
+        value = _METADATA_DECODER.decode(metadata)
+    except msgspec.ValidationError as exc:  # the float hook refused a number
+        reason = str(exc).split(" - at ")[0]
+        detail = f"{field} holds a number that cannot be kept: {reason}"
+        raise _invalid(field, detail, "number out of range") from exc
+    except RecursionError as exc:  # a hostile value nests thousands deep
+        detail = f"{field} nests deeper than {limits.METADATA_DEPTH_MAX}"
+        raise _invalid(field, detail, "too deep") from exc
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        # The body's decoder skips over a Raw value: its strings are not yet checked as UTF-8.
+        raise _invalid(field, f"{field} is not valid JSON: {exc}", "not JSON") from exc
+    if not isinstance(value, dict):
+        raise _invalid(field, f"{field} must be an object", "not an object")
+    kept = msgspec.json.format(metadata, indent=-1)
+    if len(kept) > limits.METADATA_BYTES_MAX:
+        detail = f"{field} is larger than {limits.METADATA_BYTES_MAX} bytes"
+        raise _invalid(field, detail, "too large")
+    if _depth(value) > limits.METADATA_DEPTH_MAX:
+        detail = f"{field} nests deeper than {limits.METADATA_DEPTH_MAX}"
+        raise _invalid(field, detail, "too deep")
+    if _holds_nul(value):
+        raise _invalid(field, f"{field} may not contain NUL characters", "NUL character")
+    return msgspec.Raw(kept)
+
+
+def _invalid(field: str, detail: str, message: str) -> ValidationFailed:
+    return ValidationFailed(detail, errors=[{"field": field, "message": message}])
+
+
+def _keepable_number(token: str) -> str:
+    """Check one non-integer number token and hand it back unchanged (its text is all we keep);
+    a ValueError here is msgspec's ValidationError for the caller.
+
+    Refused: a magnitude beyond a double (every JSON consumer reading it as one would fail, our
+    own consumer kit included) and more digits after the point than PostgreSQL's numeric holds
+    (the jsonb copy, kept for queries, could not be written). Integers never reach this hook:
+    16 KiB of digits is far inside numeric's range."""
+    if math.isinf(float(token)):
+        raise ValueError(f"{token[:24]} is beyond the range of a double")
+    mantissa, _, exponent = token.lower().partition("e")  # JSON: -1.5e+3, 2.50, 1E5
+    if len(mantissa.partition(".")[2]) - int(exponent or 0) > PG_NUMERIC_SCALE_DIGITS_MAX:
+        raise ValueError(
+            f"{token[:24]} has more than {PG_NUMERIC_SCALE_DIGITS_MAX} digits after the point"
         )
-    if _depth(metadata) > limits.METADATA_DEPTH_MAX:
-        raise ValidationFailed(
-            f"{field} nests deeper than {limits.METADATA_DEPTH_MAX}",
-            errors=[{"field": field, "message": "too deep"}],
-        )
-    if b"\\u0000" in encoded:
-        raise ValidationFailed(
-            f"{field} may not contain NUL characters",
-            errors=[{"field": field, "message": "NUL character"}],
-        )
-    return metadata
+    return token
+
+
+# Floats stay their token text (never a Python float: validation must not need one).
+_METADATA_DECODER = msgspec.json.Decoder(float_hook=_keepable_number)
+
+
+def _holds_nul(value: Any) -> bool:
+    """True when a key or a string anywhere holds U+0000 (PostgreSQL text cannot)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if any("\x00" in key for key in item):
+                return True
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str) and "\x00" in item:
+            return True
+    return False
+
+
+def same_metadata(kept: msgspec.Raw, asked: msgspec.Raw) -> bool:
+    """Whether a retry asks for the metadata already kept (both as `check_metadata` returns).
+
+    The same text is the same. Otherwise the same members in another order, or strings written
+    with other escapes (`\\u00e9` for `é`), are the same too; a number is the same only with
+    the same text (`1` is not `1.0`): the retry would otherwise be answered with a number text it
+    did not send. Both sides passed `check_metadata`, so they parse and nest at most 8 deep."""
+    if bytes(kept) == bytes(asked):
+        return True
+    return bool(_members(kept) == _members(asked))
+
+
+class _Number(str):
+    """A number's token text: numbers compare by text, never equal to a string."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Number) and str.__eq__(self, other)
+
+    def __hash__(self) -> int:
+        return str.__hash__(self)
+
+
+def _members(metadata: msgspec.Raw) -> Any:
+    return json.loads(bytes(metadata), parse_int=_Number, parse_float=_Number)
 
 
 def _depth(value: Any, limit: int = limits.METADATA_DEPTH_MAX) -> int:

@@ -6,6 +6,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
+from ledger.core.schemas import EMPTY_METADATA
+
 
 @dataclass(frozen=True, slots=True)
 class TransferCommand:
@@ -17,7 +21,8 @@ class TransferCommand:
     pending: bool = False
     timeout_seconds: int | None = None
     reference: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
+    # The client's JSON text as kept (ledger.core.schemas.check_metadata), never re-encoded.
+    metadata: msgspec.Raw = field(default_factory=lambda: EMPTY_METADATA)
 
 
 def command_data(command: TransferCommand) -> dict[str, Any]:

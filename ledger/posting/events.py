@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any, Literal
+from typing import Literal
 
 import msgspec
 
 from ledger.core.context import WriteContext
+from ledger.core.schemas import MetadataData
 from ledger.posting.state import AccountState, TransferState
 from outbox.writer import PendingEvent
 
@@ -45,7 +46,7 @@ class AccountData(msgspec.Struct):
     normal_balance: str
     min_balance: int | None
     status: str
-    metadata: dict[str, Any]
+    metadata: MetadataData  # the text as kept, written verbatim
     version: int
     created_at: dt.datetime
     balances: BalancesData
@@ -71,7 +72,7 @@ class TransferData(msgspec.Struct):
     state: str
     posted_amount: int
     reference: str | None
-    metadata: dict[str, Any]
+    metadata: MetadataData  # the text as kept, written verbatim
     timeout_at: dt.datetime | None
     created_at: dt.datetime
     updated_at: dt.datetime

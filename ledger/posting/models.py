@@ -32,7 +32,10 @@ class Account(Base):
     normal_balance: Mapped[str] = mapped_column(sa.String(6))
     min_balance: Mapped[int | None]
     status: Mapped[str] = mapped_column(sa.String(8))
+    # The client's metadata text, answered as kept (migration 0006); `metadata` is its jsonb
+    # copy, for queries only: jsonb reprints numbers, so it is never read back.
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata")
+    metadata_text: Mapped[str]
     version: Mapped[int]
     posted_debits: Mapped[int]
     posted_credits: Mapped[int]
@@ -76,7 +79,10 @@ class Transfer(Base):
     posted_amount: Mapped[int]
     reversed_amount: Mapped[int]
     reference: Mapped[str | None] = mapped_column(sa.String(255))
+    # The client's metadata text, answered as kept (migration 0006); `metadata` is its jsonb
+    # copy, for queries only: jsonb reprints numbers, so it is never read back.
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata")
+    metadata_text: Mapped[str]
     timeout_at: Mapped[dt.datetime | None]
     created_at: Mapped[dt.datetime]
     updated_at: Mapped[dt.datetime]

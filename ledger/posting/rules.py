@@ -23,6 +23,7 @@ from ledger.core.errors import (
     TransferNotPending,
     TransferNotPosted,
 )
+from ledger.core.schemas import same_metadata
 from ledger.posting.commands import TransferCommand
 from ledger.posting.state import AccountState, TransferState, available_balance
 
@@ -126,7 +127,9 @@ def release_deltas(held: int) -> tuple[Delta, Delta]:
 
 
 def same_fields(existing: TransferState, command: TransferCommand) -> bool:
-    """TigerBeetle's `exists` vs `exists_with_different_fields`, on what the client asked."""
+    """TigerBeetle's `exists` vs `exists_with_different_fields`, on what the client asked.
+    Metadata is the same with the same members in any order (`same_metadata`), and differs when
+    a number is written otherwise."""
     return (
         existing.reversal_of is None
         and existing.debit_account_id == command.debit_account_id
@@ -136,7 +139,7 @@ def same_fields(existing: TransferState, command: TransferCommand) -> bool:
         and existing.created_pending == command.pending
         and (existing.timeout_seconds or 0) == (command.timeout_seconds or 0)
         and existing.reference == command.reference
-        and existing.metadata == command.metadata
+        and same_metadata(existing.metadata, command.metadata)
     )
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+
+import msgspec
 
 
 def posted_balance(normal_balance: str, posted_debits: int, posted_credits: int) -> int:
@@ -39,7 +40,7 @@ class AccountState:
     normal_balance: str
     min_balance: int | None
     status: str
-    metadata: dict[str, Any]
+    metadata: msgspec.Raw  # the client's JSON text as kept (check_metadata)
     version: int
     posted_debits: int
     posted_credits: int
@@ -75,7 +76,7 @@ class TransferState:
     posted_amount: int
     reversed_amount: int
     reference: str | None
-    metadata: dict[str, Any]
+    metadata: msgspec.Raw  # the client's JSON text as kept (check_metadata)
     timeout_at: dt.datetime | None
     created_at: dt.datetime
     updated_at: dt.datetime
