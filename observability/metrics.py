@@ -94,6 +94,20 @@ GROUP_COMMIT_BATCH_SIZE = Histogram(
     "Transfer requests posted together in one group-commit transaction",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 500),
 )
+GROUP_COMMIT_QUEUED = Gauge(
+    "ledger_group_commit_queued",
+    "Transfer requests queued in group commit, not started yet (single transfers, and batch "
+    "requests waiting for their accounts)",
+    multiprocess_mode="livesum",
+)
+# Work refused under overload before it started (503 with Retry-After; nothing of it ran):
+# queue_full, deadline (queued past its wait budget), cancelled (its client went away while
+# queued: no answer was sent), pool_timeout (no database connection within the wait budget).
+REQUESTS_SHED = Counter(
+    "ledger_requests_shed",
+    "Requests shed under overload before they started, by reason",
+    ["reason"],
+)
 
 
 def exposition() -> tuple[bytes, str]:
@@ -131,3 +145,16 @@ def serve_metrics(host: str, port: int) -> None:
     prometheus_client on a daemon thread, so the relay's and the consumer's counters can be
     scraped where they are counted."""
     start_http_server(port, addr=host)
+
+
+# The expiry worker (ledger/worker/expiry.py): holds it could not expire are retried apart.
+EXPIRY_FAILURES = Counter(
+    "ledger_expiry_failures",
+    "Expiries of a due pending transfer that failed (each logged with the transfer id as "
+    "transfer.expiry_failed) and will be retried after a backoff",
+)
+EXPIRY_RETRIES_WAITING = Gauge(
+    "ledger_expiry_retries_waiting",
+    "Due pending transfers whose expiry failed and waits for its retry, in this worker",
+    multiprocess_mode="mostrecent",
+)

@@ -3,6 +3,7 @@ status code chosen here (201 for a new transfer, 200 for an existing one)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, get_args
@@ -59,6 +60,16 @@ async def _change(
     return typed(await idempotent_post(request, effect), TransferOut)
 
 
+async def _client_gone(request: Request[Any, Any, Any]) -> None:
+    """Returns once the client has closed its connection. The body is read already, so the
+    server's next message is `http.disconnect`, sent when the client goes away (or when the
+    response is complete, by which time nobody watches any more)."""
+    if (await request.receive())["type"] == "http.disconnect":
+        return
+    # Anything else was not expected after the body: stop watching, never report it gone.
+    await asyncio.get_running_loop().create_future()
+
+
 class TransferController(Controller):
     path = "/v1/transfers"
     tags = ["transfers"]
@@ -76,7 +87,9 @@ class TransferController(Controller):
         if committer is None:
             return typed(await idempotent_post(request, effect), TransferOut)
         claim = claim_of(request, await request.body())
-        stored = await committer.submit(command, write_context(request), claim)
+        stored = await committer.submit(
+            command, write_context(request), claim, client_gone=lambda: _client_gone(request)
+        )
         if stored is None:  # the key exists already: wait for it and replay, one request alone
             return typed(await idempotent_post(request, effect), TransferOut)
         return typed(respond(stored), TransferOut)
@@ -91,7 +104,14 @@ class TransferController(Controller):
             outcomes = await service.create_batch(session, commands, data.atomic, ctx)
             return 200, batch_result(outcomes)
 
-        return typed(await idempotent_post(request, effect), BatchResult)
+        committer = group_committer_of(services_of(request))
+        if committer is None:
+            return typed(await idempotent_post(request, effect), BatchResult)
+        # Its turn on its accounts comes in this process's queue, after every request queued
+        # before it on any of them (not in PostgreSQL's row-lock queues, holding a connection).
+        accounts = {a for c in commands for a in (c.debit_account_id, c.credit_account_id)}
+        async with committer.exclusive(accounts, client_gone=lambda: _client_gone(request)):
+            return typed(await idempotent_post(request, effect), BatchResult)
 
     @post(
         "/{transfer_id:uuid}/post",

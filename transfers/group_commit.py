@@ -13,9 +13,23 @@ under a hot account there is one batch at a time and every request that arrived 
 the next one (the batch grows with the contention), while transfers between unrelated accounts
 still run in parallel batches.
 
+A batch request (`POST /v1/transfers/batch`, up to 1,000 transfers) takes its place in the same
+queue through `exclusive`: it runs its own transaction, once no running batch and no earlier
+queued request holds any of its accounts, and holds them until it ends. Concurrent batches over
+the same accounts then wait here, first come first served, each for the ones before it, instead
+of in PostgreSQL's row-lock queues, where a batch that locks 2,000 rows one by one can be passed
+again and again (and holds a pooled connection all along).
+
 Each batch is one transaction: Idempotency-Key rows first (sorted, one statement), then the
 posting engine, non-atomic, checking every transfer in arrival order on the locked balances,
 then each keyed request's stored response. Every request gets its own outcome.
+
+Under overload, work is shed before it starts, never after: a request that finds
+`queue_max` requests queued is answered 503 (with Retry-After) at once; a queued request not
+started within `queue_wait_max_seconds` is taken out of the queue and answered 503; one whose
+client goes away while it is queued is taken out and never runs. Once a request has started, it
+runs to its outcome (bounded by the database's timeouts) whatever happens to its client: its
+answer is never sent before its effect is known.
 
 What stays exactly as it is per transfer: events, audit records and sequences (each with its own
 request's context), the Idempotency-Key rules (a key that already exists, or appears twice in one
@@ -31,9 +45,12 @@ import collections
 import contextlib
 import contextvars
 import datetime as dt
+import math
 import time
 import uuid
-from dataclasses import dataclass, field, replace
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
+from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 import structlog
@@ -49,6 +66,7 @@ from ledger.core.errors import (
     ConfigurationError,
     IdempotencyKeyInUse,
     LedgerError,
+    ServiceUnavailable,
 )
 from ledger.http.state import Services
 from ledger.idempotency import store as idempotency
@@ -63,7 +81,7 @@ log = structlog.get_logger("ledger.group_commit")
 GROUP_COMMIT = "group_commit"  # its key in Services.extensions
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # compared by identity: the queue removes the very one
 class Submission:
     command: TransferCommand
     ctx: WriteContext
@@ -75,10 +93,29 @@ class Submission:
     future: asyncio.Future[StoredResponse | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    deadline: float = math.inf  # time.monotonic() by which it must have started
+    started: bool = False  # taken into a batch: it runs to its outcome from here on
 
     @property
     def accounts(self) -> tuple[uuid.UUID, uuid.UUID]:
         return (self.command.debit_account_id, self.command.credit_account_id)
+
+
+@dataclass(slots=True, eq=False)
+class Gate:
+    """A request that runs its own transaction (a transfer batch) on these accounts: it starts
+    when no running batch and no earlier queued request holds any of them, and holds them until
+    it leaves."""
+
+    accounts: Collection[uuid.UUID]
+    future: asyncio.Future[StoredResponse | None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    deadline: float = math.inf
+    started: bool = False
+
+
+Queued = Submission | Gate
 
 
 class GroupCommitter:
@@ -88,13 +125,22 @@ class GroupCommitter:
         *,
         batch_size_max: int = limits.GROUP_COMMIT_BATCH_SIZE_MAX,
         inflight_max: int = limits.GROUP_COMMIT_INFLIGHT_MAX,
+        queue_max: int | None = None,
+        queue_wait_max_seconds: float | None = None,
     ) -> None:
-        if batch_size_max < 1 or inflight_max < 1:
+        # The queue's bounds are read when the committer is made (not when this module is
+        # imported), so a test can lower them for one app.
+        queue_max = limits.GROUP_COMMIT_QUEUE_MAX if queue_max is None else queue_max
+        if queue_wait_max_seconds is None:
+            queue_wait_max_seconds = limits.GROUP_COMMIT_QUEUE_WAIT_MAX_SECONDS
+        if min(batch_size_max, inflight_max, queue_max) < 1 or queue_wait_max_seconds <= 0:
             raise ConfigurationError("group commit bounds must be positive")
         self.sessionmaker = sessionmaker
         self.batch_size_max = batch_size_max
         self.inflight_max = inflight_max
-        self.queue: list[Submission] = []
+        self.queue_max = queue_max
+        self.queue_wait_max_seconds = queue_wait_max_seconds
+        self.queue: list[Queued] = []
         self.inflight = 0
         self.scheduled = False
         self.tasks: set[asyncio.Task[None]] = set()
@@ -105,26 +151,122 @@ class GroupCommitter:
         self.claimed: set[uuid.UUID] = set()
 
     async def submit(
-        self, command: TransferCommand, ctx: WriteContext, claim: IdempotencyClaim | None
+        self,
+        command: TransferCommand,
+        ctx: WriteContext,
+        claim: IdempotencyClaim | None,
+        *,
+        client_gone: Callable[[], Awaitable[object]] | None = None,
     ) -> StoredResponse | None:
+        """The request's stored response (None: take the one-request path). What `client_gone`
+        returns completes when the client has gone away: a request still queued then never runs.
+        Raises ServiceUnavailable, before anything of it ran, when the queue is full, when it
+        was not started in time, or when its client went away."""
+        self._check_room()
         submission = Submission(
             command=command,
             ctx=ctx,
             claim=claim,
             span_context=trace.get_current_span().get_span_context(),
             context=contextvars.copy_context(),
+            deadline=time.monotonic() + self.queue_wait_max_seconds,
         )
-        self.queue.append(submission)
-        if self._must_wait(submission):
+        self._enqueue(submission)
+        return await self._outcome(submission, client_gone)
+
+    @contextlib.asynccontextmanager
+    async def exclusive(
+        self,
+        accounts: Iterable[uuid.UUID],
+        *,
+        client_gone: Callable[[], Awaitable[object]] | None = None,
+    ) -> AsyncIterator[None]:
+        """Hold these accounts in this process for the body of the `async with` (a batch
+        request's own transaction), after every request queued before on any of them. Shed like
+        `submit` (ServiceUnavailable, nothing run) while it waits."""
+        self._check_room()
+        gate = Gate(frozenset(accounts), deadline=time.monotonic() + self.queue_wait_max_seconds)
+        self._enqueue(gate)
+        try:
+            await self._outcome(gate, client_gone)
+        except asyncio.CancelledError:
+            if gate.started:  # started just as its task was cancelled: let the others go
+                self._leave(gate)
+            raise
+        try:
+            yield
+        finally:
+            self._leave(gate)
+
+    def _check_room(self) -> None:
+        if len(self.queue) >= self.queue_max:
+            _shed("queue_full")
+            raise ServiceUnavailable(
+                f"{len(self.queue)} requests are queued in this process; this one did not run"
+            )
+
+    def _enqueue(self, item: Queued) -> None:
+        self.queue.append(item)
+        metrics.GROUP_COMMIT_QUEUED.set(len(self.queue))
+        if self._must_wait(item):
             # Nothing can start for it before a batch ends, and the end of a batch looks at the
             # queue again: no scan now (under a hot account with many clients, a scan per
             # arrival would cost the square of the queue).
-            self.claimed.update(submission.accounts)
+            self.claimed.update(item.accounts)
         else:
             self._schedule()
+
+    def _leave(self, gate: Gate) -> None:
+        self._release([gate])
+        if self.queue:
+            self._schedule()
+
+    async def _outcome(
+        self, submission: Queued, client_gone: Callable[[], Awaitable[object]] | None
+    ) -> StoredResponse | None:
+        watcher = None if client_gone is None else asyncio.ensure_future(client_gone())
+        waits: set[asyncio.Future[Any]] = {submission.future}
+        if watcher is not None:
+            waits.add(watcher)
+        try:
+            done, _ = await asyncio.wait(
+                waits, timeout=self.queue_wait_max_seconds, return_when=asyncio.FIRST_COMPLETED
+            )
+        except asyncio.CancelledError:  # the request's task itself was cancelled
+            if self._withdraw(submission):
+                _shed("cancelled")
+            raise
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+        if submission.future not in done and self._withdraw(submission):
+            gone = watcher is not None and watcher in done
+            _shed("cancelled" if gone else "deadline")
+            raise ServiceUnavailable(
+                "the client went away before this request started; it did not run"
+                if gone
+                else f"this request waited {self.queue_wait_max_seconds:g} s in the queue "
+                "without starting; it did not run"
+            )
+        # Done, or started already: a started request is answered with its outcome, never
+        # before it is known.
         return await submission.future
 
-    def _must_wait(self, submission: Submission) -> bool:
+    def _withdraw(self, submission: Queued) -> bool:
+        """Take a request that has not started out of the queue; False once it has started
+        (or was answered). The accounts it claimed are recomputed at the next scan."""
+        if submission.started or submission.future.done():
+            return False
+        self.queue.remove(submission)
+        metrics.GROUP_COMMIT_QUEUED.set(len(self.queue))
+        submission.future.cancel()
+        if self.queue:
+            self._schedule()  # a request behind it on its accounts may be free to go now
+        else:
+            self.claimed.clear()  # nobody waits, so no account is claimed (no scan would say so)
+        return True
+
+    def _must_wait(self, submission: Queued) -> bool:
         return any(a in self.busy or a in self.claimed for a in submission.accounts)
 
     def _schedule(self) -> None:
@@ -151,25 +293,42 @@ class GroupCommitter:
         """The next batch, in arrival order: queued requests whose accounts no running batch
         holds. The others keep their place in the queue, and so do later requests on any of
         their accounts: per account, requests leave in the order they came, and a waiting one
-        cannot be overtaken forever by newcomers on the same account."""
+        cannot be overtaken forever by newcomers on the same account. A gate that is free (no
+        account of it held, claimed, or in this batch) starts here, on its own."""
         batch: list[Submission] = []
-        waiting: list[Submission] = []
+        in_batch: set[uuid.UUID] = set()  # accounts of this batch
+        waiting: list[Queued] = []
         claimed: set[uuid.UUID] = set()  # accounts of requests that wait
-        for submission in self.queue:
-            accounts = submission.accounts
+        now = time.monotonic()
+        for item in self.queue:
+            if item.deadline <= now:
+                # Past its deadline before its own timer said so: it never starts either.
+                _shed("deadline")
+                item.future.set_exception(
+                    ServiceUnavailable("this request was not started in time; it did not run")
+                )
+                continue
+            accounts = item.accounts
             free = not any(a in self.busy or a in claimed for a in accounts)
-            if free and len(batch) < self.batch_size_max:
-                batch.append(submission)
+            if free and isinstance(item, Gate) and in_batch.isdisjoint(accounts):
+                item.started = True
+                self.busy.update(accounts)
+                item.future.set_result(None)  # its caller runs its transaction now
+            elif free and isinstance(item, Submission) and len(batch) < self.batch_size_max:
+                batch.append(item)
+                in_batch.update(accounts)
             else:
-                waiting.append(submission)
+                waiting.append(item)
                 claimed.update(accounts)
         self.queue = waiting
         self.claimed = claimed
+        metrics.GROUP_COMMIT_QUEUED.set(len(waiting))
         for submission in batch:
+            submission.started = True
             self.busy.update(submission.accounts)
         return batch
 
-    def _release(self, batch: list[Submission]) -> None:
+    def _release(self, batch: list[Submission] | list[Gate]) -> None:
         for submission in batch:
             self.busy.subtract(submission.accounts)
         for account in [a for s in batch for a in s.accounts if self.busy[a] <= 0]:
@@ -225,8 +384,10 @@ class GroupCommitter:
     async def _post(
         self, session: AsyncSession, batch: list[Submission]
     ) -> list[StoredResponse | None]:
+        # The keys' creation time (their life starts here); the transfers' time is the
+        # engine's, the database clock once the batch's locks are held, shared by all of them.
         now = dt.datetime.now(dt.UTC)
-        contexts = [replace(s.ctx, now=now) for s in batch]
+        contexts = [s.ctx for s in batch]
         # A key that exists already, or appears twice in the batch, leaves the batch: its
         # request takes the one-request path, which waits and replays.
         taken = await idempotency.claim_many(session, [s.claim for s in batch], now)
@@ -250,6 +411,12 @@ class GroupCommitter:
                 answered.append((claim, response))
         writer.add(idempotency.store_statement(answered))
         return results
+
+
+def _shed(reason: str) -> None:
+    # Counted, not logged: under a flood a line per shed request would be more load (each one
+    # still has its access line, status 503).
+    metrics.REQUESTS_SHED.labels(reason=reason).inc()
 
 
 def _response(outcome: Outcome) -> StoredResponse:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +30,11 @@ class WriteContext:
     traceparent: str | None = None
     client_addr: str | None = None
     now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+
+    def at(self, now: dt.datetime) -> WriteContext:
+        """The same context at `now`: the posting engine's transaction time, read from the
+        database clock once its locks are held (so time follows sequence on every account)."""
+        return replace(self, now=now)
 
     def at_now(self) -> WriteContext:
         """The same context with a fresh clock (each retry of a transaction takes a new now)."""

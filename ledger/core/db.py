@@ -59,6 +59,8 @@ class Base(DeclarativeBase):
 
 
 def create_engine(settings: Settings, *, pool_size: int = limits.DB_POOL_SIZE) -> AsyncEngine:
+    # Waiting for other requests is no refusal within REQUEST_WAIT_MAX_SECONDS (contract 8.2):
+    # lock and pool waits are each bounded by that budget, a statement by it plus time to work.
     options = (
         f"-c lock_timeout={limits.DB_LOCK_TIMEOUT_MS} "
         f"-c statement_timeout={limits.DB_STATEMENT_TIMEOUT_MS} "
@@ -181,6 +183,9 @@ async def run_in_transaction(
                         callback()
                     return result
     except Exception as exc:
+        if isinstance(exc, PoolTimeoutError):
+            # Every connection stayed busy for the whole wait budget: shed before it started.
+            metrics.REQUESTS_SHED.labels(reason="pool_timeout").inc()
         if is_unavailable(exc):
             raise ServiceUnavailable() from exc
         raise

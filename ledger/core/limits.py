@@ -19,13 +19,21 @@ METADATA_DEPTH_MAX = 8
 API_KEY_NAME_LENGTH_MAX = 128
 TIMEOUT_SECONDS_MAX = 365 * 24 * 60 * 60
 
-# Database bounds: a transfer never waits forever on a lock or a query.
-DB_LOCK_TIMEOUT_MS = 5_000
-DB_STATEMENT_TIMEOUT_MS = 30_000
+# Waiting is not refusing (contract 8.2): a request that only waits for other requests (their
+# row, key and advisory locks, a pooled connection, its turn in group commit) is not refused
+# while that wait stays under this; each of those waits is bounded by it on its own.
+REQUEST_WAIT_MAX_SECONDS = 30
+
+# Database bounds: a transfer never waits forever on a lock or a query. One lock wait is refused
+# only past the whole request's wait budget (a request waiting less in total never gets there).
+DB_LOCK_TIMEOUT_MS = REQUEST_WAIT_MAX_SECONDS * 1000
+# A statement's time includes its lock waits (a 1,000-transfer batch locks 2,000 rows in one
+# statement): the wait budget, plus as long again for the work itself.
+DB_STATEMENT_TIMEOUT_MS = 2 * REQUEST_WAIT_MAX_SECONDS * 1000
 DB_IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000
 DB_POOL_SIZE = 20  # >= concurrent requests we expect per process: no connect churn
 DB_POOL_OVERFLOW = 20
-DB_POOL_TIMEOUT_SECONDS = 10
+DB_POOL_TIMEOUT_SECONDS = REQUEST_WAIT_MAX_SECONDS  # waiting for a connection is waiting too
 DB_CONNECT_TIMEOUT_SECONDS = 5
 
 # Retries of serialization failures and deadlocks: capped, jittered exponential backoff.
@@ -52,7 +60,10 @@ BENCH_DURATION_SECONDS_MAX = 24 * 60 * 60
 BENCH_SETUP_CONCURRENCY_MAX = 16  # parallel requests while creating and checking accounts
 BENCH_CHECK_TRANSFERS_MAX = 10_000  # acknowledged transfers re-read with GET after the run
 BENCH_CHECK_TRANSFERS_DEFAULT = 1_000
-BENCH_REQUEST_TIMEOUT_SECONDS = 30
+# Longer than the service may take over one request (a connection, its turn in group commit, an
+# Idempotency-Key and the row locks: each up to REQUEST_WAIT_MAX_SECONDS; then the work), so the
+# bench never gives up on a request the service is still running (an unknown outcome).
+BENCH_REQUEST_TIMEOUT_SECONDS = 5 * REQUEST_WAIT_MAX_SECONDS
 BENCH_PGBENCH_SCALE = 10  # `pgbench -i -s 10`: 1,000,000 pgbench_accounts rows
 BENCH_PGBENCH_INIT_TIMEOUT_SECONDS = 600
 
@@ -84,6 +95,13 @@ CONSUMER_RETRY_BACKOFF_MAX_MS = 5_000
 # Group commit of single-transfer requests (transfers/group_commit.py).
 GROUP_COMMIT_BATCH_SIZE_MAX = 500  # transfers per shared transaction
 GROUP_COMMIT_INFLIGHT_MAX = 4  # shared transactions running at once per process
+# Requests queued and not started (single transfers, and batch requests waiting for their
+# accounts), per process, past which a new one is shed (503, Retry-After): eight full batches,
+# two rounds of every slot; they hold their bodies in memory meanwhile.
+GROUP_COMMIT_QUEUE_MAX = 4_000
+# A queued request not started by then is shed (503): waiting for its turn is waiting for other
+# requests' locks, so it gets the whole wait budget, and no client waits longer than that.
+GROUP_COMMIT_QUEUE_WAIT_MAX_SECONDS = float(REQUEST_WAIT_MAX_SECONDS)
 
 # Authenticated API keys are remembered this long per process (a revocation made through this
 # process applies at once; one made elsewhere within this many seconds).
@@ -94,3 +112,41 @@ API_KEY_CACHE_ENTRIES_MAX = 10_000
 # this many per transaction, again at once while there are more, else after the interval.
 IDEMPOTENCY_DELETE_BATCH_MAX = 1_000
 IDEMPOTENCY_RETENTION_INTERVAL_SECONDS = 60.0
+
+# The expiry worker: due holds expired per step (each in its own transaction), and the holds
+# whose expiry failed (a row locked elsewhere for long, a state that raises), retried apart from
+# the others after a capped, jittered backoff. A hold pushed out of the full retry book is only
+# tried sooner, by the main expiry step.
+EXPIRY_BATCH_SIZE = 100
+EXPIRY_INTERVAL_SECONDS = 1.0
+EXPIRY_RETRY_INTERVAL_SECONDS = 1.0  # how often the retry job looks for holds whose wait is over
+EXPIRY_RETRY_ENTRIES_MAX = 1_000  # failing holds remembered per worker process
+EXPIRY_RETRY_BACKOFF_INITIAL_MS = 1_000
+EXPIRY_RETRY_BACKOFF_MAX_MS = 60_000
+# An expiry waits this long for a row or advisory lock, not a request's REQUEST_WAIT_MAX_SECONDS:
+# past it the hold is retried later, and the holds after it are not kept waiting. Requests hold
+# account rows for milliseconds (a 1,000-transfer batch: a few hundred), so this is rarely hit.
+EXPIRY_LOCK_TIMEOUT_MS = 2_000
+
+# Unauthenticated reads (/metrics, /ready): scrapes that arrive together share one query, and a
+# process sends at most one such query per interval however many scrapes come. A scrape waits
+# for the next query rather than take an older answer, so its value is never older than itself.
+OUTBOX_STATUS_INTERVAL_SECONDS = 1.0
+READY_CHECK_INTERVAL_SECONDS = 0.2  # well under a probe's usual 1 s timeout
+# The backlog is counted up to this many unpublished rows (index entries of the partial index on
+# unpublished ids): past it, /metrics reports this number, a floor.
+OUTBOX_BACKLOG_COUNT_MAX = 100_000
+# The status query's own lock and statement timeouts: a locked or slow table gives an unknown
+# (NaN) backlog quickly instead of a scrape holding a connection for DB_LOCK_TIMEOUT_MS.
+OUTBOX_STATUS_TIMEOUT_MS = 2_000
+
+# Audit verification hashes the whole trail (CPU in a worker thread, one snapshot held open):
+# an API process runs at most this many at once and answers another 503 (Retry-After) unstarted.
+AUDIT_VERIFY_RUNNING_MAX = 1
+# The longest a genuine write takes from its audit record's `at` to its transaction's id (taken
+# with its first write or row lock): a pooled connection, an Idempotency-Key and a row lock, each
+# waited for up to the request's wait budget, plus clock skew between API hosts and PostgreSQL.
+# `audit verify` names a record whose transaction began later than this after its `at` as put in
+# behind the service's back; how late it was sealed is no alarm (outages, backlogs, slow commits).
+# Replaces AUDIT_SEAL_GRACE_SECONDS, which bounded the whole write and the sealing delay.
+AUDIT_INSERTION_GRACE_SECONDS = 300

@@ -36,6 +36,7 @@ from ledger.core.errors import (
     TransferNotPending,
 )
 from ledger.core.ids import new_id
+from ledger.core.schemas import EMPTY_METADATA
 from ledger.posting import events, rules
 from ledger.posting import repository as repo
 from ledger.posting.commands import TransferCommand, command_data
@@ -243,7 +244,7 @@ class Posting:
             posted_amount=reversed_now,
             reversed_amount=0,
             reference=original.reference,
-            metadata={},
+            metadata=EMPTY_METADATA,  # a reversal carries none of its own
             timeout_at=None,
             created_at=now,
             updated_at=now,
@@ -308,14 +309,19 @@ async def create_transfers(
     Not atomic: a refused item leaves its neighbours untouched. Atomic: the first refused item
     names its error, every other item answers `not_committed`, and nothing is written.
     `contexts` (group commit) gives each command the request it came from, for its events and
-    audit record; they must share one `now`. With `writer`, the writes are queued on it for the
+    audit record. Every item's time is the database clock once the locks are held (the `now` of
+    `ctx` and `contexts` is not used). With `writer`, the writes are queued on it for the
     caller to send (with more of its own), instead of being sent before returning.
     """
     started = time.perf_counter()
     client_ids = [c.id for c in commands if c.id is not None]
-    posting = Posting(ctx)
     account_ids = [i for c in commands for i in (c.debit_account_id, c.credit_account_id)]
     locked = await repo.lock_for_create(session, client_ids, account_ids)
+    # The transaction's one time, read after the locks: every item of it, whichever request it
+    # came from (group commit), is stamped with it.
+    posting = Posting(ctx.at(locked.now))
+    if contexts is not None:
+        contexts = [c.at(locked.now) for c in contexts]
     posting.accounts = locked.accounts
     posting.transfers = locked.transfers
     tombstones = locked.tombstones
@@ -352,8 +358,10 @@ def _not_committed(count: int, failed_index: int, error: LedgerError) -> list[Ou
 async def _lock_existing(
     session: AsyncSession, posting: Posting, transfer_id: uuid.UUID
 ) -> TransferState | None:
-    """The transfer and its accounts, locked (repo.lock_existing), on the posting."""
-    posting.accounts, transfer = await repo.lock_existing(session, transfer_id)
+    """The transfer and its accounts, locked (repo.lock_existing), on the posting; from here
+    on the posting's time is the database clock read after those locks."""
+    posting.accounts, transfer, now = await repo.lock_existing(session, transfer_id)
+    posting.ctx = posting.ctx.at(now)
     if transfer is not None:
         posting.transfers = {transfer_id: transfer}
     return transfer
@@ -381,6 +389,7 @@ async def void_transfer(
     posting = Posting(ctx)
     transfer = await _lock_existing(session, posting, transfer_id)
     if transfer is None:
+        ctx = posting.ctx  # its time read after the id lock
         if transfer_id not in await repo.load_tombstones(session, [transfer_id]):
             await repo.insert_tombstone(session, transfer_id, ctx.now)
             await write_audit(

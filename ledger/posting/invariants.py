@@ -104,6 +104,20 @@ CHECKS: list[tuple[str, str]] = [
         """,
     ),
     (
+        # Time follows sequence on an account, or `balance?as_of` of a past instant would change
+        # when a later sequence lands before it.
+        "entry posted_at earlier than the entry before it",
+        """
+        SELECT x.account_id::text, format('entry sequence %s: posted_at %s, sequence %s: %s',
+               x.sequence, x.posted_at, x.previous_sequence, x.previous_at)
+          FROM (SELECT account_id, sequence, posted_at,
+                       lag(sequence) OVER w AS previous_sequence,
+                       lag(posted_at) OVER w AS previous_at
+                  FROM entries WINDOW w AS (PARTITION BY account_id ORDER BY sequence)) x
+         WHERE x.posted_at < x.previous_at
+        """,
+    ),
+    (
         "transfer currency differs from its accounts'",
         """
         SELECT t.id::text, format('transfer %s, debit account %s, credit account %s',

@@ -8,11 +8,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.core import pipeline
 from ledger.core.bulk import BulkWriter, json_rows
+from ledger.core.errors import InvariantViolation
 from ledger.core.locks import LockClass, int4_key
 from ledger.core.pipeline import Statement
 from ledger.posting.models import Account, Entry, Transfer, VoidedTransferId
@@ -23,24 +25,42 @@ transfers_t = cast(sa.Table, Transfer.__table__)
 entries_t = cast(sa.Table, Entry.__table__)
 tombstones_t = cast(sa.Table, VoidedTransferId.__table__)
 
-ACCOUNT_COLUMNS = [c for c in accounts_t.c]
-TRANSFER_COLUMNS = [c for c in transfers_t.c]
+
+def _state_columns(table: sa.Table) -> list[sa.ColumnElement[Any]]:
+    """What a state is read from: the metadata text as kept, as `metadata`; never the jsonb copy
+    (it serves queries: jsonb reprints numbers, `1e308` as 309 digits)."""
+    return [
+        table.c.metadata_text.label("metadata") if c.name == "metadata_text" else c
+        for c in table.c
+        if c.name != "metadata"
+    ]
+
+
+ACCOUNT_COLUMNS = _state_columns(accounts_t)
+TRANSFER_COLUMNS = _state_columns(transfers_t)
 
 
 ACCOUNT_NAMES = tuple(c.name for c in ACCOUNT_COLUMNS)
 TRANSFER_NAMES = tuple(c.name for c in TRANSFER_COLUMNS)
 
 
+def _state_values(values: dict[str, Any]) -> dict[str, Any]:
+    values["metadata"] = msgspec.Raw(values["metadata"])  # answered as the text it is
+    return values
+
+
 def account_from_row(row: sa.Row[Any]) -> AccountState:
-    return AccountState(**row._mapping)
+    return AccountState(**_state_values(dict(row._mapping)))
 
 
 def transfer_from_row(row: sa.Row[Any]) -> TransferState:
-    return TransferState(**row._mapping)
+    return TransferState(**_state_values(dict(row._mapping)))
 
 
 def _select(table: sa.Table, names: tuple[str, ...]) -> str:
-    quoted = ", ".join(f'"{name}"' for name in names)
+    quoted = ", ".join(
+        '"metadata_text" AS "metadata"' if name == "metadata" else f'"{name}"' for name in names
+    )
     return f'SELECT {quoted} FROM "{table.name}" WHERE id = ANY(%s::uuid[]) ORDER BY id'
 
 
@@ -53,6 +73,17 @@ _LOCK_ACCOUNTS = _LOAD_ACCOUNTS + " FOR UPDATE"
 _LOAD_TRANSFERS = _select(transfers_t, TRANSFER_NAMES)
 _LOCK_TRANSFERS = _LOAD_TRANSFERS + " FOR UPDATE"
 _LOAD_TOMBSTONES = f'SELECT id FROM "{tombstones_t.name}" WHERE id = ANY(%s::uuid[])'
+# The transaction's time, sent after its lock statements in the same pipeline: the server runs
+# it once they hold, so it is later than every commit on those rows that came before (`now()`
+# would be the transaction's start, before the waits). One value per transaction.
+CLOCK = Statement("SELECT clock_timestamp()", fetch=True)
+
+
+def clock_of(rows: list[Any] | None) -> dt.datetime:
+    if not rows:
+        raise InvariantViolation("the database clock returned no row")
+    value: dt.datetime = rows[0][0]
+    return value.astimezone(dt.UTC)
 
 
 def lock_ids_statement(ids: Iterable[uuid.UUID]) -> Statement | None:
@@ -89,13 +120,15 @@ def tombstones_statement(ids: Iterable[uuid.UUID]) -> Statement | None:
 
 def accounts_of(rows: list[Any] | None) -> dict[uuid.UUID, AccountState]:
     return {
-        row[0]: AccountState(**dict(zip(ACCOUNT_NAMES, row, strict=True))) for row in rows or ()
+        row[0]: AccountState(**_state_values(dict(zip(ACCOUNT_NAMES, row, strict=True))))
+        for row in rows or ()
     }
 
 
 def transfers_of(rows: list[Any] | None) -> dict[uuid.UUID, TransferState]:
     return {
-        row[0]: TransferState(**dict(zip(TRANSFER_NAMES, row, strict=True))) for row in rows or ()
+        row[0]: TransferState(**_state_values(dict(zip(TRANSFER_NAMES, row, strict=True))))
+        for row in rows or ()
     }
 
 
@@ -108,49 +141,55 @@ class Locked:
     accounts: dict[uuid.UUID, AccountState]
     transfers: dict[uuid.UUID, TransferState]
     tombstones: set[uuid.UUID]
+    now: dt.datetime  # the database clock once the locks were held
 
 
 async def lock_for_create(
     session: AsyncSession, client_ids: list[uuid.UUID], account_ids: Iterable[uuid.UUID]
 ) -> Locked:
     """In one round trip, in lock order: the transfer ids, the accounts (by id), then the
-    transfers and tombstones already stored under the client's ids."""
-    _, accounts, transfers, tombstones = await pipeline.run(
+    transfers and tombstones already stored under the client's ids, and the clock."""
+    _, accounts, transfers, tombstones, clock = await pipeline.run(
         session,
         [
             lock_ids_statement(client_ids),
             lock_accounts_statement(account_ids),
             load_transfers_statement(client_ids),
             tombstones_statement(client_ids),
+            CLOCK,
         ],
     )
     return Locked(
         accounts=accounts_of(accounts),
         transfers=transfers_of(transfers),
         tombstones=tombstones_of(tombstones),
+        now=clock_of(clock),
     )
 
 
 async def lock_existing(
     session: AsyncSession, transfer_id: uuid.UUID
-) -> tuple[dict[uuid.UUID, AccountState], TransferState | None]:
+) -> tuple[dict[uuid.UUID, AccountState], TransferState | None, dt.datetime]:
     """Lock order for operations on an existing transfer: its id, then its accounts, then its
     row. Two round trips: the id lock with a first read (to learn the accounts), then the
-    accounts and the row, both FOR UPDATE."""
-    _, found = await pipeline.run(
-        session, [lock_ids_statement([transfer_id]), load_transfers_statement([transfer_id])]
+    accounts and the row, both FOR UPDATE. Each reads the clock after its locks: the last one
+    read is the transaction's time."""
+    _, found, clock = await pipeline.run(
+        session,
+        [lock_ids_statement([transfer_id]), load_transfers_statement([transfer_id]), CLOCK],
     )
     peek = transfers_of(found).get(transfer_id)
     if peek is None:
-        return {}, None
-    accounts, locked = await pipeline.run(
+        return {}, None, clock_of(clock)
+    accounts, locked, clock = await pipeline.run(
         session,
         [
             lock_accounts_statement([peek.debit_account_id, peek.credit_account_id]),
             load_transfers_statement([transfer_id], for_update=True),
+            CLOCK,
         ],
     )
-    return accounts_of(accounts), transfers_of(locked)[transfer_id]
+    return accounts_of(accounts), transfers_of(locked)[transfer_id], clock_of(clock)
 
 
 async def load_transfers(
@@ -181,7 +220,8 @@ def _transfer_row(t: TransferState) -> dict[str, Any]:
         "posted_amount": t.posted_amount,
         "reversed_amount": t.reversed_amount,
         "reference": t.reference,
-        "metadata": t.metadata,
+        "metadata": t.metadata,  # Raw: the jsonb copy is parsed from the text as sent
+        "metadata_text": bytes(t.metadata).decode(),
         "timeout_at": t.timeout_at,
         "created_at": t.created_at,
         "updated_at": t.updated_at,
