@@ -16,7 +16,10 @@ from ledger.http.auth import requires
 from ledger.http.bodies import get, typed
 from ledger.http.pagination import decode_int_cursor, page
 from ledger.http.responses import json_response
-from ledger.http.state import services_of
+from ledger.http.state import Services, services_of
+
+# The process's verification gate, kept with the app's other per-process services.
+VERIFY_GATE_KEY = "ledger.audit.verify_gate"
 
 
 class AuditController(Controller):
@@ -53,9 +56,20 @@ class AuditController(Controller):
 
     @get("/verify", operation_id="verifyAuditTrail")
     async def verify(self, request: Request[Any, Any, Any]) -> Response[AuditVerifyOut]:
-        """Recompute the hash chain: `ok` false names the first bad record (200 either way)."""
+        """Recompute the hash chain: `ok` false names the first bad record (200 either way).
+        One verification at a time per process: another is refused unstarted (503)."""
+        services = services_of(request)
 
         async def work(session: AsyncSession) -> AuditVerifyOut:
             return await service.verify(session)
 
-        return typed(json_response(await services_of(request).run(work)), AuditVerifyOut)
+        async with _verify_gate(services).place():
+            report = await services.run(work)
+        return typed(json_response(report), AuditVerifyOut)
+
+
+def _verify_gate(services: Services) -> service.VerifyGate:
+    gate = services.extensions.get(VERIFY_GATE_KEY)
+    if not isinstance(gate, service.VerifyGate):
+        gate = services.extensions[VERIFY_GATE_KEY] = service.VerifyGate()
+    return gate

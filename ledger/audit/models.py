@@ -53,3 +53,12 @@ class AuditSeal(Base):
     prev_hash: Mapped[str] = mapped_column(sa.String(64))
     hash: Mapped[str] = mapped_column(sa.String(64))
     sealed_at: Mapped[dt.datetime]
+    # What the sealing pass could prove about transaction ids (migration 0007; NULL on older
+    # seals): verify tells a late commit from an insertion behind the service's back by them.
+    horizon_xid: Mapped[int | None]
+    next_xid: Mapped[int | None]
+
+    __table_args__ = (
+        # "The latest pass that ran before transaction X began": one index probe per question.
+        sa.Index("ix_audit_seals_next_xid_seq", "next_xid", "seq"),
+    )

@@ -1,6 +1,6 @@
 """Every SQL statement of the audit trail: sealing, verification and the reviewer's reads.
 
-Functions take an `Executor`: the sealer works on one long-lived connection (it holds a
+Functions take an `Executor`: the sealer works on one long-lived connection of its own (it holds a
 session-level advisory lock on it), the HTTP API and the CLI on sessions."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from ledger.audit.chain import SealLink
+from ledger.audit.chain import PassFacts, SealLink
 from ledger.audit.models import AuditRecord, AuditSeal
 from ledger.core.locks import SINGLETON_KEY, LockClass
 
@@ -32,8 +32,9 @@ SEALER_LOCK = {"lock_class": int(LockClass.AUDIT_SEALER), "key": SINGLETON_KEY}
 
 async def try_lead(conn: AsyncConnection, application_name: str, idle_timeout_ms: int) -> bool:
     """Try to become the active sealer. The lock is session-level: it lasts as long as this
-    connection, so a sealer that dies (or loses its connection) hands over at once, and one that
-    hangs loses the connection after `idle_timeout_ms` without a statement."""
+    connection, which is the sealer's alone (never a pool's), so a sealer that dies, or drops its
+    connection after an error, hands over at once, and one that hangs loses the connection after
+    `idle_timeout_ms` without a statement."""
     await conn.execute(
         sa.text(
             "SELECT set_config('application_name', :name, false), "
@@ -48,18 +49,36 @@ async def try_lead(conn: AsyncConnection, application_name: str, idle_timeout_ms
     return bool(got)
 
 
-async def sealer_clock(ex: Executor) -> tuple[int, dt.datetime]:
-    """(xmin of a snapshot taken now, the database clock). Every transaction with an id below that
-    xmin has committed or aborted, so its audit records are visible to any later statement."""
+async def snapshot_bounds(ex: Executor) -> tuple[int, int]:
+    """(xmin, xmax) of a snapshot taken now. Every transaction below xmin has committed or
+    aborted, so its audit records are visible to any later statement; no transaction id at or
+    above xmax has ended yet (an id above it is one this database has not reached: a chain
+    copied from another cluster by dump and restore carries such ids)."""
     row = (
         await ex.execute(
             sa.text(
-                "SELECT (pg_snapshot_xmin(pg_current_snapshot())::text)::bigint AS horizon, "
-                "clock_timestamp() AS now"
+                "SELECT (pg_snapshot_xmin(s)::text)::bigint AS xmin, "
+                "(pg_snapshot_xmax(s)::text)::bigint AS xmax "
+                "FROM pg_current_snapshot() AS s"
             )
         )
     ).one()
-    return int(row.horizon), row.now
+    return int(row.xmin), int(row.xmax)
+
+
+async def pass_facts(ex: Executor, horizon_xid: int) -> tuple[PassFacts, dt.datetime]:
+    """The facts a pass's seals carry, and their `sealed_at`; call it before the pass's first
+    write. This transaction takes its id now, and ids are handed out in increasing order, so every
+    transaction with a larger id began after it; the transaction's start is earlier still."""
+    row = (
+        await ex.execute(
+            sa.text(
+                "SELECT (pg_current_xact_id()::text)::bigint + 1 AS next_xid, "
+                "transaction_timestamp() AS at"
+            )
+        )
+    ).one()
+    return PassFacts(horizon_xid=horizon_xid, next_xid=int(row.next_xid)), row.at
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,17 +86,33 @@ class ChainHead:
     seq: int
     hash: str
     sealed_at: dt.datetime
+    facts: PassFacts | None  # None: sealed before migration 0007
 
 
 async def chain_head(ex: Executor) -> ChainHead | None:
     row = (
         await ex.execute(
-            sa.select(seals_t.c.seq, seals_t.c.hash, seals_t.c.sealed_at)
+            sa.select(
+                seals_t.c.seq,
+                seals_t.c.hash,
+                seals_t.c.sealed_at,
+                seals_t.c.horizon_xid,
+                seals_t.c.next_xid,
+            )
             .order_by(seals_t.c.seq.desc())
             .limit(1)
         )
     ).first()
-    return None if row is None else ChainHead(row.seq, row.hash, row.sealed_at)
+    if row is None:
+        return None
+    facts = _facts(row.horizon_xid, row.next_xid)
+    return ChainHead(row.seq, row.hash, row.sealed_at, facts)
+
+
+def _facts(horizon_xid: int | None, next_xid: int | None) -> PassFacts | None:
+    if horizon_xid is None or next_xid is None:
+        return None
+    return PassFacts(horizon_xid=horizon_xid, next_xid=next_xid)
 
 
 def _not_sealed() -> sa.ColumnElement[bool]:
@@ -106,12 +141,15 @@ async def insert_seals(ex: Executor, links: Sequence[SealLink]) -> None:
         return
     await ex.execute(
         sa.text(
-            "INSERT INTO audit_seals (seq, record_id, prev_hash, hash, sealed_at) "
-            "SELECT s.seq, s.record_id, s.prev_hash, s.hash, s.sealed_at "
+            "INSERT INTO audit_seals (seq, record_id, prev_hash, hash, sealed_at, horizon_xid, "
+            "                         next_xid) "
+            "SELECT s.seq, s.record_id, s.prev_hash, s.hash, s.sealed_at, s.horizon_xid, "
+            "       s.next_xid "
             "  FROM unnest(CAST(:seqs AS bigint[]), CAST(:record_ids AS uuid[]), "
             "              CAST(:prev_hashes AS text[]), CAST(:hashes AS text[]), "
-            "              CAST(:sealed_ats AS timestamptz[])) "
-            "       AS s(seq, record_id, prev_hash, hash, sealed_at)"
+            "              CAST(:sealed_ats AS timestamptz[]), CAST(:horizons AS bigint[]), "
+            "              CAST(:next_xids AS bigint[])) "
+            "       AS s(seq, record_id, prev_hash, hash, sealed_at, horizon_xid, next_xid)"
         ),
         {
             "seqs": [item.seq for item in links],
@@ -119,6 +157,8 @@ async def insert_seals(ex: Executor, links: Sequence[SealLink]) -> None:
             "prev_hashes": [item.prev_hash for item in links],
             "hashes": [item.hash for item in links],
             "sealed_ats": [item.sealed_at for item in links],
+            "horizons": [item.facts.horizon_xid for item in links],
+            "next_xids": [item.facts.next_xid for item in links],
         },
     )
 
@@ -131,8 +171,25 @@ async def use_snapshot(ex: Executor) -> None:
     await ex.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
 
 
-async def seals_with_records(ex: Executor, *, after_seq: int, limit: int) -> Sequence[sa.Row[Any]]:
-    """Seals in chain order, each with its record's columns (NULL when the record is gone)."""
+def _witness(up_to_seal_seq: sa.ColumnElement[int] | None = None) -> sa.ScalarSelect[Any]:
+    """`sealed_at` of the latest sealer pass (up to a seal, when given) that ran before the
+    record's transaction began (its `next_xid` is at most the record's `xact_id`): one index
+    probe on (next_xid, seq). Passes only move forward, so this is also the latest such time."""
+    passes = seals_t.alias("witness")
+    query = sa.select(passes.c.sealed_at).where(passes.c.next_xid <= records_t.c.xact_id)
+    if up_to_seal_seq is not None:
+        query = query.where(passes.c.seq <= up_to_seal_seq)
+    return query.order_by(passes.c.next_xid.desc(), passes.c.seq.desc()).limit(1).scalar_subquery()
+
+
+async def seals_with_records(
+    ex: Executor, *, after_seq: int, limit: int, grace: dt.timedelta
+) -> Sequence[sa.Row[Any]]:
+    """Seals in chain order, each with its record's columns (NULL when the record is gone), and
+    `witnessed_at`: for a record sealed more than `grace` after its `at` only (the others cannot
+    fail the check, and need no probe), the latest earlier pass that ran before its transaction
+    began (see verify.py)."""
+    late = records_t.c.at + sa.literal(grace, sa.Interval) < seals_t.c.sealed_at
     query = (
         sa.select(
             seals_t.c.seq.label("seal_seq"),
@@ -140,6 +197,9 @@ async def seals_with_records(ex: Executor, *, after_seq: int, limit: int) -> Seq
             seals_t.c.prev_hash.label("seal_prev_hash"),
             seals_t.c.hash.label("seal_hash"),
             seals_t.c.sealed_at.label("seal_sealed_at"),
+            seals_t.c.horizon_xid.label("seal_horizon_xid"),
+            seals_t.c.next_xid.label("seal_next_xid"),
+            sa.case((late, _witness(seals_t.c.seq)), else_=None).label("witnessed_at"),
             *records_t.c,
         )
         .select_from(seals_t.outerjoin(records_t, records_t.c.id == seals_t.c.record_id))
@@ -150,22 +210,46 @@ async def seals_with_records(ex: Executor, *, after_seq: int, limit: int) -> Seq
     return (await ex.execute(query)).all()
 
 
+def seal_facts(row: sa.Row[Any]) -> PassFacts | None:
+    """The pass facts of a `seals_with_records` row (None on a seal made before 0007)."""
+    return _facts(row.seal_horizon_xid, row.seal_next_xid)
+
+
 async def unsealed_count(ex: Executor) -> int:
     query = sa.select(sa.func.count()).select_from(records_t).where(_not_sealed())
     return int((await ex.execute(query)).scalar_one())
 
 
-async def first_unsealed_before(ex: Executor, cutoff: dt.datetime) -> uuid.UUID | None:
-    """The first (by seq) unsealed record written before `cutoff`."""
+@dataclass(frozen=True, slots=True)
+class Suspect:
+    id: uuid.UUID
+    at: dt.datetime
+    xact_id: int
+    witnessed_at: dt.datetime | None
+
+
+async def first_inserted_unsealed(
+    ex: Executor, *, horizon_xid: int | None, latest_sealed_at: dt.datetime, grace: dt.timedelta
+) -> Suspect | None:
+    """The first (by seq) unsealed record that no genuine write could have left unsealed: its
+    transaction ended before `horizon_xid` (a finished scan covered it), or it began after a pass
+    that ran more than `grace` after the record's `at`."""
+    witness = _witness()
+    old_time = records_t.c.at + sa.literal(grace, sa.Interval)
+    inserted = sa.and_(old_time < latest_sealed_at, old_time < witness)
+    if horizon_xid is not None:
+        inserted = sa.or_(records_t.c.xact_id < horizon_xid, inserted)
     query = (
-        sa.select(records_t.c.id)
-        .where(records_t.c.at < cutoff)
+        sa.select(
+            records_t.c.id, records_t.c.at, records_t.c.xact_id, witness.label("witnessed_at")
+        )
         .where(_not_sealed())
+        .where(inserted)
         .order_by(records_t.c.seq)
         .limit(1)
     )
-    found = (await ex.execute(query)).scalar_one_or_none()
-    return found if isinstance(found, uuid.UUID) else None
+    row = (await ex.execute(query)).first()
+    return None if row is None else Suspect(row.id, row.at, row.xact_id, row.witnessed_at)
 
 
 async def latest_sealed_at(ex: Executor) -> dt.datetime | None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,7 +15,7 @@ from ledger.audit import repository as repo
 from ledger.audit.schemas import AuditActor, AuditRecordOut, AuditVerifyOut
 from ledger.audit.verify import verify_chain
 from ledger.core import limits
-from ledger.core.errors import ValidationFailed
+from ledger.core.errors import LedgerError, ValidationFailed
 
 ACTION_LENGTH_MAX = 64
 ACTOR_NAME_LENGTH_MAX = limits.API_KEY_NAME_LENGTH_MAX
@@ -124,6 +125,37 @@ async def _reversal_origin(
         return None
     origin = await reversal_of(session, transfer_id)
     return None if origin is None else str(origin)
+
+
+class AuditVerifyBusy(LedgerError):
+    """Verification reads and hashes the whole trail: a process runs a bounded number at once,
+    and refuses another before starting it (503 with Retry-After) rather than queue it."""
+
+    status = 503
+    code = "audit_verify_busy"
+    title = "An audit verification is running in this process already; retry later"
+
+
+class VerifyGate:
+    """At most `running_max` verifications at once in one process. Its state is plain counting
+    on the event loop, so checking and taking a place cannot interleave with another request."""
+
+    def __init__(self, running_max: int = limits.AUDIT_VERIFY_RUNNING_MAX) -> None:
+        self.running_max = running_max
+        self.running = 0
+
+    @contextlib.asynccontextmanager
+    async def place(self) -> AsyncIterator[None]:
+        if self.running >= self.running_max:
+            raise AuditVerifyBusy(
+                f"{self.running} audit verification(s) running in this process, at most "
+                f"{self.running_max}; this one did not start"
+            )
+        self.running += 1
+        try:
+            yield
+        finally:
+            self.running -= 1
 
 
 async def verify(session: AsyncSession) -> AuditVerifyOut:
