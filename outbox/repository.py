@@ -40,6 +40,7 @@ class UnpublishedEvent:
 @dataclass(frozen=True, slots=True)
 class OutboxStatus:
     backlog: int
+    backlog_capped: bool  # the count stopped at its cap: the backlog is at least `backlog`
     oldest_age_seconds: float
     last_position: int
 
@@ -124,23 +125,49 @@ async def first_retained_position(db: Executor) -> int | None:
     return None if value is None else int(value)
 
 
-async def status(db: Executor) -> OutboxStatus:
+async def status(db: Executor, *, backlog_count_max: int, timeout_ms: int) -> OutboxStatus:
+    """The backlog counted up to `backlog_count_max` rows (`backlog_capped` when it reached it:
+    a floor), the age of the oldest of them, and the last feed position.
+
+    Callable by an unauthenticated scrape, so its cost is bounded whatever the backlog: the
+    partial index on unpublished ids is read in id order up to the cap (the lowest ids are the
+    oldest events, so the age is theirs), max(position) is one unique-index probe, and the
+    transaction gets its own lock and statement timeouts."""
+    timeout = str(timeout_ms)
+    await db.execute(
+        sa.text(
+            "SELECT set_config('lock_timeout', :timeout, true), "
+            "set_config('statement_timeout', :timeout, true)"
+        ),
+        {"timeout": timeout},
+    )
     row = (
         await db.execute(
             sa.text(
                 """
                 SELECT
-                    (SELECT count(*) FROM outbox_events WHERE position IS NULL) AS backlog,
-                    (SELECT extract(epoch FROM clock_timestamp() - min(created_at))
-                       FROM outbox_events WHERE position IS NULL) AS oldest_age_seconds,
+                    head.backlog,
+                    extract(epoch FROM clock_timestamp() - head.oldest) AS oldest_age_seconds,
                     (SELECT max(position) FROM outbox_events) AS last_position
+                FROM (
+                    SELECT count(*) AS backlog, min(created_at) AS oldest
+                    FROM (
+                        SELECT created_at FROM outbox_events
+                        WHERE position IS NULL
+                        ORDER BY id
+                        LIMIT :count_max
+                    ) AS unpublished
+                ) AS head
                 """
-            )
+            ),
+            {"count_max": backlog_count_max},
         )
     ).one()
     age = row.oldest_age_seconds
+    backlog = int(row.backlog or 0)
     return OutboxStatus(
-        backlog=int(row.backlog or 0),
+        backlog=backlog,
+        backlog_capped=backlog >= backlog_count_max,
         oldest_age_seconds=max(0.0, float(age)) if age is not None else 0.0,
         last_position=int(row.last_position or 0),
     )

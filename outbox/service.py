@@ -11,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ledger.core import limits
 from ledger.core.errors import EventsExpired
 from outbox import repository as repo
 from outbox.consumer import inbox
@@ -50,9 +51,15 @@ async def read_feed(session: AsyncSession, *, after: int, limit: int) -> FeedPag
 
 
 async def outbox_status(session: AsyncSession) -> dict[str, Any]:
-    status = await repo.status(session)
+    """For `ledger outbox status`: the same bounded read /metrics makes."""
+    status = await repo.status(
+        session,
+        backlog_count_max=limits.OUTBOX_BACKLOG_COUNT_MAX,
+        timeout_ms=limits.OUTBOX_STATUS_TIMEOUT_MS,
+    )
     return {
         "backlog": status.backlog,
+        "backlog_capped": status.backlog_capped,
         "oldest_age_seconds": round(status.oldest_age_seconds, 3),
         "last_position": status.last_position,
     }

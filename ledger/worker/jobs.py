@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -16,18 +15,13 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ledger.core import limits
-from ledger.core.context import Actor, WriteContext
 from ledger.core.db import run_in_transaction
 from ledger.core.errors import LedgerError
 from ledger.core.settings import Settings
 from ledger.idempotency import store as idempotency
-from ledger.posting.repository import due_pending_ids
-from transfers.service import expire_one
+from ledger.worker.expiry import ExpiryRetries, expire_retry_step, expire_step
 
 log = structlog.get_logger("ledger.worker")
-
-EXPIRY_BATCH_SIZE = 100
-EXPIRY_INTERVAL_SECONDS = 1.0
 
 
 @dataclass
@@ -39,27 +33,6 @@ class Job:
     close: Callable[[], Awaitable[None]] | None = None
     # Set by the job's own listener (the relay's LISTEN) to run the next step before the interval.
     wake: asyncio.Event | None = None
-
-
-async def expire_step(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
-    """Expire pending transfers past their timeout: each in its own transaction, under the same
-    locks as a void, so two workers at once never release one hold twice."""
-    ctx = WriteContext(actor=Actor.system("expiry"))
-
-    async def due(session: AsyncSession) -> list[uuid.UUID]:
-        return await due_pending_ids(session, ctx.now, EXPIRY_BATCH_SIZE)
-
-    expired = 0
-    for transfer_id in await run_in_transaction(sessionmaker, due):
-
-        async def one(session: AsyncSession, tid: uuid.UUID = transfer_id) -> bool:
-            return await expire_one(session, tid, ctx.at_now())
-
-        if await run_in_transaction(sessionmaker, one):
-            expired += 1
-    if expired:
-        log.info("transfer.expired_batch", count=expired)
-    return expired
 
 
 async def idempotency_retention_step(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
@@ -108,7 +81,7 @@ async def _idle(job: Job, stop: asyncio.Event) -> None:
 
 def default_jobs(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> list[Job]:
     jobs = [
-        Job("expiry", lambda: expire_step(sessionmaker), EXPIRY_INTERVAL_SECONDS),
+        *expiry_jobs(sessionmaker, ExpiryRetries()),
         Job(
             "idempotency-retention",
             lambda: idempotency_retention_step(sessionmaker),
@@ -119,6 +92,21 @@ def default_jobs(settings: Settings, sessionmaker: async_sessionmaker[AsyncSessi
         jobs.append(audit_sealer_job(sessionmaker))
     jobs.extend(event_jobs(settings, sessionmaker))
     return jobs
+
+
+def expiry_jobs(
+    sessionmaker: async_sessionmaker[AsyncSession], retries: ExpiryRetries
+) -> list[Job]:
+    """Due holds, and apart from them the holds whose expiry failed, retried after a backoff
+    (ledger/worker/expiry.py): a hold that keeps failing holds up neither job's other holds."""
+    return [
+        Job("expiry", lambda: expire_step(sessionmaker, retries), limits.EXPIRY_INTERVAL_SECONDS),
+        Job(
+            "expiry-retry",
+            lambda: expire_retry_step(sessionmaker, retries),
+            limits.EXPIRY_RETRY_INTERVAL_SECONDS,
+        ),
+    ]
 
 
 def event_jobs(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> list[Job]:
