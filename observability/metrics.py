@@ -85,7 +85,7 @@ AUDIT_SEALED = Counter(
 )
 AUDIT_SEALED_LATE = Counter(
     "ledger_audit_sealed_late",
-    "Audit records sealed long after they were written (verify will name them: investigate)",
+    "Audit records whose transaction began long after their own time (verify names them)",
 )
 
 

@@ -15,7 +15,7 @@ from ledger.audit import repository as repo
 from ledger.audit.schemas import AuditActor, AuditRecordOut, AuditVerifyOut
 from ledger.audit.verify import verify_chain
 from ledger.core import limits
-from ledger.core.errors import LedgerError, ValidationFailed
+from ledger.core.errors import AuditVerifyBusy, ValidationFailed
 
 ACTION_LENGTH_MAX = 64
 ACTOR_NAME_LENGTH_MAX = limits.API_KEY_NAME_LENGTH_MAX
@@ -125,15 +125,6 @@ async def _reversal_origin(
         return None
     origin = await reversal_of(session, transfer_id)
     return None if origin is None else str(origin)
-
-
-class AuditVerifyBusy(LedgerError):
-    """Verification reads and hashes the whole trail: a process runs a bounded number at once,
-    and refuses another before starting it (503 with Retry-After) rather than queue it."""
-
-    status = 503
-    code = "audit_verify_busy"
-    title = "An audit verification is running in this process already; retry later"
 
 
 class VerifyGate:

@@ -238,3 +238,12 @@ class BenchAborted(ConfigurationError):
 
 class InvariantViolation(Exception):
     """The code was about to break a money invariant: a bug, never the client's fault (500)."""
+
+
+class AuditVerifyBusy(LedgerError):
+    """Verification reads and hashes the whole trail: a process runs a bounded number at once,
+    and refuses another before starting it (503 with Retry-After) rather than queue it."""
+
+    status = 503
+    code = "audit_verify_busy"
+    title = "An audit verification is running in this process already; retry later"

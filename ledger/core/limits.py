@@ -49,7 +49,6 @@ AUDIT_SEAL_BATCH_SIZE = 2_000  # records sealed per transaction
 # The sealer's own connection is closed by PostgreSQL after this long without a statement: a hung
 # (not dead) sealer then loses its lock and the standby takes over. A live one idles 0.5 s.
 AUDIT_SEALER_IDLE_SESSION_TIMEOUT_MS = 4_000
-AUDIT_SEAL_GRACE_SECONDS = 60  # longer than any write transaction runs; see docs/audit.md
 AUDIT_VERIFY_BATCH_SIZE = 2_000  # seals read per query by `audit verify`
 AUDIT_SHOW_RECORDS_MAX = 10_000  # records one `ledger audit show` prints at most
 
@@ -148,5 +147,4 @@ AUDIT_VERIFY_RUNNING_MAX = 1
 # waited for up to the request's wait budget, plus clock skew between API hosts and PostgreSQL.
 # `audit verify` names a record whose transaction began later than this after its `at` as put in
 # behind the service's back; how late it was sealed is no alarm (outages, backlogs, slow commits).
-# Replaces AUDIT_SEAL_GRACE_SECONDS, which bounded the whole write and the sealing delay.
 AUDIT_INSERTION_GRACE_SECONDS = 300
