@@ -30,7 +30,9 @@ from observability.tracing import current_ids
 log = structlog.get_logger("ledger.http")
 
 REQUEST_ID_HEADER = "x-request-id"
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Matched in full (`fullmatch`): `$` would also match before a final newline, and `req-1\n`
+# would be echoed in a response header and written into audit records.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 UNMATCHED_ROUTE = "unmatched"
 # Probes and scrapes: no span, and their access lines at debug so they do not drown the rest.
 UNTRACED_PATHS = ("/health", "/metrics")
@@ -155,7 +157,7 @@ def _request_id(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name.lower() == REQUEST_ID_HEADER.encode():
             text = value.decode("latin-1")
-            if _REQUEST_ID.match(text):
+            if _REQUEST_ID.fullmatch(text):
                 return text
             break
     # uuid_utils directly, as ledger.core.ids.new_id does: observability sits below ledger.

@@ -10,8 +10,8 @@ through the `get`, `post`, `patch`, `delete` decorators below. `StrictSchemaPlug
 by the app too) makes each Struct's schema in the OpenAPI document as exact as its decoding.
 
 What stays exactly as with `decode_body` on `await request.body()`:
-- wrong types, strings or floats for integers, unknown fields, out-of-range values, bad JSON
-  -> 422 `validation_error` naming the field;
+- wrong types, strings or floats for integers, unknown fields, out-of-range values, bad JSON,
+  bad UTF-8 -> 422 `validation_error` naming the field;
 - an empty body where one is required -> 422 `validation_error` "a JSON body is required"
   (Litestar never hands an empty body to the DTO: see `missing_body`);
 - an optional body: empty or blank -> None; any other text, `null` included, is decoded into
@@ -86,7 +86,13 @@ class StrictBody(MsgspecDTO[msgspec.Struct]):
             )
         if field.is_optional and not value.strip():
             return None
-        return decode_body(value, _decode_target(field.annotation, field.is_optional))
+        try:
+            return decode_body(value, _decode_target(field.annotation, field.is_optional))
+        except UnicodeDecodeError as exc:
+            # msgspec raises this, not a DecodeError, for bad UTF-8 inside a JSON string.
+            raise ValidationFailed(
+                "the body is not valid UTF-8", errors=[{"field": "", "message": str(exc)}]
+            ) from exc
 
     def decode_builtins(self, value: dict[str, Any]) -> Any:
         # Only for form bodies (Body(media_type=...)): our routes take JSON only.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -17,6 +18,10 @@ from ledger.core.errors import (
 
 T = TypeVar("T")
 log = structlog.get_logger("ledger.http")
+# A sequence cursor: ASCII digits, as many as a bigint has. Not `str.isdigit`, which is also true
+# for `²` (that `int()` refuses: a 500) and for Arabic-Indic or fullwidth digits (that `int()`
+# reads: a second spelling of one cursor).
+_SEQUENCE = re.compile(f"[0-9]{{1,{len(str(limits.AMOUNT_MAX))}}}")
 
 
 def check_limit(limit: int) -> int:
@@ -60,7 +65,7 @@ def decode_int_cursor(kind: str, cursor: str | None) -> int | None:
     value = decode_cursor(kind, cursor)
     if value is None:
         return None
-    if not value.isdigit() or len(value) > 19 or int(value) > limits.AMOUNT_MAX:
+    if _SEQUENCE.fullmatch(value) is None or int(value) > limits.AMOUNT_MAX:
         raise _bad_cursor()
     return int(value)
 

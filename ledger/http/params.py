@@ -20,6 +20,9 @@ from ledger.core.errors import PreconditionFailed, PreconditionRequired, Validat
 from ledger.http.pagination import check_limit
 
 ETAG_DIGITS_MAX = 19  # a version is a bigint
+# ASCII digits only: `str.isdigit` is also true for `²` (which `int()` then refuses: a 500) and
+# for Arabic-Indic or fullwidth digits (which `int()` reads: a lookalike ETag that matched).
+_ETAG_VERSION = re.compile(f"[0-9]{{1,{ETAG_DIGITS_MAX}}}")
 
 
 def list_limit(limit: int) -> int:
@@ -98,7 +101,7 @@ def if_match_version(value: str | None) -> int:
     if text.startswith("W/"):
         text = text[2:]
     text = text.strip('"')
-    if not text.isdigit() or len(text) > ETAG_DIGITS_MAX:
+    if _ETAG_VERSION.fullmatch(text) is None:
         raise PreconditionFailed("If-Match must be the account's ETag, a quoted version")
     return int(text)
 

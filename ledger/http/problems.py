@@ -87,6 +87,18 @@ def handle_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Resp
     )
 
 
+def _bad_host(request: Request[Any, Any, Any]) -> bool:
+    """Whether the request's URL cannot be built. Litestar refuses a Host with characters no
+    host has, but not a port out of range or not a number (`ledger:99999`): then every read of
+    `request.url` raises ValueError, an idempotent POST's key scope among them. That is the
+    client's Host, not our bug, and nothing ran past it."""
+    try:
+        _ = request.url
+    except ValueError:
+        return True
+    return False
+
+
 # Lock and statement timeouts, and serialization failures or deadlocks still failing after our
 # retries: the database is too busy to finish in our bounds; nothing committed, so the client
 # may retry.
@@ -94,19 +106,31 @@ BUSY_SQLSTATES = frozenset({"55P03", "57014", "40001", "40P01"})
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    # The scope's path, not `request.url.path`: building the URL can raise (see _bad_host), and
+    # this handler must answer whatever the request holds.
+    path = str(request.scope.get("path", ""))
     if is_unavailable(exc):
         return handle_ledger_error(request, ServiceUnavailable())
     if sqlstate(exc) in BUSY_SQLSTATES:
-        log.warning("http.database_busy", sqlstate=sqlstate(exc), path=request.url.path)
+        log.warning("http.database_busy", sqlstate=sqlstate(exc), path=path)
         return handle_ledger_error(
             request, ServiceUnavailable("the database did not answer within our time bounds")
+        )
+    if isinstance(exc, ValueError) and _bad_host(request):
+        log.info("http.bad_host", path=path)
+        return handle_ledger_error(
+            request,
+            ValidationFailed(
+                "the Host header is not a valid host[:port]",
+                errors=[{"field": "Host", "message": "invalid"}],
+            ),
         )
     if isinstance(exc, DataError) or sqlstate(exc) == CHECK_VIOLATION:
         # A value the database cannot take (say a NUL character), or one a CHECK constraint
         # refuses, that no check of ours caught: the input's fault, never a 500, and the
         # transaction rolled back. Logged, since a check should have named the field.
         cause = exc.orig if isinstance(exc, DBAPIError) else exc
-        log.warning("http.data_error", path=request.url.path, error=type(cause).__name__)
+        log.warning("http.data_error", path=path, error=type(cause).__name__)
         return handle_ledger_error(
             request,
             ValidationFailed(
@@ -114,7 +138,7 @@ def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respon
                 errors=[{"field": "", "message": "invalid value"}],
             ),
         )
-    log.error("http.unhandled_error", exc_info=exc, path=request.url.path)
+    log.error("http.unhandled_error", exc_info=exc, path=path)
     return problem_response(
         {
             "type": "https://ledger.dev/problems/internal-error",
