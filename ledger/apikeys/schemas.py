@@ -13,7 +13,11 @@ from ledger.core.schemas import Strict
 
 
 class ApiKeyCreate(Strict):
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f]+$")]
+    # No control characters (DEL included); `(?!\n)`: Python's `$` also matches before a final
+    # newline, which the character class alone would then let through.
+    name: Annotated[
+        str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+(?!\n)$")
+    ]
     role: Role
 
 
