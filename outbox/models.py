@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSON
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ledger.core.db import Base
@@ -20,7 +21,9 @@ class OutboxEvent(Base):
     type: Mapped[str] = mapped_column(sa.String(64))
     subject: Mapped[str]
     sequence: Mapped[int | None]
-    envelope: Mapped[dict[str, Any]]
+    # `json`, not `jsonb`: the exact text the writer encoded, which the relay and the feed send
+    # unparsed (jsonb would reprint metadata numbers: `1e23` as `1e+23`).
+    envelope: Mapped[dict[str, Any]] = mapped_column(JSON())
     traceparent: Mapped[str | None]
     created_at: Mapped[dt.datetime]
     # Set by the relay once the event is published (or fed, without Kafka): a gapless total

@@ -26,13 +26,16 @@ RELAY_LOCK = (int(LockClass.OUTBOX_RELAY), SINGLETON_KEY)
 Executor = AsyncConnection | AsyncSession
 
 events_t = cast(sa.Table, OutboxEvent.__table__)
+# The envelope's stored text (a `json` column keeps it): read as text, never through a JSON
+# parser, which would reprint numbers in the metadata it carries.
+envelope_text = sa.cast(events_t.c.envelope, sa.Text).label("envelope")
 
 
 @dataclass(frozen=True, slots=True)
 class UnpublishedEvent:
     id: int
     subject: str
-    envelope: dict[str, Any]
+    envelope: bytes  # as the writer encoded it: the Kafka record's value, unparsed
     traceparent: str | None
     created_at: dt.datetime
 
@@ -69,7 +72,7 @@ async def fetch_unpublished(db: Executor, limit: int) -> list[UnpublishedEvent]:
         sa.select(
             events_t.c.id,
             events_t.c.subject,
-            events_t.c.envelope,
+            envelope_text,
             events_t.c.traceparent,
             events_t.c.created_at,
         )
@@ -78,7 +81,7 @@ async def fetch_unpublished(db: Executor, limit: int) -> list[UnpublishedEvent]:
         .limit(limit)
     )
     return [
-        UnpublishedEvent(r.id, r.subject, r.envelope, r.traceparent, r.created_at)
+        UnpublishedEvent(r.id, r.subject, r.envelope.encode(), r.traceparent, r.created_at)
         for r in await db.execute(query)
     ]
 
@@ -109,15 +112,15 @@ async def mark_published(db: Executor, ids: list[int], now: dt.datetime) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-async def feed_page(db: Executor, after: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
-    """(position, envelope) of the events after `after`, in position order."""
+async def feed_page(db: Executor, after: int, limit: int) -> list[tuple[int, bytes]]:
+    """(position, envelope as stored) of the events after `after`, in position order."""
     query = (
-        sa.select(events_t.c.position, events_t.c.envelope)
+        sa.select(events_t.c.position, envelope_text)
         .where(events_t.c.position > after)
         .order_by(events_t.c.position)
         .limit(limit)
     )
-    return [(int(r.position), r.envelope) for r in await db.execute(query)]
+    return [(int(r.position), r.envelope.encode()) for r in await db.execute(query)]
 
 
 async def first_retained_position(db: Executor) -> int | None:

@@ -8,6 +8,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,7 +17,6 @@ from ledger.core.errors import EventsExpired
 from outbox import repository as repo
 from outbox.consumer import inbox
 from outbox.consumer.kit import Event, InvalidEvent
-from outbox.relay import ordered_envelope
 
 BALANCE_EVENT_TYPES = frozenset(
     {"ledger.account.created", "ledger.account.updated", "ledger.account.balance_changed"}
@@ -29,7 +29,9 @@ BALANCE_COMPONENTS = ("posted_debits", "posted_credits", "pending_debits", "pend
 
 @dataclass(frozen=True, slots=True)
 class FeedPage:
-    envelopes: list[dict[str, Any]]
+    # Each envelope's stored bytes (the writer's text, in the contract's key order), sent
+    # unparsed so that metadata numbers keep their text.
+    envelopes: list[msgspec.Raw]
     last_position: int | None  # of the last envelope returned; None when the page is empty
 
 
@@ -45,7 +47,7 @@ async def read_feed(session: AsyncSession, *, after: int, limit: int) -> FeedPag
                 "start again without a cursor"
             )
     return FeedPage(
-        envelopes=[ordered_envelope(envelope) for _, envelope in rows],
+        envelopes=[msgspec.Raw(envelope) for _, envelope in rows],
         last_position=rows[-1][0] if rows else None,
     )
 

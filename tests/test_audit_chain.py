@@ -128,6 +128,26 @@ async def test_an_edited_record_is_named(
     assert str(victim["id"]) in cli.stderr
 
 
+async def test_an_edited_answer_text_is_named(
+    client: AsyncTestClient[Any], settings: Settings, superuser: psycopg.Connection[Any]
+) -> None:
+    """`data_text` (what GET /v1/audit answers, exactly as written) is outside the hash: an edit
+    of it alone must still be caught, by comparing it with the sealed jsonb."""
+    await _some_history(client)
+    await seal_all(settings)
+    assert (await _verify(client))["ok"] is True
+    victim = _middle_record(superuser)
+    superuser.execute(
+        "UPDATE audit_records SET data_text = jsonb_set(data, '{result,amount}', '1')::json "
+        "WHERE id = %s",
+        (victim["id"],),
+    )
+    report = await _verify(client)
+    assert report["ok"] is False
+    assert report["first_invalid_id"] == str(victim["id"])
+    assert "changed" in report["reason"]
+
+
 async def test_a_deleted_record_is_named(
     client: AsyncTestClient[Any], settings: Settings, superuser: psycopg.Connection[Any]
 ) -> None:

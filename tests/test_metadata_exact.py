@@ -1,8 +1,8 @@
 """`metadata` comes back exactly as it was sent: every number keeps its text (`1e308` stays four
 characters, `1e23` is not reprinted as another number), every string keeps its escapes, in the
-create response, reads, lists and batch items (the event feed and the audit trail: expected to
-fail until their storage keeps text, NOT_YET_EXACT); a same-`id` retry with the same metadata is
-a replay (200), and metadata is never more than 16 KiB out.
+create response, reads, lists, batch items, the event feed (on Kafka too) and the audit trail;
+a same-`id` retry with the same metadata is a replay (200), and metadata is never more than
+16 KiB out.
 
 Bodies are sent and read as bytes: a JSON parser on the test's side would itself change the
 number text this file is about."""
@@ -26,9 +26,12 @@ from hypothesis import strategies as st
 
 from ledger.core import limits, migrate
 from ledger.core.settings import Settings
+from ledger.embedded import EmbeddedBroker
 from outbox.relay import Relay
+from tests.audit_helpers import seal_all
 from tests.helpers import app_client, balances, create_account, funded_pair
 from tests.test_api_accounts import assert_problem
+from tests.test_events import kafka_settings, read_topic
 
 JSON = {"content-type": "application/json"}
 
@@ -77,6 +80,18 @@ class AuditRecord(msgspec.Struct):
     action: str
     object_id: str
     data: dict[str, dict[str, msgspec.Raw]]
+
+
+class BatchId(msgspec.Struct):
+    id: str
+
+
+class BatchIdItem(msgspec.Struct):
+    transfer: BatchId
+
+
+class BatchIds(msgspec.Struct):
+    results: list[BatchIdItem]
 
 
 class AuditPage(msgspec.Struct):
@@ -324,43 +339,121 @@ async def test_numbers_that_cannot_be_kept_are_refused_and_move_no_money(
     assert row == (1,)  # the funding transfer only
 
 
-# The API answers from the exact text; the outbox and the audit trail keep what the writers hand
-# them (the exact text, spliced in by msgspec) in jsonb columns, and their readers decode that
-# into Python values: both reprint numbers until their storage and readers keep text too.
-NOT_YET_EXACT = pytest.mark.xfail(
-    strict=True,
-    reason="outbox_events.envelope and audit_records.data are jsonb, read back through json.loads",
-)
+class RawFeed(msgspec.Struct):
+    data: list[msgspec.Raw]
+    resume_cursor: str | None
 
 
-@NOT_YET_EXACT
-async def test_events_carry_metadata_as_sent(client: httpx.AsyncClient, settings: Settings) -> None:
+async def feed_envelopes(client: httpx.AsyncClient) -> list[bytes]:
+    """Every envelope of the feed, each as the bytes the feed answered."""
+    envelopes: list[bytes] = []
+    cursor: str | None = None
+    while True:
+        params = {"limit": 1000, **({"after": cursor} if cursor else {})}
+        response = await client.get("/v1/events", params=params)
+        assert response.status_code == 200, response.text
+        page = msgspec.json.decode(response.content, type=RawFeed)
+        if not page.data:
+            return envelopes
+        envelopes.extend(bytes(e) for e in page.data)
+        cursor = page.resume_cursor
+
+
+async def test_events_carry_metadata_as_sent(
+    client: httpx.AsyncClient, settings: Settings, broker: EmbeddedBroker
+) -> None:
+    """On Kafka and in the feed, an event's metadata is the text the client sent, for events
+    written one statement per table and for the COPY of a 600-transfer batch; the Kafka value
+    and the feed's envelope are the same bytes, keys in the contract's order."""
     account = await client.post("/v1/accounts", content=account_body(EXACT), headers=JSON)
     assert account.status_code == 201, account.text
-    _source, a, b = await funded_pair(client, 100)
+    _source, a, b = await funded_pair(client, 10_000)
     moved = await client.post(
         "/v1/transfers",
         content=transfer_body(EXACT, a["id"], b["id"], str(uuid.uuid4())),
         headers=JSON,
     )
     assert moved.status_code == 201, moved.text
-    relay = Relay(settings)  # no Kafka: the relay still gives the events their feed positions
+    copied = [EXACT[:-1] + b',"n":%d,"x":1e%d}' % (n, n % 300) for n in range(600)]
+    items = [transfer_fields(a["id"], b["id"], 1) + b',"metadata":' + t + b"}" for t in copied]
+    batch = await client.post(
+        "/v1/transfers/batch",
+        content=b'{"atomic":true,"transfers":[' + b",".join(items) + b"]}",
+        headers=JSON,
+    )
+    assert batch.status_code == 200, batch.text
+    batch_ids = [r.transfer.id for r in msgspec.json.decode(batch.content, type=BatchIds).results]
+    assert len(batch_ids) == 600
+
+    ksettings = kafka_settings(settings, broker)
+    relay = Relay(ksettings)
     try:
         while await relay.step():
             pass
     finally:
         await relay.close()
-    feed = msgspec.json.decode(
-        (await client.get("/v1/events", params={"limit": 1000})).content, type=Feed
-    ).data
-    by_subject = {(e.type, e.subject): e for e in feed}
+
+    feed = await feed_envelopes(client)
+    on_kafka = [bytes(r.value) for r in await read_topic(ksettings)]
+    assert sorted(on_kafka) == sorted(feed)
+    assert all(e.startswith(b'{"specversion":"1.0","id":"') for e in feed)
+    by_subject: dict[tuple[str, str], Envelope] = {}
+    for raw in feed:
+        event = msgspec.json.decode(raw, type=Envelope)
+        by_subject[(event.type, event.subject)] = event
     created = by_subject[("ledger.account.created", account.json()["id"])]
     posted = by_subject[("ledger.transfer.posted", moved.json()["id"])]
     assert bytes(created.data["metadata"]) == EXACT
     assert bytes(posted.data["metadata"]) == EXACT
+    assert [
+        bytes(by_subject[("ledger.transfer.posted", i)].data["metadata"]) for i in batch_ids
+    ] == copied
 
 
-@NOT_YET_EXACT
+CONTRACT_KEY_ORDER = (
+    "specversion",
+    "id",
+    "source",
+    "type",
+    "subject",
+    "time",
+    "datacontenttype",
+    "sequence",
+    "traceparent",
+    "data",
+)
+
+
+async def test_envelopes_written_before_0008_keep_their_events_in_contract_order(
+    client: httpx.AsyncClient, db_url: str, sync_db: psycopg.Connection[Any]
+) -> None:
+    """Envelopes written while the column was jsonb keep jsonb's text (their original text is
+    lost) with their keys back in the contract's order, values unchanged; the feed serves them
+    as the migration left them."""
+    await client.post("/v1/accounts", content=account_body(b'{"a":[1.5,"x"]}'), headers=JSON)
+    await funded_pair(client, 100)
+    migrate.downgrade(db_url, "0007")
+    kind = sync_db.execute(
+        "SELECT data_type FROM information_schema.columns "
+        "WHERE table_name = 'outbox_events' AND column_name = 'envelope'"
+    ).fetchone()
+    assert kind == ("jsonb",)
+    before = dict(sync_db.execute("SELECT id, envelope FROM outbox_events").fetchall())
+    assert before
+    migrate.upgrade(db_url)
+    after = dict(sync_db.execute("SELECT id, envelope::text FROM outbox_events").fetchall())
+    assert {i: json.loads(text) for i, text in after.items()} == before
+    for text in after.values():
+        assert text.startswith('{"specversion":"1.0","id":"'), text
+        keys = list(json.loads(text))
+        assert keys == [k for k in CONTRACT_KEY_ORDER if k in keys], keys
+    sync_db.execute(
+        "UPDATE outbox_events SET position = id, published_at = now() WHERE position IS NULL"
+    )
+    feed = await feed_envelopes(client)
+    assert sorted(feed) == sorted(text.encode() for text in after.values())
+
+
 async def test_audit_records_carry_metadata_as_sent(client: httpx.AsyncClient) -> None:
     account = await client.post("/v1/accounts", content=account_body(EXACT), headers=JSON)
     assert account.status_code == 201, account.text
@@ -376,6 +469,35 @@ async def test_audit_records_carry_metadata_as_sent(client: httpx.AsyncClient) -
         [record] = msgspec.json.decode(page.content, type=AuditPage).data
         assert bytes(record.data["request"]["metadata"]) == EXACT, record.action
         assert bytes(record.data["result"]["metadata"]) == EXACT, record.action
+
+
+async def test_audit_records_from_before_0009_answer_their_jsonb_text_and_seals_verify(
+    client: httpx.AsyncClient, settings: Settings, db_url: str
+) -> None:
+    """Records written before `data_text` existed answer jsonb's text of `data` (their sent
+    text is lost); seals made before and after the migration verify, new records answer the
+    exact text."""
+    old = await client.post("/v1/accounts", content=account_body(EXACT), headers=JSON)
+    assert old.status_code == 201, old.text
+    await seal_all(settings)
+    migrate.downgrade(db_url, "0008")
+    migrate.upgrade(db_url)
+    async with app_client(settings) as fresh:  # a new pool: no plan cached before the migration
+        new = await fresh.post("/v1/accounts", content=account_body(EXACT), headers=JSON)
+        assert new.status_code == 201, new.text
+        await seal_all(settings)
+        verified = await fresh.get("/v1/audit/verify")
+        assert verified.status_code == 200, verified.text
+        assert verified.json()["ok"] is True, verified.text
+        texts = {}
+        for account in (old, new):
+            page = await fresh.get("/v1/audit", params={"object_id": account.json()["id"]})
+            [record] = msgspec.json.decode(page.content, type=AuditPage).data
+            texts[account.json()["id"]] = bytes(record.data["request"]["metadata"])
+    assert texts[new.json()["id"]] == EXACT
+    old_text = texts[old.json()["id"]]
+    assert old_text != EXACT  # jsonb's reprint: `1e23` is `100000000000000000000000`
+    assert json.loads(old_text, parse_int=float) == json.loads(EXACT, parse_int=float)
 
 
 async def test_the_migration_keeps_what_jsonb_held_for_rows_written_before_it(

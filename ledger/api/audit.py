@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import msgspec
 from litestar import Controller, Request, Response
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -48,11 +49,18 @@ class AuditController(Controller):
             actor=actor, object_id=object_id, action=action, start=start, end=end
         )
 
-        async def work(session: AsyncSession) -> list[AuditRecordOut]:
-            return await service.list_records(session, where, after_seq=after, limit=limit)
+        async def work(session: AsyncSession) -> list[tuple[AuditRecordOut, bytes]]:
+            return await service.list_records_as_stored(
+                session, where, after_seq=after, limit=limit
+            )
 
-        items = await services_of(request).run(work)
-        return typed(json_response(page(items, limit, lambda r: str(r.seq), "audit")), AuditPage)
+        # AuditPage's shape, with each `data` sent as stored (never re-encoded from a parse).
+        items = [
+            {**msgspec.structs.asdict(record), "data": msgspec.Raw(data)}
+            for record, data in await services_of(request).run(work)
+        ]
+        body = page(items, limit, lambda r: str(r["seq"]), "audit")
+        return typed(json_response(body), AuditPage)
 
     @get("/verify", operation_id="verifyAuditTrail")
     async def verify(self, request: Request[Any, Any, Any]) -> Response[AuditVerifyOut]:

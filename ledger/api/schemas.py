@@ -1,7 +1,7 @@
 """What the operator API answers (msgspec Structs): the event feed's page, health, readiness.
 
-The feed's envelopes are sent as stored (`outbox/relay.py::ordered_envelope`); `EventEnvelope`
-is their documented shape, the contract of docs/events.md."""
+The feed's envelopes are sent as stored (`outbox/writer.py::envelope`, kept as text);
+`EventEnvelope` is their documented shape, the contract of docs/events.md."""
 
 from __future__ import annotations
 

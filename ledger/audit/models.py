@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSON
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ledger.core.db import Base
@@ -30,6 +31,9 @@ class AuditRecord(Base):
     trace_id: Mapped[str | None]
     client_addr: Mapped[str | None]
     data: Mapped[dict[str, Any]]
+    # `data` as the writer encoded it (migration 0009; NULL on older records): what the trail
+    # answers, numbers as sent. `json` keeps text; the seal chain hashes the jsonb `data`.
+    data_text: Mapped[dict[str, Any] | None] = mapped_column(JSON())
     # The writing transaction's id (migration 0003): lets the sealer find late commits exactly.
     xact_id: Mapped[int] = mapped_column(
         sa.BigInteger, server_default=sa.text("(pg_current_xact_id()::text)::bigint")

@@ -90,6 +90,15 @@ async def list_records(
     return [record_out(r) for r in rows]
 
 
+async def list_records_as_stored(
+    session: AsyncSession, where: repo.RecordFilter, *, after_seq: int | None, limit: int
+) -> list[tuple[AuditRecordOut, bytes]]:
+    """`list_records`, each record with its `data` as stored: the text the trail answers, so
+    that metadata numbers keep the text they were sent with."""
+    rows = await repo.list_records(session, where, after_seq=after_seq, limit=limit)
+    return [(record_out(r), r.data_as_stored.encode()) for r in rows]
+
+
 async def object_history(
     session: AsyncSession,
     object_id: str,

@@ -119,6 +119,8 @@ def _check_seal(walk: _Walk, row: sa.Row[Any]) -> tuple[uuid.UUID, str] | None:
     digest = chain.seal_hash(seq, walk.prev_hash, row.seal_sealed_at, record, facts)
     if digest != row.seal_hash or (facts is None and walk.head_facts is not None):
         return record_id, f"record {record_id} or its seal {seq} was changed after sealing"
+    if row.data_text_matches is False:
+        return record_id, f"record {record_id}'s data as answered was changed after sealing"
     if row.witnessed_at is not None and row.at + walk.grace < row.witnessed_at:
         return record_id, (
             f"record {record_id} (written {chain.format_timestamp(row.at)}) was sealed after a "

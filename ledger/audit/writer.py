@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, cast
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -37,6 +38,7 @@ async def add_audit(writer: BulkWriter, entries: list[AuditEntry], ctx: WriteCon
     rows = []
     for entry in entries:
         entry_ctx = entry.ctx or ctx
+        data = msgspec.Raw(msgspec.json.encode(entry.data))
         rows.append(
             {
                 "id": new_id(),
@@ -49,7 +51,10 @@ async def add_audit(writer: BulkWriter, entries: list[AuditEntry], ctx: WriteCon
                 "request_id": entry_ctx.request_id,
                 "trace_id": entry_ctx.trace_id,
                 "client_addr": entry_ctx.client_addr,
-                "data": entry.data,  # encoded by msgspec with the row
+                # Encoded once by msgspec; the jsonb column parses it (the seal chain hashes
+                # that), the json one keeps its text (what the trail answers).
+                "data": data,
+                "data_text": data,
             }
         )
     # The Core table: ORM bulk inserts split rows by which columns are None. Many rows: COPY.

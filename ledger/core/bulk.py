@@ -2,7 +2,7 @@
 
 Why not executemany: psycopg runs it in pipeline mode, one statement per row, and for the
 handful of rows a transfer writes that bookkeeping was a quarter of the API's CPU. An
-`INSERT ... SELECT FROM jsonb_populate_recordset(...)` has one fixed text per table (prepared
+`INSERT ... SELECT FROM json_populate_recordset(...)` has one fixed text per table (prepared
 once per connection) whatever the number of rows, and its one parameter costs one encode.
 Many rows go by COPY instead.
 
@@ -31,12 +31,15 @@ def _is_json(column: sa.Column[Any]) -> bool:
     return isinstance(column.type, sa.JSON)
 
 
+# `json`, not `jsonb`: the rows document is then never parsed into jsonb, so a `json` column (the
+# outbox envelope) receives its value's exact text, numbers as msgspec wrote them; a jsonb
+# column still parses its own value, as before.
 @lru_cache(maxsize=64)
 def _json_insert(table_name: str, columns: tuple[str, ...]) -> str:
     names = ", ".join(f'"{name}"' for name in columns)
     return (
         f'INSERT INTO "{table_name}" ({names}) SELECT {names} '
-        f'FROM jsonb_populate_recordset(NULL::"{table_name}", %s::jsonb)'
+        f'FROM json_populate_recordset(NULL::"{table_name}", %s::json)'
     )
 
 
