@@ -58,7 +58,8 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
             AuditController,
             *(extra_route_handlers or []),
         ],
-        state=State({"services": services, "engine": engine}),
+        # `close`: what on_shutdown runs, for hosts that run no lifespan (tests' ASGI transport).
+        state=State({"services": services, "engine": engine, "close": dispose_engine}),
         # Outermost: the server span, then request ids, access line and duration histogram for
         # every response (unmatched routes too); see observability/middleware.py.
         middleware=[telemetry_config().middleware],

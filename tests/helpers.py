@@ -120,7 +120,10 @@ async def app_client(
         ) as http:
             yield http
     finally:
-        await app.state.engine.dispose()
+        # The app's own shutdown (no lifespan runs under ASGITransport): it stops the outbox
+        # notifier before disposing of the engine. Disposing alone let a notifier wake-up still
+        # pending open a fresh pooled connection after the dispose, a backend that lingered.
+        await app.state.close()
 
 
 async def violations(settings: Settings) -> list[str]:
