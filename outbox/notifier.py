@@ -39,6 +39,7 @@ class OutboxNotifier:
         self.interval_seconds = interval_seconds
         self.pending = False
         self.task: asyncio.Task[None] | None = None
+        self.in_flight: asyncio.Future[None] | None = None  # the notification being sent
 
     def poke(self) -> None:
         """After a commit that wrote events (an `after_commit` callback)."""
@@ -52,15 +53,26 @@ class OutboxNotifier:
     async def _send(self) -> None:
         while self.pending:
             self.pending = False
-            try:
-                async with self.engine.connect() as connection:
-                    await connection.execute(_NOTIFY, {"channel": NOTIFY_CHANNEL})
-            except Exception as exc:  # the relay's poll still finds the events
-                log.warning("outbox.notify_failed", error=type(exc).__name__)
+            # Its own task, shielded: a close() that cancels this loop lets a notification in
+            # flight finish and return its connection (cancelled inside the connection's context,
+            # SQLAlchemy cannot give it back to the pool, and it is left for the GC).
+            self.in_flight = asyncio.ensure_future(self._notify_once())
+            await asyncio.shield(self.in_flight)
             await asyncio.sleep(self.interval_seconds)
 
+    async def _notify_once(self) -> None:
+        try:
+            async with self.engine.connect() as connection:
+                await connection.execute(_NOTIFY, {"channel": NOTIFY_CHANNEL})
+        except Exception as exc:  # the relay's poll still finds the events
+            log.warning("outbox.notify_failed", error=type(exc).__name__)
+
     async def close(self) -> None:
+        self.pending = False
         if self.task is not None:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
+        if self.in_flight is not None:
+            with contextlib.suppress(Exception):
+                await self.in_flight
