@@ -227,9 +227,14 @@ async def test_bad_input_is_a_4xx_page_never_a_500(
             ("/console/find", {"q": "nothing-like-this"}, 404),
         ]
         for url, params, status in cases:
-            response = await web.get(url, params=params)
-            assert response.status_code == status, (url, params, response.text[:300])
-            assert response.headers["content-type"].startswith("text/html")
+            # A browser asks for HTML and gets a page; another client gets the API's problem.
+            page = await web.get(url, params=params, headers={"Accept": "text/html"})
+            assert page.status_code == status, (url, params, page.text[:300])
+            assert page.headers["content-type"].startswith("text/html")
+            problem = await web.get(url, params=params)
+            assert problem.status_code == status, (url, params)
+            assert problem.headers["content-type"].startswith("application/problem+json")
+            assert problem.json()["status"] == status and problem.json()["code"]
 
 
 async def test_the_json_api_keeps_bearer_keys_and_sets_no_cookie(client: httpx.AsyncClient) -> None:

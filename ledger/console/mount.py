@@ -31,7 +31,10 @@ from ledger.console.security import (
     session_config,
 )
 from ledger.console.sessions import DatabaseSessionStore
+from ledger.core import limits
 from ledger.core.errors import InvariantViolation, LedgerError
+from ledger.http.bodies import handle_body_exception
+from ledger.http.problems import HTTP_CODES, handle_ledger_error
 from ledger.http.state import Services
 
 HERE = Path(__file__).parent
@@ -53,22 +56,45 @@ def _to_sign_in(_: Request[Any, Any, Any], exc: NotSignedIn) -> Response[Any]:
     return add_security_headers(response)
 
 
-def _error_page(_: Request[Any, Any, Any], exc: LedgerError) -> Response[Any]:
-    page = Template(
-        template_name="error.html",
-        context={"viewer": None, "chain": None, "error": exc},
-        status_code=exc.status,
-    )
+def _wants_html(request: Request[Any, Any, Any]) -> bool:
+    """Browsers ask for text/html and get a page; any other client gets the API's problem."""
+    return "text/html" in request.headers.get("accept", "")
+
+
+def _error_page(request: Request[Any, Any, Any], exc: LedgerError) -> Response[Any]:
+    if not _wants_html(request):
+        return add_security_headers(handle_ledger_error(request, exc))
+    context: dict[str, Any] = {
+        "viewer": None,
+        "chain": None,
+        "status": exc.status,
+        "code": exc.code,
+        "title": exc.title,
+        "detail": exc.detail,
+        "errors": exc.extra.get("errors") or [],
+    }
+    page = Template(template_name="error.html", context=context, status_code=exc.status)
     if exc.status == 503:
-        page.headers["Retry-After"] = "2"
+        page.headers["Retry-After"] = str(limits.RETRY_AFTER_SECONDS)
     return add_security_headers(page)
 
 
-def _http_error_page(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+def _http_error_page(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    if not _wants_html(request):
+        return add_security_headers(handle_body_exception(request, exc))
     status = exc.status_code if 400 <= exc.status_code < 600 else 500
-    error = LedgerError(exc.detail)
-    error.status, error.code, error.title = status, f"http_{status}", exc.detail  # type: ignore[misc]
-    return _error_page(_, error)
+    context: dict[str, Any] = {
+        "viewer": None,
+        "chain": None,
+        "status": status,
+        "code": HTTP_CODES.get(status, "http_error"),
+        "title": exc.detail,
+        "detail": exc.detail,
+        "errors": [],
+    }
+    return add_security_headers(
+        Template(template_name="error.html", context=context, status_code=status)
+    )
 
 
 def console(services: Services) -> Console:

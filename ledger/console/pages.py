@@ -145,6 +145,8 @@ class ConsolePages(Controller):
         chain, target = await services.run(work)
         if target is not None:
             return Redirect(target, status_code=303)
+        if "text/html" not in request.headers.get("accept", ""):
+            raise AccountNotFound(f"no account or transfer matches {text!r}")
         page = render("home.html", viewer, chain, accounts=[], next_after=None, not_found=text)
         page.status_code = 404
         return page
