@@ -8,6 +8,7 @@ import io
 from typing import Any
 
 import httpx
+import psycopg
 
 from ledger.core.settings import Settings
 from tests.console_helpers import browser, csrf_token, make_key, sign_in
@@ -47,6 +48,20 @@ async def test_sign_in_without_csrf_token_is_refused(
         assert (await web.get("/console/audit")).status_code == 303
 
 
+async def test_sign_in_deletes_expired_sessions(
+    client: httpx.AsyncClient, settings: Settings, sync_db: psycopg.Connection[Any]
+) -> None:
+    sync_db.execute(
+        "INSERT INTO console_sessions (id, data, expires_at) VALUES "
+        "('old', '{}', now() - interval '1 minute'), ('live', '{}', now() + interval '1 hour')"
+    )
+    reader = await make_key(client, "reader")
+    async with browser(settings) as web:
+        assert (await sign_in(web, reader["secret"])).status_code == 303
+    left = {r[0] for r in sync_db.execute("SELECT id FROM console_sessions").fetchall()}
+    assert "old" not in left and "live" in left and len(left) == 2
+
+
 async def test_unknown_and_operator_keys_cannot_sign_in(
     client: httpx.AsyncClient, settings: Settings
 ) -> None:
@@ -69,7 +84,7 @@ async def test_pages_need_a_session(settings: Settings) -> None:
 
 
 async def test_session_works_in_another_process_and_ends_when_the_key_is_revoked(
-    client: httpx.AsyncClient, settings: Settings
+    client: httpx.AsyncClient, settings: Settings, sync_db: psycopg.Connection[Any]
 ) -> None:
     auditor = await make_key(client, "auditor")
     async with browser(settings) as first, browser(settings) as second:
@@ -84,12 +99,14 @@ async def test_session_works_in_another_process_and_ends_when_the_key_is_revoked
         ended = await second.get("/console/audit")
         assert ended.status_code == 303
         assert ended.headers["location"] == "/console/sign-in?reason=key_revoked"
+        rows = sync_db.execute("SELECT count(*) FROM console_sessions").fetchone()
+        assert rows == (0,)  # the session itself is gone, not only this browser's cookie
         # The session row is gone too: the first "process" is signed out as well.
         assert (await first.get("/console/audit")).status_code == 303
 
 
 async def test_sign_out_ends_the_session_everywhere(
-    client: httpx.AsyncClient, settings: Settings
+    client: httpx.AsyncClient, settings: Settings, sync_db: psycopg.Connection[Any]
 ) -> None:
     reader = await make_key(client, "reader")
     async with browser(settings) as web:
@@ -97,8 +114,11 @@ async def test_sign_out_ends_the_session_everywhere(
         stolen = web.cookies.get("ledger_console")
         home = await web.get("/console")
         assert home.status_code == 200
+        sessions = "SELECT count(*) FROM console_sessions"
+        assert sync_db.execute(sessions).fetchone() == (1,)
         out = await web.post("/console/sign-out", data={"_csrf_token": csrf_token(home)})
         assert out.status_code == 303
+        assert sync_db.execute(sessions).fetchone() == (0,)
         assert (await web.get("/console")).status_code == 303
     async with browser(settings) as replay:
         replay.cookies.set("ledger_console", stolen or "", domain="console.test", path="/console")

@@ -5,7 +5,7 @@ revoked by any process ends its console sessions on the next request."""
 
 from __future__ import annotations
 
-import hashlib
+import datetime as dt
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +15,8 @@ from litestar import Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.console import repository as repo
+from ledger.console.sessions import ROTATE_SESSION_ID, SESSION_COOKIE
+from ledger.core import limits
 from ledger.core.context import Actor
 from ledger.core.roles import PERMISSIONS
 from ledger.http.state import services_of
@@ -62,8 +64,14 @@ async def viewer_of(request: Request[Any, Any, Any]) -> Viewer:
     if key_id is None:
         raise NotSignedIn("signed_out")
 
+    session_id = request.cookies.get(SESSION_COOKIE)
+
     async def lookup(session: AsyncSession) -> Any:
-        return await repo.live_key(session, key_id)
+        row = await repo.live_key(session, key_id)
+        if (row is None or row.role not in CONSOLE_ROLES) and session_id:
+            # The key is dead, so is this session (any other ends on its own next request).
+            await repo.delete_session(session, session_id)
+        return row
 
     row = await services_of(request).run(lookup)
     if row is None or row.role not in CONSOLE_ROLES:
@@ -88,6 +96,9 @@ async def sign_in(request: Request[Any, Any, Any], secret: str) -> Viewer | Sign
     services = services_of(request)
 
     async def lookup(session: AsyncSession) -> Actor | None:
+        # Bounded housekeeping where sessions are made: expired ones are deleted here.
+        now = dt.datetime.now(dt.UTC)
+        await repo.sweep_expired_sessions(session, now, limits.CONSOLE_SESSION_SWEEP_MAX)
         return await services.authenticate(session, secret)
 
     actor = await services.run(lookup)
@@ -104,12 +115,3 @@ async def sign_in(request: Request[Any, Any, Any], secret: str) -> Viewer | Sign
     request.scope["state"][ROTATE_SESSION_ID] = True
     log.info("console.signed_in", key_id=str(actor.id), role=actor.role)
     return Viewer(key_id=actor.id, name=actor.name, role=actor.role)
-
-
-# Set on the scope at sign-in: the session middleware then stores the session under a new id
-# (never one the browser brought along: no session fixation).
-ROTATE_SESSION_ID = "ledger.console.rotate_session_id"
-
-
-def secret_digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()

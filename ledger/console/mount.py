@@ -23,14 +23,13 @@ from ledger.console.auth import NotSignedIn, viewer_of
 from ledger.console.pages import ConsolePages
 from ledger.console.security import (
     CONSOLE_PATH,
-    SESSION_COOKIE,
     SESSION_STORE,
     ConsoleCsrfMiddleware,
     CsrfSecret,
     add_security_headers,
     session_config,
 )
-from ledger.console.sessions import DatabaseSessionStore
+from ledger.console.sessions import SESSION_COOKIE, DatabaseSessionStore
 from ledger.core import limits
 from ledger.core.errors import InvariantViolation, LedgerError
 from ledger.http.bodies import handle_body_exception

@@ -20,14 +20,13 @@ from litestar.middleware.session.server_side import (
     ServerSideSessionBackend,
     ServerSideSessionConfig,
 )
-from litestar.types import ASGIApp, Message, Receive, Scope, ScopeSession, Send
+from litestar.types import ASGIApp, Empty, Message, Receive, Scope, ScopeSession, Send
 from litestar.utils.dataclass import extract_dataclass_items
 
-from ledger.console.auth import ROTATE_SESSION_ID
+from ledger.console.sessions import ROTATE_SESSION_ID, SESSION_COOKIE
 from ledger.core import limits
 
 CONSOLE_PATH = "/console"
-SESSION_COOKIE = "ledger_console"
 SESSION_STORE = "ledger_console_sessions"
 CSRF_COOKIE = "ledger_console_csrf"
 
@@ -57,12 +56,13 @@ class ConsoleSessionBackend(ServerSideSessionBackend):
         store = self.config.get_store_from_app(connection.scope["app"])
         brought = connection.cookies.get(self.config.key)
         state: dict[str, Any] = connection.scope.get("state", {})  # type: ignore[assignment]
-        if not scope_session or (state.get(ROTATE_SESSION_ID) and brought):
+        signed_out = scope_session is Empty or not scope_session  # cleared, or never set
+        if signed_out or (state.get(ROTATE_SESSION_ID) and brought):
             if brought:
                 await self.delete(brought, store=store)
-                if not scope_session:
+                if signed_out:
                     self._set_cookie(message, "null", expires=0)
-            if not scope_session:
+            if signed_out:
                 return
         session_id = self.generate_session_id() if state.get(ROTATE_SESSION_ID) else None
         session_id = session_id or brought or self.generate_session_id()
@@ -88,7 +88,8 @@ def session_config() -> ConsoleSessionConfig:
         key=SESSION_COOKIE,
         store=SESSION_STORE,
         max_age=limits.CONSOLE_SESSION_SECONDS,
-        renew_on_access=True,
+        # Each response stores the session again with a fresh expiry: no renewal on read too.
+        renew_on_access=False,
         path=CONSOLE_PATH,
         secure=True,
         httponly=True,

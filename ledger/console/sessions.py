@@ -19,6 +19,11 @@ from ledger.console import repository as repo
 from ledger.core import limits
 
 T = TypeVar("T")
+
+SESSION_COOKIE = "ledger_console"
+# Set on the scope's state at sign-in: the session middleware then stores the session under a
+# new id (never one the browser brought along: no session fixation).
+ROTATE_SESSION_ID = "ledger.console.rotate_session_id"
 Run = Callable[[Callable[[AsyncSession], Awaitable[T]]], Awaitable[T]]
 
 
@@ -88,11 +93,3 @@ class DatabaseSessionStore(Store):
         if not isinstance(expires_at, dt.datetime):
             return None
         return max(0, int((expires_at - _now()).total_seconds()))
-
-    async def sweep_expired(self) -> None:
-        now = _now()
-
-        async def work(session: AsyncSession) -> None:
-            await repo.sweep_expired_sessions(session, now, limits.CONSOLE_SESSION_SWEEP_MAX)
-
-        await self._run(work)
