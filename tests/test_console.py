@@ -48,6 +48,23 @@ async def test_sign_in_without_csrf_token_is_refused(
         assert (await web.get("/console/audit")).status_code == 303
 
 
+async def test_sign_in_never_keeps_a_session_id_the_browser_brought(
+    client: httpx.AsyncClient, settings: Settings, sync_db: psycopg.Connection[Any]
+) -> None:
+    first = await make_key(client, "reader")
+    second = await make_key(client, "auditor")
+    async with browser(settings) as web:
+        await sign_in(web, first["secret"])
+        planted = web.cookies.get("ledger_console")  # say, set by someone else beforehand
+        assert planted
+        await sign_in(web, second["secret"])
+        fresh = web.cookies.get("ledger_console")
+        assert fresh and fresh != planted
+        ids = {r[0] for r in sync_db.execute("SELECT id FROM console_sessions").fetchall()}
+        assert ids == {fresh}
+        assert "auditor-key" in (await web.get("/console/audit")).text
+
+
 async def test_sign_in_deletes_expired_sessions(
     client: httpx.AsyncClient, settings: Settings, sync_db: psycopg.Connection[Any]
 ) -> None:
