@@ -262,6 +262,7 @@ async def test_bad_input_is_a_4xx_page_never_a_500(
             ("/console/transfers/00000000-0000-0000-0000-000000000000", {}, 404),
             ("/console/accounts/00000000-0000-0000-0000-000000000000", {"entries_after": "x"}, 422),
             ("/console/find", {"q": "nothing-like-this"}, 404),
+            ("/console", {"after": "not-an-id"}, 422),
         ]
         for url, params, status in cases:
             # A browser asks for HTML and gets a page; another client gets the API's problem.

@@ -31,7 +31,7 @@ from ledger.console.views import (
     query_string,
 )
 from ledger.core import limits
-from ledger.core.errors import AccountNotFound, Forbidden, TransferNotFound
+from ledger.core.errors import AccountNotFound, Forbidden, TransferNotFound, ValidationFailed
 from ledger.http.state import services_of
 from transfers import repository as transfer_reads
 from transfers import service as transfers
@@ -105,6 +105,11 @@ class ConsolePages(Controller):
     @get("/", name="console.home")
     async def home(self, request: Req, viewer: Viewer, after: str | None = None) -> Template:
         after_id = parse_uuid(after) if after else None
+        if after and after_id is None:
+            raise ValidationFailed(
+                "after: must be an account id from a page link",
+                errors=[{"field": "after", "message": "must be an account id from a page link"}],
+            )
         services = services_of(request)
 
         async def work(session: AsyncSession) -> tuple[ChainState, list[Any]]:
