@@ -18,6 +18,7 @@ from ledger.api.events import EventController
 from ledger.api.system import health, metrics_endpoint, ready
 from ledger.apikeys.controllers import ApiKeyController
 from ledger.apikeys.service import authenticate
+from ledger.console.mount import console
 from ledger.core import limits
 from ledger.core.db import create_engine, create_sessionmaker
 from ledger.core.errors import LedgerError
@@ -41,6 +42,9 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
     if settings.group_commit:
         install_group_commit(services, GroupCommitter(sessionmaker))
 
+    # The auditor console under /console: its own router, sessions and CSRF (ledger/console/).
+    web_console = console(services)
+
     async def dispose_engine() -> None:
         await notifier.close()
         await engine.dispose()
@@ -56,8 +60,11 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
             ApiKeyController,
             EventController,
             AuditController,
+            *web_console.routers,
             *(extra_route_handlers or []),
         ],
+        template_config=web_console.template_config,
+        stores=web_console.stores,
         # `close`: what on_shutdown runs, for hosts that run no lifespan (tests' ASGI transport).
         state=State({"services": services, "engine": engine, "close": dispose_engine}),
         # Outermost: the server span, then request ids, access line and duration histogram for

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ledger.apikeys.models import ApiKey
 from ledger.audit.models import AuditRecord, AuditSeal
+from ledger.console.models import ConsoleSecret, ConsoleSession
 from ledger.core.db import Base
 from ledger.idempotency.models import IdempotencyRecord
 from ledger.posting.models import Account, Entry, Transfer, VoidedTransferId
@@ -15,6 +16,8 @@ __all__ = [
     "AuditRecord",
     "AuditSeal",
     "Base",
+    "ConsoleSecret",
+    "ConsoleSession",
     "ConsumerBalance",
     "ConsumerInbox",
     "Entry",

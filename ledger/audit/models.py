@@ -44,6 +44,8 @@ class AuditRecord(Base):
         sa.Index("ix_audit_records_xact_id", "xact_id"),
         sa.Index("ix_audit_records_actor_id_seq", "actor_id", "seq"),
         sa.Index("ix_audit_records_at", "at"),
+        # The console's search by request id (migration 0014_console).
+        sa.Index("ix_audit_records_request_id_seq", "request_id", "seq"),
     )
 
 

@@ -273,6 +273,7 @@ class RecordFilter:
     actor_name: str | None = None
     object_id: str | None = None
     action: str | None = None
+    request_id: str | None = None
     start: dt.datetime | None = None
     end: dt.datetime | None = None
 
@@ -300,6 +301,8 @@ async def list_records(
         query = query.where(records_t.c.object_id == where.object_id)
     if where.action is not None:
         query = query.where(records_t.c.action == where.action)
+    if where.request_id is not None:
+        query = query.where(records_t.c.request_id == where.request_id)
     if where.start is not None:
         query = query.where(records_t.c.at >= where.start)
     if where.end is not None:

@@ -20,6 +20,7 @@ from ledger.core.errors import AuditVerifyBusy, ValidationFailed
 ACTION_LENGTH_MAX = 64
 ACTOR_NAME_LENGTH_MAX = limits.API_KEY_NAME_LENGTH_MAX
 OBJECT_ID_LENGTH_MAX = 255
+REQUEST_ID_LENGTH_MAX = 255
 
 # Transfer id -> the id of the transfer it reverses (None when it is no reversal or unknown).
 # Transfers sit above the audit trail, so the caller supplies the lookup.
@@ -61,6 +62,7 @@ def record_filter(
     action: str | None = None,
     start: dt.datetime | None = None,
     end: dt.datetime | None = None,
+    request_id: str | None = None,
 ) -> repo.RecordFilter:
     """`actor` is an API key id (a UUID) or an actor name (a key's name, `cli`, `expiry`, ...).
     `start` and `end` are UTC already: the caller checks them as timestamp parameters
@@ -78,6 +80,7 @@ def record_filter(
         actor_name=actor_name,
         object_id=_bounded(object_id, "object_id", OBJECT_ID_LENGTH_MAX),
         action=_bounded(action, "action", ACTION_LENGTH_MAX),
+        request_id=_bounded(request_id, "request_id", REQUEST_ID_LENGTH_MAX),
         start=start,
         end=end,
     )

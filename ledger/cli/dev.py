@@ -61,6 +61,7 @@ async def _serve_all(settings: object) -> None:
         "\n  Ledger is up.\n"
         f"  API          {base}/v1\n"
         f"  OpenAPI UI   {base}/schema\n"
+        f"  Console      {base}/console (sign in with the admin key, or an auditor's)\n"
         f"  Database     {settings.database_url}\n"
         f"  Kafka        {settings.kafka_bootstrap_servers} (topic {settings.kafka_topic})\n"
         f"  Admin key    {settings.admin_key}\n\n"

@@ -148,3 +148,12 @@ AUDIT_VERIFY_RUNNING_MAX = 1
 # `audit verify` names a record whose transaction began later than this after its `at` as put in
 # behind the service's back; how late it was sealed is no alarm (outages, backlogs, slow commits).
 AUDIT_INSERTION_GRACE_SECONDS = 300
+
+# -- the auditor console (/console) --
+CONSOLE_SESSION_SECONDS = 8 * 60 * 60  # a signed-in browser's idle life; each page renews it
+CONSOLE_SESSION_SWEEP_MAX = 100  # expired session rows deleted, at most, per sign-in
+CONSOLE_PAGE_SIZE = 50  # rows per page: audit search, statement, timelines, account list
+CONSOLE_CHART_POINTS_MAX = 500  # latest statement entries drawn in the balance chart
+CONSOLE_EXPORT_PAGE_SIZE = LIST_LIMIT_MAX  # audit records read per transaction by the CSV export
+CONSOLE_EXPORT_ROWS_MAX = 1_000_000  # rows one CSV export streams at most
+CONSOLE_HISTORY_RECORDS_MAX = 1_000  # audit records a transfer's page shows at most
