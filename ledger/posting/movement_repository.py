@@ -226,3 +226,8 @@ async def load_exchange(
         )
     ).one_or_none()
     return None if row is None else (row[0], row[1], row[2])
+
+
+async def account_exists(session: AsyncSession, account_id: uuid.UUID) -> bool:
+    found = await session.execute(sa.select(accounts_t.c.id).where(accounts_t.c.id == account_id))
+    return found.scalar_one_or_none() is not None
