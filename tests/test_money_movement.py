@@ -212,23 +212,31 @@ async def test_period_lock_moves_forward_and_refuses_posting_inside(
     audit = await client.get("/v1/audit", params={"action": "period_lock.set"})
     assert [r["data"]["request"]["locked_until"] for r in audit.json()["data"]] == [lock]
     # the database refuses an entry inside the period, whatever wrote it
-    with pytest.raises(psycopg.errors.CheckViolation), sync_db.transaction():
-        row = sync_db.execute(
+    with pytest.raises(psycopg.errors.CheckViolation):
+        write_behind_the_service(sync_db, source["id"], a["id"], "2020-06-01T00:00:00Z")
+    with pytest.raises(psycopg.errors.CheckViolation):
+        sync_db.execute("UPDATE period_lock SET locked_until = '2000-01-01T00:00:00Z'")
+
+
+def write_behind_the_service(
+    db: psycopg.Connection[Any], debit: str, credit: str, posted_at: str
+) -> None:
+    """A balanced transfer and its two entries, written in SQL (no service code involved)."""
+    with db.transaction():
+        row = db.execute(
             "INSERT INTO transfers (id, debit_account_id, credit_account_id, amount, currency,"
             " state, posted_amount, reversed_amount, metadata, metadata_text, created_at,"
             " updated_at, created_pending) VALUES (gen_random_uuid(), %s, %s, 1, 'USD',"
             " 'posted', 1, 0, '{}', '{}', now(), now(), false) RETURNING id",
-            (source["id"], a["id"]),
+            (debit, credit),
         ).fetchone()
         assert row is not None
-        sync_db.execute(
+        db.execute(
             "INSERT INTO entries (account_id, transfer_id, direction, amount, balance_after,"
             " sequence, posted_at) VALUES (%s, %s, 'debit', 1, 0, 1000, %s),"
             " (%s, %s, 'credit', 1, 0, 1000, %s)",
-            (source["id"], row[0], "2020-06-01T00:00:00Z", a["id"], row[0], "2020-06-01T00:00:00Z"),
+            (debit, row[0], posted_at, credit, row[0], posted_at),
         )
-    with pytest.raises(psycopg.errors.CheckViolation):
-        sync_db.execute("UPDATE period_lock SET locked_until = '2000-01-01T00:00:00Z'")
 
 
 async def test_period_lock_is_admin_only(client: httpx.AsyncClient) -> None:
