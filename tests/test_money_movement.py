@@ -215,7 +215,7 @@ async def test_period_lock_moves_forward_and_refuses_posting_inside(
     with pytest.raises(psycopg.errors.CheckViolation):
         write_behind_the_service(sync_db, source["id"], a["id"], "2020-06-01T00:00:00Z")
     with pytest.raises(psycopg.errors.CheckViolation):
-        sync_db.execute("UPDATE period_lock SET locked_until = '2000-01-01T00:00:00Z'")
+        sync_db.execute("INSERT INTO period_locks VALUES ('2000-01-01T00:00:00Z', 0, now())")
 
 
 def write_behind_the_service(
@@ -309,3 +309,29 @@ async def test_monitor_fires_once_per_crossing(
         json={"field": "posted", "operator": "lt", "value": 1},
     )
     assert missing.status_code == 404
+
+
+async def test_verify_finds_what_the_triggers_were_switched_off_for(
+    client: httpx.AsyncClient, settings: Settings, sync_db: psycopg.Connection[Any]
+) -> None:
+    """A superuser with the triggers off (replica role) posts inside the locked period and
+    records an exchange of two same-currency transfers: `ledger verify` names both."""
+    source = await create_account(client, normal_balance="debit", min_balance=None)
+    a = await create_account(client)
+    first = await transfer(client, source["id"], a["id"], 5)
+    second = await transfer(client, source["id"], a["id"], 7)
+    put = await client.put(
+        "/v1/settings/period-lock", json={"locked_until": "2022-01-01T00:00:00Z"}
+    )
+    assert put.status_code == 200
+    assert await violations(settings) == []
+    sync_db.execute("SET session_replication_role = replica")
+    write_behind_the_service(sync_db, source["id"], a["id"], "2021-06-01T00:00:00Z")
+    sync_db.execute(
+        "INSERT INTO exchanges VALUES (gen_random_uuid(), %s, %s, '1.4', now())",
+        (first.json()["id"], second.json()["id"]),
+    )
+    sync_db.execute("SET session_replication_role = DEFAULT")
+    found = await violations(settings)
+    assert any(line.startswith("entry posted inside the locked period") for line in found)
+    assert any(line.startswith("exchange without both of its legs") for line in found)

@@ -38,16 +38,16 @@ class Exchange(Base):
 
 
 class PeriodLock(Base):
-    """At most one row: nothing is posted at or before `locked_until` (a trigger on entries
-    refuses it), and the lock only moves forward (a trigger on this table)."""
+    """Every move of the period lock (insert-only; the lock is the latest `locked_until`).
+    Nothing is posted at or before it (a trigger on entries refuses it), and a move is only
+    forward (a trigger on this table). `entries_watermark`: the highest entry id when it moved,
+    with no posting in flight, so every later entry must lie after the period."""
 
-    __tablename__ = "period_lock"
+    __tablename__ = "period_locks"
 
-    id: Mapped[int] = mapped_column(sa.SmallInteger, primary_key=True, autoincrement=False)
-    locked_until: Mapped[dt.datetime]
-    updated_at: Mapped[dt.datetime]
-
-    __table_args__ = (sa.CheckConstraint("id = 1", name="one_row"),)
+    locked_until: Mapped[dt.datetime] = mapped_column(primary_key=True)
+    entries_watermark: Mapped[int]
+    created_at: Mapped[dt.datetime]
 
 
 class AccountMonitor(Base):

@@ -26,7 +26,6 @@ period_lock_t = cast(sa.Table, PeriodLock.__table__)
 entries_t = cast(sa.Table, Entry.__table__)
 accounts_t = cast(sa.Table, Account.__table__)
 
-PERIOD_LOCK_ROW = 1
 _PERIOD_LOCK_KEY = f"{int(LockClass.PERIOD_LOCK)}, {SINGLETON_KEY}"
 
 # Taken first by every posting transaction (before any row lock, so that a transaction waiting
@@ -34,8 +33,7 @@ _PERIOD_LOCK_KEY = f"{int(LockClass.PERIOD_LOCK)}, {SINGLETON_KEY}"
 PERIOD_SHARE = Statement(f"SELECT pg_advisory_xact_lock_shared({_PERIOD_LOCK_KEY})")
 # The transaction's time and the period lock, read once the locks are held (a fresh snapshot).
 CLOCK_AND_PERIOD = Statement(
-    "SELECT clock_timestamp(), "
-    f"(SELECT locked_until FROM {period_lock_t.name} WHERE id = {PERIOD_LOCK_ROW})",
+    f"SELECT clock_timestamp(), (SELECT max(locked_until) FROM {period_lock_t.name})",
     fetch=True,
 )
 
@@ -112,11 +110,12 @@ async def lock_period(session: AsyncSession) -> tuple[dt.datetime, dt.datetime |
 
 
 async def read_period_lock(session: AsyncSession) -> tuple[dt.datetime, dt.datetime] | None:
+    """The latest move: (locked_until, when it was made)."""
     row = (
         await session.execute(
-            sa.select(period_lock_t.c.locked_until, period_lock_t.c.updated_at).where(
-                period_lock_t.c.id == PERIOD_LOCK_ROW
-            )
+            sa.select(period_lock_t.c.locked_until, period_lock_t.c.created_at)
+            .order_by(period_lock_t.c.locked_until.desc())
+            .limit(1)
         )
     ).one_or_none()
     if row is None:
@@ -127,13 +126,14 @@ async def read_period_lock(session: AsyncSession) -> tuple[dt.datetime, dt.datet
 async def store_period_lock(
     session: AsyncSession, locked_until: dt.datetime, now: dt.datetime
 ) -> None:
+    """Record a move, with the entries written so far (no posting is in flight: the caller
+    holds the period lock exclusively)."""
     await session.execute(
         sa.text(
-            f"INSERT INTO {period_lock_t.name} (id, locked_until, updated_at) "
-            "VALUES (:id, :until, :now) ON CONFLICT (id) DO UPDATE "
-            "SET locked_until = EXCLUDED.locked_until, updated_at = EXCLUDED.updated_at"
+            f"INSERT INTO {period_lock_t.name} (locked_until, entries_watermark, created_at) "
+            f"SELECT :until, coalesce(max(id), 0), :now FROM {entries_t.name}"
         ),
-        {"id": PERIOD_LOCK_ROW, "until": locked_until, "now": now},
+        {"until": locked_until, "now": now},
     )
 
 

@@ -10,9 +10,11 @@ Create Date: 2026-11-29 23:00:00.000000
   different one.
 - `exchanges`: one row per cross-currency exchange, naming its two legs. Both legs are foreign
   keys, so an exchange row cannot exist without both of its transfers; the row is insert-only.
-- `period_lock`: one row at most. No entry may be posted at or before `locked_until`: a
-  statement trigger on `entries` refuses it, whatever code path wrote it; a row trigger refuses
-  moving the lock back (or removing it).
+- `period_locks`: every move of the period lock, insert-only; the lock is the latest
+  `locked_until`. No entry may be posted at or before it: a statement trigger on `entries`
+  refuses it, whatever code path wrote it; a row trigger refuses a move that is not forward.
+  `entries_watermark` is the highest entry id when the lock moved (no posting was in flight):
+  `ledger verify` checks that no later entry lies inside the period.
 - `account_monitors`: balance monitors, evaluated by the posting engine on locked balances;
   `trigger_count` numbers each monitor's events (their CloudEvents sequence).
 """
@@ -39,7 +41,8 @@ DECLARE
     bad record;
 BEGIN
     SELECT n.account_id, n.posted_at, p.locked_until INTO bad
-      FROM new_entries n CROSS JOIN period_lock p
+      FROM new_entries n
+      CROSS JOIN (SELECT max(locked_until) AS locked_until FROM period_locks) p
      WHERE n.posted_at <= p.locked_until
      LIMIT 1;
     IF FOUND THEN
@@ -54,7 +57,7 @@ END $$
 PERIOD_LOCK_FORWARD = """
 CREATE FUNCTION ledger_period_lock_forward() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_OP <> 'UPDATE' OR NEW.locked_until <= OLD.locked_until THEN
+    IF EXISTS (SELECT 1 FROM period_locks WHERE locked_until >= NEW.locked_until) THEN
         RAISE EXCEPTION 'the period lock only moves forward'
             USING ERRCODE = 'check_violation';
     END IF;
@@ -97,12 +100,11 @@ def upgrade() -> None:
         sa.UniqueConstraint("credit_transfer_id", name=op.f("uq_exchanges_credit_transfer_id")),
     )
     op.create_table(
-        "period_lock",
-        sa.Column("id", sa.SmallInteger(), nullable=False),
+        "period_locks",
         sa.Column("locked_until", TIMESTAMP, nullable=False),
-        sa.Column("updated_at", TIMESTAMP, nullable=False),
-        sa.CheckConstraint("id = 1", name=op.f("ck_period_lock_one_row")),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_period_lock")),
+        sa.Column("entries_watermark", sa.BigInteger(), nullable=False),
+        sa.Column("created_at", TIMESTAMP, nullable=False),
+        sa.PrimaryKeyConstraint("locked_until", name=op.f("pk_period_locks")),
     )
     op.create_table(
         "account_monitors",
@@ -138,15 +140,15 @@ def upgrade() -> None:
     )
     op.execute(PERIOD_LOCK_FORWARD)
     op.execute(
-        "CREATE TRIGGER period_lock_forward BEFORE UPDATE OR DELETE ON period_lock "
+        "CREATE TRIGGER period_locks_forward BEFORE INSERT ON period_locks "
         "FOR EACH ROW EXECUTE FUNCTION ledger_period_lock_forward()"
     )
-    for table in ("exchanges",):
+    for table in ("exchanges", "period_locks"):
         op.execute(
             f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
             "FOR EACH ROW EXECUTE FUNCTION ledger_forbid_change()"
         )
-    for table in ("exchanges", "period_lock"):
+    for table in ("exchanges", "period_locks"):
         op.execute(
             f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
             "FOR EACH STATEMENT EXECUTE FUNCTION ledger_forbid_change()"
@@ -157,7 +159,7 @@ def downgrade() -> None:
     op.execute("DROP TRIGGER IF EXISTS entries_period_lock ON entries")
     op.execute("DROP FUNCTION IF EXISTS ledger_entries_period_lock()")
     op.drop_table("account_monitors")
-    op.drop_table("period_lock")
+    op.drop_table("period_locks")
     op.execute("DROP FUNCTION IF EXISTS ledger_period_lock_forward()")
     op.drop_table("exchanges")
     op.drop_constraint(op.f("ck_transfers_amount_within_ceiling"), "transfers", type_="check")
