@@ -147,6 +147,14 @@ async def test_imported_transfer_is_posted_at_its_time(
     response = await transfer(client, source["id"], a["id"], 100, imported_at=first)
     assert response.status_code == 201, response.text
     assert response.json()["imported_at"] == first
+    # the audit record keeps both times: when it happened, and when it was written
+    [record] = (await client.get("/v1/audit", params={"object_id": response.json()["id"]})).json()[
+        "data"
+    ]
+    assert record["data"]["request"]["imported_at"] == first
+    assert record["data"]["result"]["imported_at"] == first
+    written = dt.datetime.fromisoformat(record["at"])
+    assert written > dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)
     statement = (await client.get(f"/v1/accounts/{a['id']}/entries")).json()["data"]
     assert statement[0]["posted_at"] == first
     as_of = await client.get(
