@@ -50,7 +50,7 @@ class BatchCreate(Strict):
     ]
 
 
-class TransferOut(msgspec.Struct):
+class TransferOut(msgspec.Struct, omit_defaults=True):  # omitted: imported_at when null
     id: uuid.UUID
     debit_account_id: uuid.UUID | None
     credit_account_id: uuid.UUID | None
