@@ -211,7 +211,10 @@ async def insert_exchange(
 async def load_exchange(
     session: AsyncSession, exchange_id: uuid.UUID
 ) -> tuple[uuid.UUID, uuid.UUID, str] | None:
-    """The exchange's two legs and rate, after the exchange id's advisory lock."""
+    """The exchange's two legs and rate, after the exchange id's advisory lock. The period
+    lock is taken shared before it, in the order every posting takes its locks (the engine
+    takes it again for the legs: a shared lock held twice is still one holder)."""
+    await session.execute(sa.text(PERIOD_SHARE.sql))
     await session.execute(
         sa.text("SELECT pg_advisory_xact_lock(:cls, :key)"),
         {"cls": int(LockClass.TRANSFER_ID), "key": int4_key(exchange_id)},

@@ -18,10 +18,12 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 
+import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.audit.writer import AuditEntry, write_audit
 from ledger.core.context import WriteContext
+from ledger.core.db import after_commit
 from ledger.core.errors import (
     ImportedInFuture,
     ImportedOutOfOrder,
@@ -30,6 +32,8 @@ from ledger.core.errors import (
     PeriodLockInFuture,
 )
 from ledger.posting import movement_repository as repo
+
+log = structlog.get_logger("ledger.posting.periods")
 
 
 def check_open(posted_at: dt.datetime, locked_until: dt.datetime | None) -> None:
@@ -89,6 +93,14 @@ async def set_period_lock(
             f"locked_until {locked_until.isoformat()} is after now ({now.isoformat()})"
         )
     await repo.store_period_lock(session, locked_until, now)
+    after_commit(
+        session,
+        lambda: log.info(
+            "period_lock.moved",
+            locked_until=locked_until.isoformat(),
+            previous=None if current is None else current.isoformat(),
+        ),
+    )
     await write_audit(
         session,
         [
