@@ -70,6 +70,14 @@ async def test_exchange_posts_both_legs_with_the_rate(
     assert other.status_code == 409
     assert other.json()["code"] == "exchange_exists_with_different_fields"
     assert (await balances(client, s["usd"]["id"]))["posted"] == 9_000
+    # without an id, an Idempotency-Key makes a retry a replay of the first answer
+    keyed = exchange_body(s, 500, 460)
+    headers = {"Idempotency-Key": "fx-retry-1"}
+    first = await client.post("/v1/transfers/exchange", json=keyed, headers=headers)
+    retry = await client.post("/v1/transfers/exchange", json=keyed, headers=headers)
+    assert first.status_code == retry.status_code == 201
+    assert retry.headers["idempotent-replayed"] == "true" and retry.content == first.content
+    assert (await balances(client, s["usd"]["id"]))["posted"] == 8_500
     assert await violations(settings) == []
 
 
