@@ -290,7 +290,7 @@ async def feed(settings: Settings) -> list[dict[str, Any]]:
 
 
 async def test_monitor_fires_once_per_crossing(
-    client: httpx.AsyncClient, settings: Settings
+    client: httpx.AsyncClient, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     a = await create_account(client)
     b = await create_account(client)
@@ -310,6 +310,12 @@ async def test_monitor_fires_once_per_crossing(
     assert [e["subject"] for e in fired] == [monitor["id"]] * 2
     assert [e["sequence"] for e in fired] == [f"{1:020d}", f"{2:020d}"]
     assert [e["data"]["balances"]["available"] for e in fired] == [400, 400]
+    logged = [
+        r.msg
+        for r in caplog.records
+        if isinstance(r.msg, dict) and r.msg.get("event") == "monitor.triggered"
+    ]
+    assert [m["monitor_id"] for m in logged] == [monitor["id"]] * 2
     listed = (await client.get(f"/v1/accounts/{a['id']}/monitors")).json()["data"]
     assert [m["trigger_count"] for m in listed] == [2]
     gone = await client.delete(f"/v1/accounts/{a['id']}/monitors/{monitor['id']}")

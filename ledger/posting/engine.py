@@ -107,7 +107,7 @@ class Posting:
             self._entries(transfer, posted)
         self.events.append(events.balance_changed(debit, transfer, self.ctx))
         self.events.append(events.balance_changed(credit, transfer, self.ctx))
-        self.events.extend(movement.monitor_events(watched, transfer, self.ctx))
+        self.events.extend(self.movement.monitor_events(watched, transfer, self.ctx))
 
     def _transfer_event(self, kind: TransferEventKind, transfer: TransferState) -> None:
         self.events.append(events.transfer_event(kind, transfer, self.ctx))
@@ -287,7 +287,7 @@ class Posting:
         await repo.add_entries(writer, self.entries)
         await add_events(writer, self.events, self.ctx)
         await add_audit(writer, self.audit, self.ctx)
-        self.movement.flush(writer)
+        self.movement.flush(session, writer)
         if own:
             await writer.flush()
 

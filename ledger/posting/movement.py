@@ -12,10 +12,12 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.core.bulk import BulkWriter
 from ledger.core.context import WriteContext
+from ledger.core.db import after_commit
 from ledger.posting import events, periods
 from ledger.posting import monitors as monitor_rules
 from ledger.posting import movement_repository as movement_repo
@@ -26,6 +28,8 @@ from ledger.posting.repository import Locked
 from ledger.posting.state import AccountState, TransferState
 from outbox.writer import PendingEvent
 
+log = structlog.get_logger("ledger.posting.movement")
+
 
 @dataclass(slots=True)
 class MovementState:
@@ -34,6 +38,8 @@ class MovementState:
     # Each account's latest entry time: read for the accounts of imported transfers, then
     # kept current as this posting writes entries.
     last_posted: dict[uuid.UUID, dt.datetime] = field(default_factory=dict)
+    # (monitor, account, transfer) of each firing, logged once committed
+    fired: list[tuple[uuid.UUID, uuid.UUID, uuid.UUID]] = field(default_factory=list)
 
     async def load(
         self, session: AsyncSession, locked: Locked, commands: Iterable[TransferCommand]
@@ -62,9 +68,32 @@ class MovementState:
             return []
         return monitor_rules.before_change(self.monitors, (debit, credit))
 
-    def flush(self, writer: BulkWriter) -> None:
+    def monitor_events(
+        self, watched: monitor_rules.Watched, transfer: TransferState, ctx: WriteContext
+    ) -> list[PendingEvent]:
+        """One event per monitor the change made true (see ledger/posting/monitors.py)."""
+        found = []
+        for account, monitor in monitor_rules.fired(watched):
+            self.fired.append((monitor.id, account.id, transfer.id))
+            found.append(events.monitor_triggered(monitor, account, transfer, ctx))
+        return found
+
+    def flush(self, session: AsyncSession, writer: BulkWriter) -> None:
         movement_repo.add_monitor_counts(
             writer, (m for found in self.monitors.values() for m in found)
+        )
+        if self.fired:
+            fired = list(self.fired)
+            after_commit(session, lambda: _log_fired(fired))
+
+
+def _log_fired(fired: list[tuple[uuid.UUID, uuid.UUID, uuid.UUID]]) -> None:
+    for monitor_id, account_id, transfer_id in fired:
+        log.info(
+            "monitor.triggered",
+            monitor_id=str(monitor_id),
+            account_id=str(account_id),
+            transfer_id=str(transfer_id),
         )
 
 
@@ -88,12 +117,3 @@ def decide(
         transfer.amount = amount
         if not command.pending:
             transfer.posted_amount = amount
-
-
-def monitor_events(
-    watched: monitor_rules.Watched, transfer: TransferState, ctx: WriteContext
-) -> list[PendingEvent]:
-    return [
-        events.monitor_triggered(monitor, account, transfer, ctx)
-        for account, monitor in monitor_rules.fired(watched)
-    ]
