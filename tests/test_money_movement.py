@@ -163,6 +163,14 @@ async def test_imported_transfer_is_posted_at_its_time(
     assert record["data"]["result"]["imported_at"] == first
     written = dt.datetime.fromisoformat(record["at"])
     assert written > dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)
+    # its event carries the import time in its data; the envelope's time is the write's
+    [posted] = [
+        e
+        for e in await feed(settings)
+        if e["type"] == "ledger.transfer.posted" and e["subject"] == response.json()["id"]
+    ]
+    assert posted["data"]["imported_at"] == first
+    assert dt.datetime.fromisoformat(posted["time"]) > dt.datetime.fromisoformat(first)
     statement = (await client.get(f"/v1/accounts/{a['id']}/entries")).json()["data"]
     assert statement[0]["posted_at"] == first
     as_of = await client.get(
