@@ -12,9 +12,11 @@ from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
 from accounts.controllers import AccountController
+from accounts.monitor_controllers import MonitorController
 from ledger.api.asyncapi import asyncapi_document
 from ledger.api.audit import AuditController
 from ledger.api.events import EventController
+from ledger.api.period_lock import PeriodLockController
 from ledger.api.system import health, metrics_endpoint, ready
 from ledger.apikeys.controllers import ApiKeyController
 from ledger.apikeys.service import authenticate
@@ -30,6 +32,7 @@ from observability.middleware import telemetry_config
 from observability.tracing import configure_tracing
 from outbox.notifier import NOTIFIER_SESSION_KEY, OutboxNotifier
 from transfers.controllers import TransferController
+from transfers.exchange_controller import ExchangeController
 from transfers.group_commit import GroupCommitter, install_group_commit
 
 
@@ -57,6 +60,9 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
             asyncapi_document,
             AccountController,
             TransferController,
+            ExchangeController,  # money movement
+            MonitorController,  # money movement
+            PeriodLockController,  # money movement
             ApiKeyController,
             EventController,
             AuditController,

@@ -8,10 +8,12 @@ from ledger.console.models import ConsoleSecret, ConsoleSession
 from ledger.core.db import Base
 from ledger.idempotency.models import IdempotencyRecord
 from ledger.posting.models import Account, Entry, Transfer, VoidedTransferId
+from ledger.posting.movement_models import AccountMonitor, Exchange, PeriodLock
 from outbox.models import ConsumerBalance, ConsumerInbox, OutboxEvent
 
 __all__ = [
     "Account",
+    "AccountMonitor",
     "ApiKey",
     "AuditRecord",
     "AuditSeal",
@@ -21,8 +23,10 @@ __all__ = [
     "ConsumerBalance",
     "ConsumerInbox",
     "Entry",
+    "Exchange",
     "IdempotencyRecord",
     "OutboxEvent",
+    "PeriodLock",
     "Transfer",
     "VoidedTransferId",
 ]

@@ -329,6 +329,8 @@ class Known:
     key_ids: list[str] = field(default_factory=list)  # never the admin's own key: not revoked
     cursors: list[str] = field(default_factory=list)  # the route's own, from a page of one
     etags: list[str] = field(default_factory=list)  # the accounts' at seed time, in their order
+    # Accounts and liquidity accounts of an exchange that can succeed (POST /v1/transfers/exchange)
+    exchange: dict[str, Any] = field(default_factory=dict)
 
     @property
     def cursor_kinds(self) -> list[str]:
@@ -455,7 +457,13 @@ def _valid_string(schema: dict[str, Any], known: Known, name: str) -> st.SearchS
 def valid_object(draw: st.DrawFn, schema: dict[str, Any], known: Known) -> dict[str, Any]:
     required = set(schema.get("required", []))
     body: dict[str, Any] = {}
+    if "via" in schema.get("properties", {}) and known.exchange and draw(st.booleans()):
+        # An exchange: half the time a coherent one (its `via` names the accounts' currencies),
+        # or the route would only ever answer `exchange_via_invalid`.
+        body.update(known.exchange)
     for name, prop in schema.get("properties", {}).items():
+        if name in body:
+            continue
         if name in required or draw(st.booleans()):
             body[name] = draw(valid_value(prop, known, name))
     return body

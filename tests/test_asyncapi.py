@@ -54,6 +54,7 @@ CONTRACT_TYPES = {
     "ledger.transfer.voided",
     "ledger.transfer.expired",
     "ledger.transfer.reversed",
+    "ledger.account.monitor_triggered",
 }
 # Free-form metadata as clients send it: non-ASCII, a float, nesting, every JSON kind.
 METADATA = {
@@ -211,6 +212,16 @@ async def representative_run(client: httpx.AsyncClient) -> set[str]:
         headers={"If-Match": account.headers["etag"]},
     )
     assert patched.status_code == 200, patched.text
+    monitor = await client.post(
+        f"/v1/accounts/{a['id']}/monitors",
+        json={"field": "available", "operator": "lt", "value": 9_500},
+    )
+    assert monitor.status_code == 201, monitor.text
+    history = await create_account(client, normal_balance="debit", min_balance=None)
+    imported = await transfer(
+        client, history["id"], timed["id"], 2, imported_at="2020-01-01T00:00:00Z"
+    )
+    assert imported.status_code == 201, imported.text
 
     traced = await client.post(
         "/v1/transfers",

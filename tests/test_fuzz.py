@@ -145,6 +145,14 @@ async def seed(http: httpx.AsyncClient, admin_secret: str) -> Known:
     transfer_ids.append(transfer_ids.pop(0))
     key = await http.post("/v1/api-keys", json={"name": "fuzz-reader", "role": "reader"})
     assert key.status_code == 201, key.text
+    # An exchange from the funded USD account to the EUR one, through `other` (USD) and a EUR
+    # liquidity account with no floor. Kept out of the id pools, so no other route's draws move.
+    euro_liquidity = await create_account(http, currency="EUR", min_balance=None)
+    exchange = {
+        "debit_account_id": funded["id"],
+        "credit_account_id": euro["id"],
+        "via": {"USD": other["id"], "EUR": euro_liquidity["id"]},
+    }
     account_ids = [a["id"] for a in (source, funded, other, euro)]
     etags = []
     for account_id in account_ids:
@@ -158,6 +166,7 @@ async def seed(http: httpx.AsyncClient, admin_secret: str) -> Known:
         transfer_ids=transfer_ids,
         key_ids=[key.json()["id"]],
         etags=etags,
+        exchange=exchange,
     )
 
 

@@ -24,6 +24,10 @@ REQUEST_BODIES = {
     "voidTransfer": "EmptyBody",
     "reverseTransfer": "AmountBody",
     "createApiKey": "ApiKeyCreate",
+    # money movement
+    "createExchange": "ExchangeCreate",
+    "createMonitor": "MonitorCreate",
+    "putPeriodLock": "PeriodLockPut",
 }
 
 

@@ -79,6 +79,7 @@ class TransferController(Controller):
         self, request: Request[Any, Any, Any], data: TransferCreate
     ) -> Response[TransferOut]:
         command = service.to_command(data)
+        service.check_import_allowed(write_context(request).actor, [command])
 
         async def effect(session: AsyncSession, ctx: WriteContext) -> tuple[int, Any]:
             return _answer(await service.create_transfer(session, command, ctx))
@@ -99,6 +100,7 @@ class TransferController(Controller):
         self, request: Request[Any, Any, Any], data: BatchCreate
     ) -> Response[BatchResult]:
         commands = service.batch_commands(data)
+        service.check_import_allowed(write_context(request).actor, commands)
 
         async def effect(session: AsyncSession, ctx: WriteContext) -> tuple[int, Any]:
             outcomes = await service.create_batch(session, commands, data.atomic, ctx)

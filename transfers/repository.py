@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.posting.repository import (
     TRANSFER_COLUMNS,
+    accounts_t,
     load_transfers,
     tombstones_t,
     transfer_from_row,
@@ -53,3 +54,13 @@ async def list_transfers(
     if after is not None:
         query = query.where(transfers_t.c.id > after)
     return [transfer_from_row(r) for r in await session.execute(query)]
+
+
+async def account_currencies(
+    session: AsyncSession, account_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, str]:
+    """Each existing account's currency (immutable: read without a lock)."""
+    rows = await session.execute(
+        sa.select(accounts_t.c.id, accounts_t.c.currency).where(accounts_t.c.id.in_(account_ids))
+    )
+    return {row[0]: row[1] for row in rows.all()}

@@ -17,6 +17,7 @@ from ledger.posting.state import TransferState, VoidedId
 Reference = Annotated[str, msgspec.Meta(max_length=limits.REFERENCE_LENGTH_MAX)]
 TimeoutSeconds = Annotated[int, msgspec.Meta(ge=0, le=limits.TIMEOUT_SECONDS_MAX)]
 State = Literal["pending", "posted", "voided", "expired"]
+ImportedAt = Annotated[dt.datetime, msgspec.Meta(tz=True)]
 
 
 class TransferCreate(Strict):
@@ -29,6 +30,9 @@ class TransferCreate(Strict):
     timeout_seconds: TimeoutSeconds | None = None
     reference: Reference | None = None
     metadata: Metadata = metadata_field()  # absent or null: {}
+    # Money movement: `amount` as a ceiling; an earlier instant the transfer happened (admin).
+    balancing: bool = False
+    imported_at: ImportedAt | None = None
 
 
 class EmptyBody(Strict):
@@ -46,7 +50,7 @@ class BatchCreate(Strict):
     ]
 
 
-class TransferOut(msgspec.Struct):
+class TransferOut(msgspec.Struct, omit_defaults=True):  # omitted: imported_at when null
     id: uuid.UUID
     debit_account_id: uuid.UUID | None
     credit_account_id: uuid.UUID | None
@@ -60,6 +64,7 @@ class TransferOut(msgspec.Struct):
     created_at: dt.datetime
     updated_at: dt.datetime
     reversal_of: uuid.UUID | None
+    imported_at: dt.datetime | None = None  # set only on an imported transfer
 
 
 class BatchItem(msgspec.Struct, omit_defaults=True):
@@ -93,6 +98,7 @@ def transfer_out(t: TransferState) -> TransferOut:
         created_at=t.created_at,
         updated_at=t.updated_at,
         reversal_of=t.reversal_of,
+        imported_at=t.imported_at,
     )
 
 

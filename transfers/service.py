@@ -6,13 +6,15 @@ HTTP status and body.
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ledger.core.context import WriteContext
-from ledger.core.errors import TransferNotFound, ValidationFailed
+from ledger.core.context import Actor, WriteContext
+from ledger.core.errors import Forbidden, TransferNotFound, ValidationFailed
+from ledger.core.roles import PERMISSIONS
 from ledger.core.schemas import check_metadata, check_text
 from ledger.posting import engine
 from ledger.posting.commands import TransferCommand
@@ -35,6 +37,7 @@ def to_command(body: TransferCreate, field_prefix: str = "") -> TransferCommand:
             errors=[{"field": f"{field_prefix}timeout_seconds", "message": "requires pending"}],
         )
     check_text(body.reference, f"{field_prefix}reference")
+    imported_at = movement_fields(body, field_prefix)
     return TransferCommand(
         id=body.id,
         debit_account_id=body.debit_account_id,
@@ -45,7 +48,33 @@ def to_command(body: TransferCreate, field_prefix: str = "") -> TransferCommand:
         timeout_seconds=body.timeout_seconds or None,
         reference=body.reference,
         metadata=check_metadata(body.metadata, f"{field_prefix}metadata"),
+        balancing=body.balancing,
+        imported_at=imported_at,
     )
+
+
+def movement_fields(body: TransferCreate, field_prefix: str) -> dt.datetime | None:
+    """`imported_at` in UTC; an imported transfer is posted at once (never a hold)."""
+    if body.imported_at is None:
+        return None
+    field = f"{field_prefix}imported_at"
+    if body.pending:
+        raise ValidationFailed(
+            "an imported transfer is posted, never pending",
+            errors=[{"field": field, "message": "not with pending"}],
+        )
+    try:
+        return body.imported_at.astimezone(dt.UTC)
+    except OverflowError as exc:
+        raise ValidationFailed(
+            "imported_at is out of range", errors=[{"field": field, "message": "out of range"}]
+        ) from exc
+
+
+def check_import_allowed(actor: Actor, commands: list[TransferCommand]) -> None:
+    """Importing history is for admins: it writes the past."""
+    if any(c.imported_at is not None for c in commands) and actor.role not in PERMISSIONS["import"]:
+        raise Forbidden(f"role {actor.role} may not import transfers (imported_at)")
 
 
 def batch_commands(body: BatchCreate) -> list[TransferCommand]:

@@ -42,6 +42,10 @@ SEQUENCE_PATTERN = f"^[0-9]{{{SEQUENCE_DIGITS}}}$"
 TRACEPARENT_PATTERN = "^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
 UUID_STRING: dict[str, Any] = {"type": "string", "format": "uuid"}
 MEDIA_TYPE = "application/json"
+SEQUENCE_DESCRIPTIONS = {
+    "account": "The account's version after the change, zero-padded (sorts as text).",
+    "monitor": "How many times the monitor has fired, this time included, zero-padded.",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +108,16 @@ def event_kinds() -> list[EventKind]:
             summary=TRANSFER_SUMMARIES.get(kind, "A transfer changed."),
         )
         for kind in get_args(events.TransferEventKind)
+    )
+    kinds.append(
+        EventKind(
+            event_type=events.ACCOUNT_MONITOR_TRIGGERED,
+            data=events.MonitorTriggeredData,
+            subject="monitor",
+            sequenced=True,
+            data_pins={},
+            summary="A change made a balance monitor's condition true (it was false before).",
+        )
     )
     return kinds
 
@@ -204,7 +218,9 @@ def envelope_schema(kind: EventKind, envelope: dict[str, Any]) -> dict[str, Any]
         properties["sequence"] = {
             "type": "string",
             "pattern": SEQUENCE_PATTERN,
-            "description": "The account's version after the change, zero-padded (sorts as text).",
+            "description": SEQUENCE_DESCRIPTIONS.get(
+                kind.subject, SEQUENCE_DESCRIPTIONS["account"]
+            ),
         }
         required.append("sequence")
     else:

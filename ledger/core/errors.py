@@ -247,3 +247,66 @@ class AuditVerifyBusy(LedgerError):
     status = 503
     code = "audit_verify_busy"
     title = "An audit verification is running in this process already; retry later"
+
+
+# -- money movement: exchanges, balancing and imported transfers, period lock, monitors --------
+
+
+class NothingToMove(LedgerError):
+    status = 422
+    code = "nothing_to_move"
+    title = "A balancing transfer found nothing it could move"
+
+
+class ImportedOutOfOrder(LedgerError):
+    status = 422
+    code = "imported_out_of_order"
+    title = "An imported transfer is older than an account's last entry"
+
+
+class ImportedInFuture(LedgerError):
+    status = 422
+    code = "imported_in_future"
+    title = "An imported transfer cannot happen after now"
+
+
+class PeriodLocked(LedgerError):
+    status = 422
+    code = "period_locked"
+    title = "The period is locked"
+
+
+class PeriodLockBackwards(LedgerError):
+    status = 409
+    code = "period_lock_backwards"
+    title = "The period lock only moves forward"
+
+
+class PeriodLockInFuture(LedgerError):
+    status = 422
+    code = "period_lock_in_future"
+    title = "The period lock cannot be after now"
+
+
+class ExchangeViaInvalid(LedgerError):
+    status = 422
+    code = "exchange_via_invalid"
+    title = "`via` must name one liquidity account for each of the two currencies"
+
+
+class ExchangeSameCurrency(LedgerError):
+    status = 422
+    code = "exchange_same_currency"
+    title = "An exchange moves between two different currencies"
+
+
+class ExchangeExistsWithDifferentFields(LedgerError):
+    status = 409
+    code = "exchange_exists_with_different_fields"
+    title = "Exchange exists with different fields"
+
+
+class MonitorNotFound(LedgerError):
+    status = 404
+    code = "monitor_not_found"
+    title = "Monitor not found"

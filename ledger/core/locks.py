@@ -19,6 +19,9 @@ class LockClass(enum.IntEnum):
     OUTBOX_RELAY = 2  # the one active relay, held by its session
     AUDIT_SEALER = 3  # the one active sealer, held by its session
     API_KEY_BOOTSTRAP = 4  # LEDGER_ADMIN_KEY's idempotent creation, per transaction
+    # Every posting transaction holds it shared (taken first); moving the period lock holds it
+    # exclusively, so no posting whose time was read before the move can commit after it.
+    PERIOD_LOCK = 16
 
 
 # A class whose lock is one lock: its second key is always this.

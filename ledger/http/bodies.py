@@ -30,6 +30,7 @@ from litestar import delete as litestar_delete
 from litestar import get as litestar_get
 from litestar import patch as litestar_patch
 from litestar import post as litestar_post
+from litestar import put as litestar_put
 from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
 from litestar.dto import MsgspecDTO
 from litestar.exceptions import HTTPException, ValidationException
@@ -150,6 +151,7 @@ get = functools.partial(litestar_get, operation_class=LedgerOperation)
 post = functools.partial(litestar_post, operation_class=LedgerOperation)
 patch = functools.partial(litestar_patch, operation_class=LedgerOperation)
 delete = functools.partial(litestar_delete, operation_class=LedgerOperation)
+put = functools.partial(litestar_put, operation_class=LedgerOperation)
 
 
 # -- the OpenAPI schema of a Struct -------------------------------------------------------------

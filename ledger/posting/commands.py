@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,10 @@ class TransferCommand:
     reference: str | None = None
     # The client's JSON text as kept (ledger.core.schemas.check_metadata), never re-encoded.
     metadata: msgspec.Raw = field(default_factory=lambda: EMPTY_METADATA)
+    # Money movement: `amount` is a ceiling (move what the accounts allow, up to it); a
+    # transfer that happened at this earlier instant (admin only, checked above the engine).
+    balancing: bool = False
+    imported_at: dt.datetime | None = None
 
 
 def command_data(command: TransferCommand) -> dict[str, Any]:
@@ -37,4 +42,16 @@ def command_data(command: TransferCommand) -> dict[str, Any]:
         "timeout_seconds": command.timeout_seconds,
         "reference": command.reference,
         "metadata": command.metadata,
+        **movement_data(command),
     }
+
+
+def movement_data(command: TransferCommand) -> dict[str, Any]:
+    """What a money-movement command adds to its audit request; nothing for a plain one, so
+    existing records keep their shape."""
+    data: dict[str, Any] = {}
+    if command.balancing:
+        data["balancing"] = True
+    if command.imported_at is not None:
+        data["imported_at"] = command.imported_at
+    return data

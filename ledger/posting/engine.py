@@ -37,7 +37,7 @@ from ledger.core.errors import (
 )
 from ledger.core.ids import new_id
 from ledger.core.schemas import EMPTY_METADATA
-from ledger.posting import events, rules
+from ledger.posting import events, movement, rules
 from ledger.posting import repository as repo
 from ledger.posting.commands import TransferCommand, command_data
 from ledger.posting.events import TransferEventKind, transfer_data
@@ -75,6 +75,7 @@ class Posting:
         self.events: list[PendingEvent] = []
         self.audit: list[AuditEntry] = []
         self.states: list[str] = []  # resulting transfer states, counted once committed
+        self.movement = movement.MovementState()  # period lock, monitors, last entry times
 
     # -- recording -------------------------------------------------------------------------
 
@@ -91,7 +92,7 @@ class Posting:
                     "amount": amount,
                     "balance_after": account.posted,
                     "sequence": account.version,
-                    "posted_at": self.ctx.now,
+                    "posted_at": self.movement.posted_at(transfer, account.id, self.ctx.now),
                 }
             )
 
@@ -100,11 +101,13 @@ class Posting:
     ) -> None:
         debit = self.accounts[transfer.debit_account_id]
         credit = self.accounts[transfer.credit_account_id]
+        watched = self.movement.watch(debit, credit)
         rules.move(debit, credit, deltas[0], deltas[1], self.ctx.now)
         if posted:
             self._entries(transfer, posted)
         self.events.append(events.balance_changed(debit, transfer, self.ctx))
         self.events.append(events.balance_changed(credit, transfer, self.ctx))
+        self.events.extend(self.movement.monitor_events(watched, transfer, self.ctx))
 
     def _transfer_event(self, kind: TransferEventKind, transfer: TransferState) -> None:
         self.events.append(events.transfer_event(kind, transfer, self.ctx))
@@ -145,10 +148,11 @@ class Posting:
         rules.check_pair(debit, credit, command.currency)
         rules.check_active(debit, credit)
         transfer = self._new_transfer(command, debit, credit)
+        movement.decide(self.movement, command, transfer, debit, credit, self.ctx.now)
         if command.pending:
-            self._moved(transfer, rules.hold_deltas(command.amount), posted=0)
+            self._moved(transfer, rules.hold_deltas(transfer.amount), posted=0)
         else:
-            self._moved(transfer, rules.post_deltas(command.amount), posted=command.amount)
+            self._moved(transfer, rules.post_deltas(transfer.amount), posted=transfer.amount)
         self.transfers[transfer.id] = transfer
         self._transfer_event("pending" if command.pending else "posted", transfer)
         self._audit(
@@ -283,6 +287,7 @@ class Posting:
         await repo.add_entries(writer, self.entries)
         await add_events(writer, self.events, self.ctx)
         await add_audit(writer, self.audit, self.ctx)
+        self.movement.flush(session, writer)
         if own:
             await writer.flush()
 
@@ -325,6 +330,7 @@ async def create_transfers(
     posting.accounts = locked.accounts
     posting.transfers = locked.transfers
     tombstones = locked.tombstones
+    await posting.movement.load(session, locked, commands)
     if contexts is not None and len(contexts) != len(commands):
         raise InvariantViolation("group commit needs one context per command")
     outcomes: list[Outcome] = []
@@ -360,10 +366,10 @@ async def _lock_existing(
 ) -> TransferState | None:
     """The transfer and its accounts, locked (repo.lock_existing), on the posting; from here
     on the posting's time is the database clock read after those locks."""
-    posting.accounts, transfer, now = await repo.lock_existing(session, transfer_id)
-    posting.ctx = posting.ctx.at(now)
-    if transfer is not None:
-        posting.transfers = {transfer_id: transfer}
+    locked, transfer = await repo.lock_existing(session, transfer_id)
+    posting.accounts, posting.transfers = locked.accounts, locked.transfers
+    posting.ctx = posting.ctx.at(locked.now)
+    await posting.movement.load(session, locked, [])
     return transfer
 
 

@@ -16,6 +16,7 @@ import msgspec
 
 from ledger.core.context import WriteContext
 from ledger.core.schemas import MetadataData
+from ledger.posting.monitors import MonitorState
 from ledger.posting.state import AccountState, TransferState
 from outbox.writer import PendingEvent
 
@@ -23,6 +24,7 @@ ACCOUNT_CREATED = "ledger.account.created"
 ACCOUNT_UPDATED = "ledger.account.updated"
 ACCOUNT_BALANCE_CHANGED = "ledger.account.balance_changed"
 TRANSFER_EVENT_PREFIX = "ledger.transfer."
+ACCOUNT_MONITOR_TRIGGERED = "ledger.account.monitor_triggered"
 
 # ledger.transfer.<kind>: the state a transfer reached, or `reversed` for a new reversal.
 TransferEventKind = Literal["pending", "posted", "voided", "expired", "reversed"]
@@ -61,8 +63,9 @@ class BalanceChangedData(msgspec.Struct):
     balances: BalancesData
 
 
-class TransferData(msgspec.Struct):
-    """`data` of every ledger.transfer.* event."""
+class TransferData(msgspec.Struct, omit_defaults=True):
+    """`data` of every ledger.transfer.* event. `imported_at` is there only for an imported
+    transfer (the instant it happened; the envelope's `time` is when it was written)."""
 
     id: uuid.UUID
     debit_account_id: uuid.UUID
@@ -77,6 +80,7 @@ class TransferData(msgspec.Struct):
     created_at: dt.datetime
     updated_at: dt.datetime
     reversal_of: uuid.UUID | None
+    imported_at: dt.datetime | None = None
 
 
 def balances_data(account: AccountState) -> BalancesData:
@@ -129,6 +133,7 @@ def transfer_data(transfer: TransferState) -> TransferData:
         created_at=transfer.created_at,
         updated_at=transfer.updated_at,
         reversal_of=transfer.reversal_of,
+        imported_at=transfer.imported_at,
     )
 
 
@@ -170,4 +175,64 @@ def transfer_event(
         subject=transfer.id,
         data=transfer_data(transfer),
         ctx=ctx,
+    )
+
+
+# -- money movement: balance monitors ------------------------------------------------------------
+
+
+class MonitorData(msgspec.Struct):
+    id: uuid.UUID
+    account_id: uuid.UUID
+    field: str
+    operator: str
+    value: int
+    trigger_count: int
+    created_at: dt.datetime
+
+
+class MonitorTriggeredData(msgspec.Struct):
+    """`data` of ledger.account.monitor_triggered: the monitor (its `trigger_count` is the
+    event's sequence), the account, its balances right after the change, and the transfer that
+    made the change."""
+
+    monitor: MonitorData
+    account_id: uuid.UUID
+    transfer_id: uuid.UUID
+    version: int
+    balances: BalancesData
+
+
+def monitor_data(monitor: MonitorState) -> MonitorData:
+    return MonitorData(
+        id=monitor.id,
+        account_id=monitor.account_id,
+        field=monitor.field,
+        operator=monitor.operator,
+        value=monitor.value,
+        trigger_count=monitor.trigger_count,
+        created_at=monitor.created_at,
+    )
+
+
+def monitor_triggered(
+    monitor: MonitorState,
+    account: AccountState,
+    transfer: TransferState,
+    ctx: WriteContext | None = None,
+) -> PendingEvent:
+    """Subject: the monitor (so account sequences stay one event per change); its sequence is
+    the monitor's trigger count, gapless per monitor."""
+    return PendingEvent(
+        type=ACCOUNT_MONITOR_TRIGGERED,
+        subject=monitor.id,
+        sequence=monitor.trigger_count,
+        ctx=ctx,
+        data=MonitorTriggeredData(
+            monitor=monitor_data(monitor),
+            account_id=account.id,
+            transfer_id=transfer.id,
+            version=account.version,
+            balances=balances_data(account),
+        ),
     )

@@ -6,6 +6,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ledger.posting.movement_invariants import MOVEMENT_CHECKS
+
 CHECKS: list[tuple[str, str]] = [
     (
         "posted balance differs from its entries",
@@ -162,6 +164,7 @@ CHECKS: list[tuple[str, str]] = [
          WHERE o.hi <> a.version OR o.n <> o.hi - o.lo + 1
         """,
     ),
+    *MOVEMENT_CHECKS,  # exchanges, the period lock, monitors
 ]
 
 

@@ -90,6 +90,10 @@ class Transfer(Base):
     # What the client asked, kept to tell a repeated create from a different one.
     created_pending: Mapped[bool]
     timeout_seconds: Mapped[int | None]
+    # Money movement (migration 0012): the instant an imported transfer happened (its entries'
+    # posted_at), and the ceiling a balancing transfer asked for (`amount` is what moved).
+    imported_at: Mapped[dt.datetime | None]
+    amount_ceiling: Mapped[int | None]
 
     __table_args__ = (
         sa.CheckConstraint("amount > 0", name="amount_positive"),
@@ -114,6 +118,9 @@ class Transfer(Base):
             postgresql_where=sa.text("state = 'pending' AND timeout_at IS NOT NULL"),
         ),
         sa.Index("ix_transfers_reversal_of", "reversal_of"),
+        sa.CheckConstraint(
+            "amount_ceiling IS NULL OR amount <= amount_ceiling", name="amount_within_ceiling"
+        ),
     )
 
 

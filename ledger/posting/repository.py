@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import msgspec
@@ -17,7 +17,9 @@ from ledger.core.bulk import BulkWriter, json_rows
 from ledger.core.errors import InvariantViolation
 from ledger.core.locks import LockClass, int4_key
 from ledger.core.pipeline import Statement
+from ledger.posting import movement_repository as movement
 from ledger.posting.models import Account, Entry, Transfer, VoidedTransferId
+from ledger.posting.monitors import MonitorState
 from ledger.posting.state import AccountState, TransferState
 
 accounts_t = cast(sa.Table, Account.__table__)
@@ -142,6 +144,9 @@ class Locked:
     transfers: dict[uuid.UUID, TransferState]
     tombstones: set[uuid.UUID]
     now: dt.datetime  # the database clock once the locks were held
+    # Money movement: the period lock then, and the locked accounts' balance monitors.
+    locked_until: dt.datetime | None = None
+    monitors: dict[uuid.UUID, list[MonitorState]] = field(default_factory=dict)
 
 
 async def lock_for_create(
@@ -149,14 +154,17 @@ async def lock_for_create(
 ) -> Locked:
     """In one round trip, in lock order: the transfer ids, the accounts (by id), then the
     transfers and tombstones already stored under the client's ids, and the clock."""
-    _, accounts, transfers, tombstones, clock = await pipeline.run(
+    account_ids = sorted(set(account_ids))
+    _, _, accounts, monitors, transfers, tombstones, clock = await pipeline.run(
         session,
         [
+            movement.PERIOD_SHARE,
             lock_ids_statement(client_ids),
             lock_accounts_statement(account_ids),
+            movement.monitors_statement(account_ids),
             load_transfers_statement(client_ids),
             tombstones_statement(client_ids),
-            CLOCK,
+            movement.CLOCK_AND_PERIOD,
         ],
     )
     return Locked(
@@ -164,32 +172,50 @@ async def lock_for_create(
         transfers=transfers_of(transfers),
         tombstones=tombstones_of(tombstones),
         now=clock_of(clock),
+        locked_until=movement.period_of(clock),
+        monitors=movement.monitors_of(monitors),
     )
 
 
 async def lock_existing(
     session: AsyncSession, transfer_id: uuid.UUID
-) -> tuple[dict[uuid.UUID, AccountState], TransferState | None, dt.datetime]:
+) -> tuple[Locked, TransferState | None]:
     """Lock order for operations on an existing transfer: its id, then its accounts, then its
     row. Two round trips: the id lock with a first read (to learn the accounts), then the
     accounts and the row, both FOR UPDATE. Each reads the clock after its locks: the last one
     read is the transaction's time."""
-    _, found, clock = await pipeline.run(
-        session,
-        [lock_ids_statement([transfer_id]), load_transfers_statement([transfer_id]), CLOCK],
-    )
-    peek = transfers_of(found).get(transfer_id)
-    if peek is None:
-        return {}, None, clock_of(clock)
-    accounts, locked, clock = await pipeline.run(
+    _, _, found, clock = await pipeline.run(
         session,
         [
-            lock_accounts_statement([peek.debit_account_id, peek.credit_account_id]),
-            load_transfers_statement([transfer_id], for_update=True),
+            movement.PERIOD_SHARE,
+            lock_ids_statement([transfer_id]),
+            load_transfers_statement([transfer_id]),
             CLOCK,
         ],
     )
-    return accounts_of(accounts), transfers_of(locked)[transfer_id], clock_of(clock)
+    peek = transfers_of(found).get(transfer_id)
+    if peek is None:
+        return Locked({}, {}, set(), clock_of(clock)), None
+    account_ids = [peek.debit_account_id, peek.credit_account_id]
+    accounts, monitors, locked, clock = await pipeline.run(
+        session,
+        [
+            lock_accounts_statement(account_ids),
+            movement.monitors_statement(account_ids),
+            load_transfers_statement([transfer_id], for_update=True),
+            movement.CLOCK_AND_PERIOD,
+        ],
+    )
+    transfer = transfers_of(locked)[transfer_id]
+    state = Locked(
+        accounts=accounts_of(accounts),
+        transfers={transfer_id: transfer},
+        tombstones=set(),
+        now=clock_of(clock),
+        locked_until=movement.period_of(clock),
+        monitors=movement.monitors_of(monitors),
+    )
+    return state, transfer
 
 
 async def load_transfers(
@@ -228,6 +254,8 @@ def _transfer_row(t: TransferState) -> dict[str, Any]:
         "reversal_of": t.reversal_of,
         "created_pending": t.created_pending,
         "timeout_seconds": t.timeout_seconds,
+        "imported_at": t.imported_at,
+        "amount_ceiling": t.amount_ceiling,
     }
 
 

@@ -134,7 +134,9 @@ def same_fields(existing: TransferState, command: TransferCommand) -> bool:
         existing.reversal_of is None
         and existing.debit_account_id == command.debit_account_id
         and existing.credit_account_id == command.credit_account_id
-        and existing.amount == command.amount
+        and (existing.amount_ceiling if command.balancing else existing.amount) == command.amount
+        and (existing.amount_ceiling is not None) == command.balancing
+        and existing.imported_at == command.imported_at
         and (command.currency is None or command.currency == existing.currency)
         and existing.created_pending == command.pending
         and (existing.timeout_seconds or 0) == (command.timeout_seconds or 0)

@@ -84,6 +84,10 @@ class TransferState:
     # What the client asked, kept to tell a repeated create from a different one.
     created_pending: bool
     timeout_seconds: int | None
+    # Money movement: when an imported transfer happened (its entries' posted_at), and what a
+    # balancing transfer asked for at most (`amount` is what moved).
+    imported_at: dt.datetime | None = None
+    amount_ceiling: int | None = None
     is_new: bool = field(default=False, compare=False)
     changed: bool = field(default=False, compare=False)
 
