@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from accounts.categories.models import Category, CategoryAccount
 from ledger.apikeys.models import ApiKey
 from ledger.audit.models import AuditRecord, AuditSeal
 from ledger.core.db import Base
@@ -15,6 +16,8 @@ __all__ = [
     "AuditRecord",
     "AuditSeal",
     "Base",
+    "Category",
+    "CategoryAccount",
     "ConsumerBalance",
     "ConsumerInbox",
     "Entry",

@@ -228,16 +228,18 @@ def _transfer_row(t: TransferState) -> dict[str, Any]:
         "reversal_of": t.reversal_of,
         "created_pending": t.created_pending,
         "timeout_seconds": t.timeout_seconds,
+        "balances_after": t.balances_after,
     }
 
 
 _UPDATE_TRANSFERS = f"""
     UPDATE "{transfers_t.name}" AS t
        SET state = v.state, posted_amount = v.posted_amount,
-           reversed_amount = v.reversed_amount, updated_at = v.updated_at
+           reversed_amount = v.reversed_amount, updated_at = v.updated_at,
+           balances_after = v.balances_after
       FROM jsonb_to_recordset(%s::jsonb)
            AS v(id uuid, state text, posted_amount bigint, reversed_amount bigint,
-                updated_at timestamptz)
+                updated_at timestamptz, balances_after bigint[])
      WHERE t.id = v.id
 """
 
@@ -257,6 +259,7 @@ async def add_transfers(writer: BulkWriter, transfers: Iterable[TransferState]) 
                     "posted_amount": t.posted_amount,
                     "reversed_amount": t.reversed_amount,
                     "updated_at": t.updated_at,
+                    "balances_after": t.balances_after,
                 }
             )
     await writer.insert(transfers_t, new_rows)
