@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Sequence
 from typing import Any, cast
 
 import msgspec
@@ -13,6 +14,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.core import pipeline
+from ledger.posting.metadata_query import metadata_contains
 from ledger.posting.models import Account, Entry
 from ledger.posting.repository import (
     ACCOUNT_COLUMNS,
@@ -89,8 +91,26 @@ async def list_accounts(
     status: str | None,
     after: uuid.UUID | None,
     limit: int,
+    metadata: Sequence[tuple[str, str]] = (),
 ) -> list[AccountState]:
+    query = list_accounts_query(
+        code=code, currency=currency, status=status, after=after, limit=limit, metadata=metadata
+    )
+    return [account_from_row(r) for r in await session.execute(query)]
+
+
+def list_accounts_query(
+    *,
+    code: str | None,
+    currency: str | None,
+    status: str | None,
+    after: uuid.UUID | None,
+    limit: int,
+    metadata: Sequence[tuple[str, str]] = (),
+) -> sa.Select[Any]:
+    """The list's statement (a test EXPLAINs it: metadata filters must use their index)."""
     query = sa.select(*ACCOUNT_COLUMNS).order_by(accounts_t.c.id).limit(limit)
+    query = query.where(*metadata_contains(accounts_t.c.metadata, metadata))
     if code is not None:
         query = query.where(accounts_t.c.code == code)
     if currency is not None:
@@ -99,7 +119,7 @@ async def list_accounts(
         query = query.where(accounts_t.c.status == status)
     if after is not None:
         query = query.where(accounts_t.c.id > after)
-    return [account_from_row(r) for r in await session.execute(query)]
+    return query
 
 
 async def update_account(session: AsyncSession, account: AccountState) -> None:

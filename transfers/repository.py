@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ledger.posting.metadata_query import metadata_contains
 from ledger.posting.repository import (
     TRANSFER_COLUMNS,
     load_transfers,
@@ -39,8 +41,10 @@ async def list_transfers(
     state: str | None,
     after: uuid.UUID | None,
     limit: int,
+    metadata: Sequence[tuple[str, str]] = (),
 ) -> list[TransferState]:
     query = sa.select(*TRANSFER_COLUMNS).order_by(transfers_t.c.id).limit(limit)
+    query = query.where(*metadata_contains(transfers_t.c.metadata, metadata))
     if account_id is not None:
         query = query.where(
             sa.or_(

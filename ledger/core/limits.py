@@ -148,3 +148,10 @@ AUDIT_VERIFY_RUNNING_MAX = 1
 # `audit verify` names a record whose transaction began later than this after its `at` as put in
 # behind the service's back; how late it was sealed is no alarm (outages, backlogs, slow commits).
 AUDIT_INSERTION_GRACE_SECONDS = 300
+
+# -- reporting (metadata filters, categories, trial balance) ---------------------------------------
+METADATA_FILTERS_MAX = 16  # `metadata[KEY]=VALUE` pairs on one list request
+METADATA_FILTER_KEY_CHARS_MAX = 128
+METADATA_FILTER_VALUE_CHARS_MAX = 1_024
+# A category's ancestry: the tree walk of a patch, and the database trigger's own bound.
+CATEGORY_DEPTH_MAX = 10_000
