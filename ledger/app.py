@@ -11,6 +11,7 @@ from litestar.exceptions import HTTPException
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
+from accounts.categories.controllers import CategoryController
 from accounts.controllers import AccountController
 from ledger.api.asyncapi import asyncapi_document
 from ledger.api.audit import AuditController
@@ -56,6 +57,7 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
             ApiKeyController,
             EventController,
             AuditController,
+            CategoryController,
             *(extra_route_handlers or []),
         ],
         # `close`: what on_shutdown runs, for hosts that run no lifespan (tests' ASGI transport).
