@@ -329,13 +329,14 @@ class Known:
     key_ids: list[str] = field(default_factory=list)  # never the admin's own key: not revoked
     cursors: list[str] = field(default_factory=list)  # the route's own, from a page of one
     etags: list[str] = field(default_factory=list)  # the accounts' at seed time, in their order
+    category_ids: list[str] = field(default_factory=list)
 
     @property
     def cursor_kinds(self) -> list[str]:
         return [cursor_kind(c) for c in self.cursors]
 
     def ids(self) -> list[str]:
-        return self.account_ids + self.transfer_ids + self.key_ids
+        return self.account_ids + self.transfer_ids + self.key_ids + self.category_ids
 
     def ids_for(self, name: str) -> list[str]:
         """Existing ids for a field or parameter, by its name. A credit account's pool starts
@@ -345,6 +346,8 @@ class Known:
             ("account", self.account_ids),
             ("transfer", self.transfer_ids),
             ("key", self.key_ids),
+            ("category", self.category_ids),
+            ("parent", self.category_ids),
         ):
             if word in name:
                 return pool[1:] + pool[:1] if "credit" in name else pool

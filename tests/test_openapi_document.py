@@ -24,6 +24,9 @@ REQUEST_BODIES = {
     "voidTransfer": "EmptyBody",
     "reverseTransfer": "AmountBody",
     "createApiKey": "ApiKeyCreate",
+    "createCategory": "CategoryCreate",
+    "patchCategory": "CategoryPatch",
+    "addCategoryAccount": "MembershipPut",
 }
 
 

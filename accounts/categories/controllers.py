@@ -21,6 +21,7 @@ from accounts.categories.schemas import (
     CategoryPage,
     CategoryPatch,
     MembershipOut,
+    MembershipPut,
     category_out,
 )
 from ledger.core.context import WriteContext
@@ -98,7 +99,11 @@ class CategoryController(Controller):
         status_code=201,
     )
     async def add_account(
-        self, request: Request[Any, Any, Any], category_id: uuid.UUID, account_id: uuid.UUID
+        self,
+        request: Request[Any, Any, Any],
+        category_id: uuid.UUID,
+        account_id: uuid.UUID,
+        data: MembershipPut | None = None,  # no body, or `{}`: decoded only to refuse the rest
     ) -> Response[MembershipOut]:
         """201 when the account joined, 200 when it was a member already (nothing written)."""
         category, changed = await self._membership(request, category_id, account_id, add=True)

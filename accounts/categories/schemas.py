@@ -28,6 +28,10 @@ class CategoryPatch(Strict):
     metadata: Metadata = metadata_field()  # absent: unchanged; null: {}
 
 
+class MembershipPut(Strict):
+    """A membership PUT takes no fields: no body, or an empty object."""
+
+
 class CategoryOut(msgspec.Struct):
     id: uuid.UUID
     code: str
