@@ -13,6 +13,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 
 from accounts.categories.controllers import CategoryController
 from accounts.controllers import AccountController
+from accounts.reports.controllers import ReportController
 from ledger.api.asyncapi import asyncapi_document
 from ledger.api.audit import AuditController
 from ledger.api.events import EventController
@@ -58,6 +59,7 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
             EventController,
             AuditController,
             CategoryController,
+            ReportController,
             *(extra_route_handlers or []),
         ],
         # `close`: what on_shutdown runs, for hosts that run no lifespan (tests' ASGI transport).
