@@ -221,7 +221,8 @@ def test_the_database_refuses_a_cycle_and_a_foreign_account(
     a, b = uuid.uuid4(), uuid.uuid4()
     for category_id, parent in ((a, None), (b, a)):
         sync_db.execute(
-            "INSERT INTO categories VALUES (%s, %s, 'USD', 'credit', %s, '{}', '{}', 1, now(), now())",
+            "INSERT INTO categories VALUES"
+            " (%s, %s, 'USD', 'credit', %s, '{}', '{}', 1, now(), now())",
             (category_id, f"db:{category_id.hex[:8]}", parent),
         )
     with pytest.raises(psycopg.errors.IntegrityConstraintViolation):
