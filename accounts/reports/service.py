@@ -21,16 +21,8 @@ log = structlog.get_logger("accounts.reports")
 async def trial_balance(
     session: AsyncSession, currency: str, as_of: dt.datetime | None, now: dt.datetime
 ) -> TrialBalanceOut:
-    lines = [
-        TrialBalanceLine(
-            account_id=b.account_id,
-            code=b.code,
-            normal_balance=b.normal_balance,
-            debit=b.posted if b.normal_balance == "debit" else 0,
-            credit=b.posted if b.normal_balance == "credit" else 0,
-        )
-        for b in await repo.posted_balances(session, currency, as_of)
-    ]
+    rows = await repo.trial_balance_lines(session, currency, as_of)
+    lines = [TrialBalanceLine(*row) for row in rows]
     total_debit = sum(line.debit for line in lines)
     total_credit = sum(line.credit for line in lines)
     if total_debit != total_credit:
