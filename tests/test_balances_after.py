@@ -129,3 +129,22 @@ async def test_concurrent_transfers_through_group_commit_each_see_one_distinct_s
     for r in responses:  # the credit side is the account this transfer credited
         body = r.json()
         assert set(body["balances_after"]) == {a["id"], body["credit_account_id"]}
+
+
+async def test_verify_names_balances_after_that_disagree_with_the_entries(
+    client: httpx.AsyncClient, settings: Any, sync_db: Any
+) -> None:
+    """Changed behind the service's back (the guard lets a posted row's other columns change),
+    the kept balances no longer match the entries' balance_after: `ledger verify` says so."""
+    from tests.helpers import violations
+
+    _source, a, b = await funded_pair(client, 1000)
+    body = (await transfer(client, a["id"], b["id"], 300)).json()
+    assert await violations(settings) == []
+    sync_db.execute(
+        "UPDATE transfers SET balances_after[1] = balances_after[1] + 1 WHERE id = %s",
+        (body["id"],),
+    )
+    found = await violations(settings)
+    assert len(found) == 1 and body["id"] in found[0], found
+    assert found[0].startswith("balances_after of a transfer differ from its entries")

@@ -237,3 +237,27 @@ def test_the_database_refuses_a_cycle_and_a_foreign_account(
     )
     with pytest.raises(psycopg.errors.IntegrityConstraintViolation):
         sync_db.execute("INSERT INTO category_accounts VALUES (%s, %s, now())", (a, euro))
+
+
+async def test_verify_names_a_cycle_and_a_foreign_member_made_behind_the_triggers(
+    client: httpx.AsyncClient, settings: Any, sync_db: psycopg.Connection[Any]
+) -> None:
+    from tests.helpers import violations
+
+    root = await new_category(client)
+    child = await new_category(client, parent_id=root["id"])
+    euro = await create_account(client, currency="EUR")
+    assert await violations(settings) == []
+    sync_db.execute("ALTER TABLE categories DISABLE TRIGGER categories_guard")
+    sync_db.execute("ALTER TABLE category_accounts DISABLE TRIGGER category_accounts_guard")
+    sync_db.execute("UPDATE categories SET parent_id = %s WHERE id = %s", (child["id"], root["id"]))
+    sync_db.execute(
+        "INSERT INTO category_accounts VALUES (%s, %s, now())", (child["id"], euro["id"])
+    )
+    found = await violations(settings)
+    rules = sorted(line.split(":")[0] for line in found)
+    assert rules == [
+        "account in a category of another currency",
+        "category is its own ancestor",
+        "category is its own ancestor",
+    ], found

@@ -6,6 +6,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ledger.posting.reporting_invariants import REPORTING_CHECKS
+
 CHECKS: list[tuple[str, str]] = [
     (
         "posted balance differs from its entries",
@@ -167,7 +169,7 @@ CHECKS: list[tuple[str, str]] = [
 
 async def find_violations(session: AsyncSession) -> list[str]:
     lines: list[str] = []
-    for rule, query in CHECKS:
+    for rule, query in CHECKS + REPORTING_CHECKS:
         for subject, detail in (await session.execute(sa.text(query))).all():
             lines.append(f"{rule}: {subject}: {detail}")
     return lines
