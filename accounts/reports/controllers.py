@@ -7,9 +7,12 @@ import csv
 import datetime as dt
 import io
 import re
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from litestar import Controller, Request, Response
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Schema
+from litestar.openapi.spec.enums import OpenAPIType
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -19,7 +22,7 @@ from ledger.core.errors import ValidationFailed
 from ledger.core.schemas import CURRENCY_PATTERN
 from ledger.http import params
 from ledger.http.auth import requires
-from ledger.http.bodies import get, typed
+from ledger.http.bodies import LedgerOperation, get, typed
 from ledger.http.responses import json_response
 from ledger.http.state import services_of
 
@@ -40,11 +43,38 @@ def trial_balance_csv(report: TrialBalanceOut) -> bytes:
     return out.getvalue().encode()
 
 
+@dataclass
+class TrialBalanceOperation(LedgerOperation):
+    """The 200 answer is JSON or, with `format=csv`, CSV: both are documented."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        ok = (self.responses or {}).get("200")
+        if isinstance(ok, OpenAPIResponse):
+            ok.content = {
+                **(ok.content or {}),
+                "text/csv": OpenAPIMediaType(
+                    schema=Schema(
+                        type=OpenAPIType.STRING,
+                        description=(
+                            "`format=csv`: the header account_id,code,normal_balance,debit,credit, "
+                            "one line per account, then `,,total,<total_debit>,<total_credit>`."
+                        ),
+                    )
+                ),
+            }
+
+
 class ReportController(Controller):
     path = "/v1/reports"
     tags = ["reports"]
 
-    @get("/trial-balance", guards=[requires("read")], operation_id="getTrialBalance")
+    @get(
+        "/trial-balance",
+        guards=[requires("read")],
+        operation_id="getTrialBalance",
+        operation_class=TrialBalanceOperation,
+    )
     async def trial_balance(
         self,
         request: Request[Any, Any, Any],
