@@ -613,6 +613,11 @@ def query_value(param: Parameter, known: Known, hostile: bool) -> st.SearchStrat
         good, bad = st.sampled_from(known.ids_for(param.name)), uuid_texts(known, param.name)
     elif param.name in {"cursor", "after"}:
         good, bad = st.sampled_from(known.cursors or [""]), cursors(known)
+    elif any(m.get("enum") for m in members):  # a closed set (`format`): its own values
+        good = st.sampled_from([v for m in members for v in m.get("enum", [])])
+        bad = st.sampled_from(ENUM_WORDS) | hostile_texts
+    elif any("[A-Z0-9]{3,12}" in m.get("pattern", "") for m in members):  # a currency
+        good, bad = st.sampled_from(["USD", "USD", "EUR"]), hostile_texts
     else:
         good = st.sampled_from((*ENUM_WORDS, "USD", "EUR", *known.ids()))
         bad = hostile_texts
@@ -637,7 +642,12 @@ def query_strings(draw: st.DrawFn, params: Sequence[Parameter], known: Known, ho
         repeats = draw(st.sampled_from([1, 1, 1, 2])) if hostile else 1  # a name twice
         for _ in range(repeats):
             value = draw(query_value(param, known, hostile))
-            pieces.append(f"{encode_part(param.name)}={encode_part(value)}")
+            name = param.name
+            if param.schema.get("type") == "object":  # deepObject: `metadata[KEY]=VALUE`
+                name = f"{name}[{draw(st.sampled_from(['k', 'region', 'tier']))}]"
+                if hostile and draw(st.booleans()):
+                    name = f"{param.name}{draw(st.sampled_from(['', '[]', '[a][b]', '[']))}"
+            pieces.append(f"{encode_part(name)}={encode_part(value)}")
     extra = draw(st.integers(0, 3)) if hostile else None
     if extra == 0:
         pieces.append(draw(st.sampled_from(RAW_QUERY_PIECES)))
