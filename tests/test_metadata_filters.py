@@ -15,6 +15,7 @@ from sqlalchemy.dialects import postgresql
 from accounts.repository import list_accounts_query
 from tests.helpers import create_account, funded_pair, transfer
 from tests.test_api_accounts import assert_problem
+from transfers.repository import list_transfers_query
 
 PLAN_ROWS = 100_000
 
@@ -115,6 +116,19 @@ def plan_nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
     return nodes
 
 
+def gin_plan(db: psycopg.Connection[Any], query: Any, index: str) -> list[Any]:
+    """EXPLAIN the statement (compiled as sent, values inline): no node may scan a table
+    sequentially and `index` must be used. Returns the statement's rows."""
+    sql = str(query.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
+    [[raw]] = db.execute(f"EXPLAIN (FORMAT JSON) {sql}").fetchall()
+    plan = (json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"]
+    nodes = plan_nodes(plan)
+    kinds = [node["Node Type"] for node in nodes]
+    assert "Seq Scan" not in kinds, kinds
+    assert any(node.get("Index Name") == index for node in nodes), kinds
+    return db.execute(sql).fetchall()
+
+
 def test_account_filter_plan_on_100000_rows_uses_the_gin_index(
     sync_db: psycopg.Connection[Any],
 ) -> None:
@@ -142,12 +156,38 @@ def test_account_filter_plan_on_100000_rows_uses_the_gin_index(
         limit=100,
         metadata=[("shard", "17")],
     )
-    sql = str(query.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
-    [[raw]] = sync_db.execute(f"EXPLAIN (FORMAT JSON) {sql}").fetchall()
-    plan = (json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"]
-    nodes = plan_nodes(plan)
-    kinds = [node["Node Type"] for node in nodes]
-    assert "Seq Scan" not in kinds, kinds
-    assert any(node.get("Index Name") == "ix_accounts_metadata" for node in nodes), kinds
-    found = sync_db.execute(sql).fetchall()
-    assert len(found) == 50
+    assert len(gin_plan(sync_db, query, "ix_accounts_metadata")) == 50
+
+
+def test_transfer_filter_plan_on_100000_rows_uses_the_gin_index(
+    sync_db: psycopg.Connection[Any],
+) -> None:
+    """The same for transfers: 100,000 holds between two accounts, 50 of them matching."""
+    accounts = []
+    for n in range(2):
+        account_id = sync_db.execute(
+            "INSERT INTO accounts (id, code, currency, normal_balance, min_balance, status,"
+            " metadata, metadata_text, version, posted_debits, posted_credits, pending_debits,"
+            " pending_credits, created_at, updated_at) VALUES (gen_random_uuid(), %s, 'USD',"
+            " 'credit', NULL, 'active', '{}', '{}', 1, 0, 0, 0, 0, now(), now()) RETURNING id",
+            (f"plan:t{n}",),
+        ).fetchone()
+        assert account_id is not None
+        accounts.append(account_id[0])
+    sync_db.execute(
+        """
+        INSERT INTO transfers (id, debit_account_id, credit_account_id, amount, currency, state,
+                               posted_amount, reversed_amount, metadata, metadata_text,
+                               created_at, updated_at, created_pending)
+        SELECT gen_random_uuid(), %s, %s, 1, 'USD', 'pending', 0, 0, m::jsonb, m, now(), now(),
+               true
+          FROM generate_series(1, %s) AS n,
+               LATERAL (SELECT json_build_object('order', 'o-' || (n %% 2000))::text AS m) AS meta
+        """,
+        (accounts[0], accounts[1], PLAN_ROWS),
+    )
+    sync_db.execute("ANALYZE transfers")
+    query = list_transfers_query(
+        account_id=None, state=None, after=None, limit=100, metadata=[("order", "o-17")]
+    )
+    assert len(gin_plan(sync_db, query, "ix_transfers_metadata")) == 50

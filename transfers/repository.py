@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -43,6 +44,21 @@ async def list_transfers(
     limit: int,
     metadata: Sequence[tuple[str, str]] = (),
 ) -> list[TransferState]:
+    query = list_transfers_query(
+        account_id=account_id, state=state, after=after, limit=limit, metadata=metadata
+    )
+    return [transfer_from_row(r) for r in await session.execute(query)]
+
+
+def list_transfers_query(
+    *,
+    account_id: uuid.UUID | None,
+    state: str | None,
+    after: uuid.UUID | None,
+    limit: int,
+    metadata: Sequence[tuple[str, str]] = (),
+) -> sa.Select[Any]:
+    """The list's statement (a test EXPLAINs it: metadata filters must use their index)."""
     query = sa.select(*TRANSFER_COLUMNS).order_by(transfers_t.c.id).limit(limit)
     query = query.where(*metadata_contains(transfers_t.c.metadata, metadata))
     if account_id is not None:
@@ -56,4 +72,4 @@ async def list_transfers(
         query = query.where(transfers_t.c.state == state)
     if after is not None:
         query = query.where(transfers_t.c.id > after)
-    return [transfer_from_row(r) for r in await session.execute(query)]
+    return query
