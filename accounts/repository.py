@@ -14,7 +14,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.core import pipeline
-from ledger.posting.metadata_query import metadata_contains
+from ledger.posting.metadata_query import page_query
 from ledger.posting.models import Account, Entry
 from ledger.posting.repository import (
     ACCOUNT_COLUMNS,
@@ -109,17 +109,16 @@ def list_accounts_query(
     metadata: Sequence[tuple[str, str]] = (),
 ) -> sa.Select[Any]:
     """The list's statement (a test EXPLAINs it: metadata filters must use their index)."""
-    query = sa.select(*ACCOUNT_COLUMNS).order_by(accounts_t.c.id).limit(limit)
-    query = query.where(*metadata_contains(accounts_t.c.metadata, metadata))
+    conditions = []
     if code is not None:
-        query = query.where(accounts_t.c.code == code)
+        conditions.append(accounts_t.c.code == code)
     if currency is not None:
-        query = query.where(accounts_t.c.currency == currency)
+        conditions.append(accounts_t.c.currency == currency)
     if status is not None:
-        query = query.where(accounts_t.c.status == status)
+        conditions.append(accounts_t.c.status == status)
     if after is not None:
-        query = query.where(accounts_t.c.id > after)
-    return query
+        conditions.append(accounts_t.c.id > after)
+    return page_query(accounts_t, ACCOUNT_COLUMNS, conditions, metadata, limit)
 
 
 async def update_account(session: AsyncSession, account: AccountState) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ledger.posting.metadata_query import metadata_contains
+from ledger.posting.metadata_query import page_query
 from ledger.posting.repository import (
     TRANSFER_COLUMNS,
     load_transfers,
@@ -59,17 +59,16 @@ def list_transfers_query(
     metadata: Sequence[tuple[str, str]] = (),
 ) -> sa.Select[Any]:
     """The list's statement (a test EXPLAINs it: metadata filters must use their index)."""
-    query = sa.select(*TRANSFER_COLUMNS).order_by(transfers_t.c.id).limit(limit)
-    query = query.where(*metadata_contains(transfers_t.c.metadata, metadata))
+    conditions = []
     if account_id is not None:
-        query = query.where(
+        conditions.append(
             sa.or_(
                 transfers_t.c.debit_account_id == account_id,
                 transfers_t.c.credit_account_id == account_id,
             )
         )
     if state is not None:
-        query = query.where(transfers_t.c.state == state)
+        conditions.append(transfers_t.c.state == state)
     if after is not None:
-        query = query.where(transfers_t.c.id > after)
-    return query
+        conditions.append(transfers_t.c.id > after)
+    return page_query(transfers_t, TRANSFER_COLUMNS, conditions, metadata, limit)
