@@ -31,6 +31,7 @@ from ledger.http import params
 from ledger.http.auth import requires, write_context
 from ledger.http.bodies import get, patch, post, typed
 from ledger.http.idempotent import idempotent_post
+from ledger.http.metadata_filters import MetadataFilterOperation, metadata_filters
 from ledger.http.pagination import decode_int_cursor, decode_uuid_cursor, page
 from ledger.http.responses import json_response
 from ledger.http.state import services_of
@@ -70,7 +71,12 @@ class AccountController(Controller):
         headers = {"ETag": params.etag(account.version)}
         return typed(json_response(account_out(account), headers=headers), AccountOut)
 
-    @get("/", guards=[requires("read")], operation_id="listAccounts")
+    @get(
+        "/",
+        guards=[requires("read")],
+        operation_id="listAccounts",
+        operation_class=MetadataFilterOperation,
+    )
     async def list_(
         self,
         request: Request[Any, Any, Any],
@@ -83,10 +89,17 @@ class AccountController(Controller):
         params.list_limit(limit)
         params.check_filters({"code": code, "currency": currency, "status": status}, FILTERS)
         after = decode_uuid_cursor("account", cursor)
+        metadata = metadata_filters(request)
 
         async def work(session: AsyncSession) -> list[AccountOut]:
             found = await service.list_accounts(
-                session, code=code, currency=currency, status=status, after=after, limit=limit
+                session,
+                code=code,
+                currency=currency,
+                status=status,
+                after=after,
+                limit=limit,
+                metadata=metadata,
             )
             return [account_out(a) for a in found]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Sequence
 from typing import Any, cast
 
 import msgspec
@@ -13,6 +14,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.core import pipeline
+from ledger.posting.metadata_query import page_query
 from ledger.posting.models import Account, Entry
 from ledger.posting.repository import (
     ACCOUNT_COLUMNS,
@@ -89,17 +91,34 @@ async def list_accounts(
     status: str | None,
     after: uuid.UUID | None,
     limit: int,
+    metadata: Sequence[tuple[str, str]] = (),
 ) -> list[AccountState]:
-    query = sa.select(*ACCOUNT_COLUMNS).order_by(accounts_t.c.id).limit(limit)
-    if code is not None:
-        query = query.where(accounts_t.c.code == code)
-    if currency is not None:
-        query = query.where(accounts_t.c.currency == currency)
-    if status is not None:
-        query = query.where(accounts_t.c.status == status)
-    if after is not None:
-        query = query.where(accounts_t.c.id > after)
+    query = list_accounts_query(
+        code=code, currency=currency, status=status, after=after, limit=limit, metadata=metadata
+    )
     return [account_from_row(r) for r in await session.execute(query)]
+
+
+def list_accounts_query(
+    *,
+    code: str | None,
+    currency: str | None,
+    status: str | None,
+    after: uuid.UUID | None,
+    limit: int,
+    metadata: Sequence[tuple[str, str]] = (),
+) -> sa.Select[Any]:
+    """The list's statement (a test EXPLAINs it: metadata filters must use their index)."""
+    conditions = []
+    if code is not None:
+        conditions.append(accounts_t.c.code == code)
+    if currency is not None:
+        conditions.append(accounts_t.c.currency == currency)
+    if status is not None:
+        conditions.append(accounts_t.c.status == status)
+    if after is not None:
+        conditions.append(accounts_t.c.id > after)
+    return page_query(accounts_t, ACCOUNT_COLUMNS, conditions, metadata, limit)
 
 
 async def update_account(session: AsyncSession, account: AccountState) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -168,9 +169,16 @@ async def list_accounts(
     status: str | None,
     after: uuid.UUID | None,
     limit: int,
+    metadata: Sequence[tuple[str, str]] = (),
 ) -> list[AccountState]:
     return await repo.list_accounts(
-        session, code=code, currency=currency, status=status, after=after, limit=limit
+        session,
+        code=code,
+        currency=currency,
+        status=status,
+        after=after,
+        limit=limit,
+        metadata=metadata,
     )
 
 

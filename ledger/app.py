@@ -11,8 +11,10 @@ from litestar.exceptions import HTTPException
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
+from accounts.categories.controllers import CategoryController
 from accounts.controllers import AccountController
 from accounts.monitor_controllers import MonitorController
+from accounts.reports.controllers import ReportController
 from ledger.api.asyncapi import asyncapi_document
 from ledger.api.audit import AuditController
 from ledger.api.events import EventController
@@ -67,6 +69,8 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
             EventController,
             AuditController,
             *web_console.routers,
+            CategoryController,
+            ReportController,
             *(extra_route_handlers or []),
         ],
         template_config=web_console.template_config,

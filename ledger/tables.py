@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from accounts.categories.models import Category, CategoryAccount
 from ledger.apikeys.models import ApiKey
 from ledger.audit.models import AuditRecord, AuditSeal
 from ledger.console.models import ConsoleSecret, ConsoleSession
@@ -18,6 +19,8 @@ __all__ = [
     "AuditRecord",
     "AuditSeal",
     "Base",
+    "Category",
+    "CategoryAccount",
     "ConsoleSecret",
     "ConsoleSession",
     "ConsumerBalance",

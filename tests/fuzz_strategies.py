@@ -331,13 +331,14 @@ class Known:
     etags: list[str] = field(default_factory=list)  # the accounts' at seed time, in their order
     # Accounts and liquidity accounts of an exchange that can succeed (POST /v1/transfers/exchange)
     exchange: dict[str, Any] = field(default_factory=dict)
+    category_ids: list[str] = field(default_factory=list)
 
     @property
     def cursor_kinds(self) -> list[str]:
         return [cursor_kind(c) for c in self.cursors]
 
     def ids(self) -> list[str]:
-        return self.account_ids + self.transfer_ids + self.key_ids
+        return self.account_ids + self.transfer_ids + self.key_ids + self.category_ids
 
     def ids_for(self, name: str) -> list[str]:
         """Existing ids for a field or parameter, by its name. A credit account's pool starts
@@ -347,6 +348,8 @@ class Known:
             ("account", self.account_ids),
             ("transfer", self.transfer_ids),
             ("key", self.key_ids),
+            ("category", self.category_ids),
+            ("parent", self.category_ids),
         ):
             if word in name:
                 return pool[1:] + pool[:1] if "credit" in name else pool
@@ -618,6 +621,11 @@ def query_value(param: Parameter, known: Known, hostile: bool) -> st.SearchStrat
         good, bad = st.sampled_from(known.ids_for(param.name)), uuid_texts(known, param.name)
     elif param.name in {"cursor", "after"}:
         good, bad = st.sampled_from(known.cursors or [""]), cursors(known)
+    elif any(m.get("enum") for m in members):  # a closed set (`format`): its own values
+        good = st.sampled_from([v for m in members for v in m.get("enum", [])])
+        bad = st.sampled_from(ENUM_WORDS) | hostile_texts
+    elif any("[A-Z0-9]{3,12}" in m.get("pattern", "") for m in members):  # a currency
+        good, bad = st.sampled_from(["USD", "USD", "EUR"]), hostile_texts
     else:
         good = st.sampled_from((*ENUM_WORDS, "USD", "EUR", *known.ids()))
         bad = hostile_texts
@@ -642,7 +650,12 @@ def query_strings(draw: st.DrawFn, params: Sequence[Parameter], known: Known, ho
         repeats = draw(st.sampled_from([1, 1, 1, 2])) if hostile else 1  # a name twice
         for _ in range(repeats):
             value = draw(query_value(param, known, hostile))
-            pieces.append(f"{encode_part(param.name)}={encode_part(value)}")
+            name = param.name
+            if param.schema.get("type") == "object":  # deepObject: `metadata[KEY]=VALUE`
+                name = f"{name}[{draw(st.sampled_from(['k', 'region', 'tier']))}]"
+                if hostile and draw(st.booleans()):
+                    name = f"{param.name}{draw(st.sampled_from(['', '[]', '[a][b]', '[']))}"
+            pieces.append(f"{encode_part(name)}={encode_part(value)}")
     extra = draw(st.integers(0, 3)) if hostile else None
     if extra == 0:
         pieces.append(draw(st.sampled_from(RAW_QUERY_PIECES)))

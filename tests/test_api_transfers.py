@@ -15,6 +15,7 @@ from tests.test_api_accounts import assert_problem
 
 TRANSFER_KEYS = {
     "id",
+    "balances_after",
     "debit_account_id",
     "credit_account_id",
     "amount",

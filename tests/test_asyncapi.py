@@ -55,6 +55,11 @@ CONTRACT_TYPES = {
     "ledger.transfer.expired",
     "ledger.transfer.reversed",
     "ledger.account.monitor_triggered",
+    # Reporting (categories): subject the category, sequence its version.
+    "ledger.category.created",
+    "ledger.category.updated",
+    "ledger.category.account_added",
+    "ledger.category.account_removed",
 }
 # Free-form metadata as clients send it: non-ASCII, a float, nesting, every JSON kind.
 METADATA = {
@@ -168,7 +173,7 @@ async def test_the_document_is_valid_asyncapi_3_with_a_json_schema_for_every_par
         assert properties["type"] == {"const": event_type}
         assert payload["additionalProperties"] is False
         assert {"id", "type", "subject", "time", "data"} <= set(payload["required"])
-        sequenced = event_type.startswith("ledger.account.")
+        sequenced = event_type.startswith(("ledger.account.", "ledger.category."))
         assert ("sequence" in payload["required"]) is sequenced, event_type
         if sequenced:
             assert properties["sequence"]["pattern"] == "^[0-9]{20}$"
@@ -263,7 +268,35 @@ async def representative_run(client: httpx.AsyncClient) -> set[str]:
     )
     assert batch.status_code == 200, batch.text
     assert all(r["status"] == 201 for r in batch.json()["results"]), batch.text
+    await category_changes(client, a, b)
     return {expiring.json()["id"]}
+
+
+async def category_changes(client: httpx.AsyncClient, a: dict[str, Any], b: dict[str, Any]) -> None:
+    """Every kind of category change: create (a root and a child), move, metadata, membership."""
+    root = await client.post(
+        "/v1/categories", json={"code": "cat:root", "currency": "USD", "normal_balance": "credit"}
+    )
+    assert root.status_code == 201, root.text
+    child = await client.post(
+        "/v1/categories",
+        json={
+            "code": "cat:child",
+            "currency": "USD",
+            "normal_balance": "debit",
+            "parent_id": root.json()["id"],
+            "metadata": METADATA,
+        },
+    )
+    assert child.status_code == 201, child.text
+    child_id = child.json()["id"]
+    moved = await client.patch(f"/v1/categories/{child_id}", json={"parent_id": None})
+    assert moved.status_code == 200, moved.text
+    for account in (a, b):
+        added = await client.put(f"/v1/categories/{child_id}/accounts/{account['id']}")
+        assert added.status_code == 201, added.text
+    removed = await client.delete(f"/v1/categories/{child_id}/accounts/{b['id']}")
+    assert removed.status_code == 200, removed.text
 
 
 async def expire_due_holds(settings: Settings, due: set[str]) -> None:
@@ -298,7 +331,8 @@ async def walk_feed(client: httpx.AsyncClient) -> list[dict[str, Any]]:
 
 def mutations(envelope: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     """Envelopes that are wrong in one way each, all of which the document must refuse."""
-    account = envelope["type"].startswith("ledger.account.")
+    # Account and category events carry their subject's version as `sequence`.
+    account = envelope["type"].startswith(("ledger.account.", "ledger.category."))
     for what, change in (
         ("unknown envelope field", lambda e: e.update(extra=1)),
         ("unknown data field", lambda e: e["data"].update(extra=1)),
@@ -319,7 +353,7 @@ def mutations(envelope: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
         unsequenced = copy.deepcopy(envelope)
         del unsequenced["sequence"]
         yield "no sequence on an account event", unsequenced
-    else:
+    elif envelope["type"].startswith("ledger.transfer."):
         wrong_state = copy.deepcopy(envelope)
         wrong_state["data"]["state"] = "voided" if envelope["data"]["state"] != "voided" else "x"
         yield "a state its type does not announce", wrong_state

@@ -71,6 +71,8 @@ FINGERPRINTED_TABLES = (
     "audit_seals",
     "outbox_events",
     "api_keys",
+    "categories",
+    "category_accounts",
 )
 _REQUEST_ID = re.compile(r"\A[A-Za-z0-9._:-]{1,128}\Z")
 _BAD_HEADER_BYTES = re.compile(rb"[\r\n\x00]")
@@ -159,7 +161,9 @@ async def seed(http: httpx.AsyncClient, admin_secret: str) -> Known:
         response = await http.get(f"/v1/accounts/{account_id}")
         assert response.status_code == 200, response.text
         etags.append(response.headers["etag"])
+    category_ids = await seed_categories(http, [a["id"] for a in (funded, other)])
     return Known(
+        category_ids=category_ids,
         admin_secret=admin_secret,
         reader_secret=key.json()["secret"],
         account_ids=account_ids,
@@ -168,6 +172,22 @@ async def seed(http: httpx.AsyncClient, admin_secret: str) -> Known:
         etags=etags,
         exchange=exchange,
     )
+
+
+async def seed_categories(http: httpx.AsyncClient, members: list[str]) -> list[str]:
+    """A USD root with a child holding two accounts, so category routes get past their 404s."""
+    ids: list[str] = []
+    for code in ("fuzz:root", "fuzz:child"):
+        body = {"code": code, "currency": "USD", "normal_balance": "credit"}
+        response = await http.post(
+            "/v1/categories", json={**body, "parent_id": ids[0]} if ids else body
+        )
+        assert response.status_code == 201, response.text
+        ids.append(response.json()["id"])
+    for account_id in members:
+        response = await http.put(f"/v1/categories/{ids[1]}/accounts/{account_id}")
+        assert response.status_code == 201, response.text
+    return ids
 
 
 async def learn_cursor_kind(http: httpx.AsyncClient, operation: Operation, known: Known) -> None:

@@ -28,6 +28,9 @@ REQUEST_BODIES = {
     "createExchange": "ExchangeCreate",
     "createMonitor": "MonitorCreate",
     "putPeriodLock": "PeriodLockPut",
+    "createCategory": "CategoryCreate",
+    "patchCategory": "CategoryPatch",
+    "addCategoryAccount": "MembershipPut",
 }
 
 

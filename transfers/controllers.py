@@ -17,6 +17,7 @@ from ledger.http import params
 from ledger.http.auth import requires, write_context
 from ledger.http.bodies import get, post, typed
 from ledger.http.idempotent import claim_of, idempotent_post, respond
+from ledger.http.metadata_filters import MetadataFilterOperation, metadata_filters
 from ledger.http.pagination import decode_uuid_cursor, page
 from ledger.http.responses import json_response
 from ledger.http.state import services_of
@@ -172,7 +173,12 @@ class TransferController(Controller):
         found = await services_of(request).run(lambda s: service.get_transfer(s, transfer_id))
         return typed(json_response(transfer_out(found)), TransferOut)
 
-    @get("/", guards=[requires("read")], operation_id="listTransfers")
+    @get(
+        "/",
+        guards=[requires("read")],
+        operation_id="listTransfers",
+        operation_class=MetadataFilterOperation,
+    )
     async def list_(
         self,
         request: Request[Any, Any, Any],
@@ -184,10 +190,16 @@ class TransferController(Controller):
         params.list_limit(limit)
         state = params.one_of("state", state_, STATES)
         after = decode_uuid_cursor("transfer", cursor)
+        metadata = metadata_filters(request)
 
         async def work(session: AsyncSession) -> list[TransferOut]:
             found = await service.list_transfers(
-                session, account_id=account_id, state=state, after=after, limit=limit
+                session,
+                account_id=account_id,
+                state=state,
+                after=after,
+                limit=limit,
+                metadata=metadata,
             )
             return [transfer_out(t) for t in found]
 

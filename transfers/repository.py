@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ledger.posting.metadata_query import page_query
 from ledger.posting.repository import (
     TRANSFER_COLUMNS,
     accounts_t,
@@ -40,20 +43,36 @@ async def list_transfers(
     state: str | None,
     after: uuid.UUID | None,
     limit: int,
+    metadata: Sequence[tuple[str, str]] = (),
 ) -> list[TransferState]:
-    query = sa.select(*TRANSFER_COLUMNS).order_by(transfers_t.c.id).limit(limit)
+    query = list_transfers_query(
+        account_id=account_id, state=state, after=after, limit=limit, metadata=metadata
+    )
+    return [transfer_from_row(r) for r in await session.execute(query)]
+
+
+def list_transfers_query(
+    *,
+    account_id: uuid.UUID | None,
+    state: str | None,
+    after: uuid.UUID | None,
+    limit: int,
+    metadata: Sequence[tuple[str, str]] = (),
+) -> sa.Select[Any]:
+    """The list's statement (a test EXPLAINs it: metadata filters must use their index)."""
+    conditions = []
     if account_id is not None:
-        query = query.where(
+        conditions.append(
             sa.or_(
                 transfers_t.c.debit_account_id == account_id,
                 transfers_t.c.credit_account_id == account_id,
             )
         )
     if state is not None:
-        query = query.where(transfers_t.c.state == state)
+        conditions.append(transfers_t.c.state == state)
     if after is not None:
-        query = query.where(transfers_t.c.id > after)
-    return [transfer_from_row(r) for r in await session.execute(query)]
+        conditions.append(transfers_t.c.id > after)
+    return page_query(transfers_t, TRANSFER_COLUMNS, conditions, metadata, limit)
 
 
 async def account_currencies(

@@ -12,6 +12,7 @@ from ledger.core import limits
 from ledger.core.errors import TransferNotFound
 from ledger.core.schemas import EMPTY_METADATA, Amount, Currency, Metadata, Strict, metadata_field
 from ledger.posting.engine import Outcome, OutcomeKind
+from ledger.posting.snapshots import balances_after
 from ledger.posting.state import TransferState, VoidedId
 
 Reference = Annotated[str, msgspec.Meta(max_length=limits.REFERENCE_LENGTH_MAX)]
@@ -50,6 +51,17 @@ class BatchCreate(Strict):
     ]
 
 
+class AccountBalances(msgspec.Struct):
+    """One account's balances object (as on the account) right after a transfer's change."""
+
+    posted: int
+    available: int
+    posted_debits: int
+    posted_credits: int
+    pending_debits: int
+    pending_credits: int
+
+
 class TransferOut(msgspec.Struct, omit_defaults=True):  # omitted: imported_at when null
     id: uuid.UUID
     debit_account_id: uuid.UUID | None
@@ -64,6 +76,9 @@ class TransferOut(msgspec.Struct, omit_defaults=True):  # omitted: imported_at w
     created_at: dt.datetime
     updated_at: dt.datetime
     reversal_of: uuid.UUID | None
+    # Both accounts' balances right after the transfer's last change, from the locked state it
+    # was decided on; empty for an empty cancel and for transfers written before they were kept.
+    balances_after: dict[uuid.UUID, AccountBalances]
     imported_at: dt.datetime | None = None  # set only on an imported transfer
 
 
@@ -99,6 +114,10 @@ def transfer_out(t: TransferState) -> TransferOut:
         updated_at=t.updated_at,
         reversal_of=t.reversal_of,
         imported_at=t.imported_at,
+        balances_after={
+            account_id: AccountBalances(**values)
+            for account_id, values in balances_after(t).items()
+        },
     )
 
 
@@ -119,6 +138,7 @@ def empty_cancel_out(voided: VoidedId) -> TransferOut:
         created_at=voided.voided_at,
         updated_at=voided.voided_at,
         reversal_of=None,
+        balances_after={},
     )
 
 

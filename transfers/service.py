@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -141,9 +142,10 @@ async def list_transfers(
     state: str | None,
     after: uuid.UUID | None,
     limit: int,
+    metadata: Sequence[tuple[str, str]] = (),
 ) -> list[TransferState]:
     return await repo.list_transfers(
-        session, account_id=account_id, state=state, after=after, limit=limit
+        session, account_id=account_id, state=state, after=after, limit=limit, metadata=metadata
     )
 
 

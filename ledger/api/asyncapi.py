@@ -25,7 +25,7 @@ from litestar import Request, Response
 from ledger.api.schemas import EventEnvelope
 from ledger.http.bodies import get, typed
 from ledger.http.state import services_of
-from ledger.posting import events
+from ledger.posting import categories, events
 from outbox.kafka import CONTENT_TYPE
 from outbox.writer import SEQUENCE_DIGITS
 
@@ -45,6 +45,7 @@ MEDIA_TYPE = "application/json"
 SEQUENCE_DESCRIPTIONS = {
     "account": "The account's version after the change, zero-padded (sorts as text).",
     "monitor": "How many times the monitor has fired, this time included, zero-padded.",
+    "category": "The category's version after the change, zero-padded (sorts as text).",
 }
 
 
@@ -119,7 +120,33 @@ def event_kinds() -> list[EventKind]:
             summary="A change made a balance monitor's condition true (it was false before).",
         )
     )
+    kinds.extend(category_kinds())
     return kinds
+
+
+def category_kinds() -> list[EventKind]:
+    """ledger.category.*: subject the category id, sequence its version after the change."""
+    return [
+        EventKind(event_type, data, "category", sequenced=True, data_pins={}, summary=summary)
+        for event_type, data, summary in (
+            (categories.CATEGORY_CREATED, categories.CategoryData, "A category was created."),
+            (
+                categories.CATEGORY_UPDATED,
+                categories.CategoryData,
+                "A category moved in the tree (`parent_id`) or its metadata changed.",
+            ),
+            (
+                categories.CATEGORY_ACCOUNT_ADDED,
+                categories.CategoryMembershipData,
+                "An account was put in a category.",
+            ),
+            (
+                categories.CATEGORY_ACCOUNT_REMOVED,
+                categories.CategoryMembershipData,
+                "An account was taken out of a category.",
+            ),
+        )
+    ]
 
 
 # -- schemas from the Structs ---------------------------------------------------------------------

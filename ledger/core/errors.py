@@ -310,3 +310,44 @@ class MonitorNotFound(LedgerError):
     status = 404
     code = "monitor_not_found"
     title = "Monitor not found"
+
+
+# -- reporting ---------------------------------------------------------------------------------
+
+
+class InvalidMetadataFilter(LedgerError):
+    """A `metadata[...]` query parameter that is not `metadata[KEY]=VALUE`."""
+
+    status = 422
+    code = "invalid_metadata_filter"
+    title = "Invalid metadata filter"
+
+
+class CategoryNotFound(LedgerError):
+    status = 404
+    code = "category_not_found"
+    title = "Category not found"
+
+
+class CategoryCodeExists(LedgerError):
+    status = 409
+    code = "category_code_exists"
+    title = "Category code already exists"
+
+
+class CategoryExistsWithDifferentFields(LedgerError):
+    status = 409
+    code = "category_exists_with_different_fields"
+    title = "Category exists with different fields"
+
+
+class CategoryCycle(LedgerError):
+    status = 422
+    code = "category_cycle"
+    title = "Category would be its own ancestor"
+
+
+class CategoryMembershipNotFound(LedgerError):
+    status = 404
+    code = "category_membership_not_found"
+    title = "Account is not in this category"

@@ -157,3 +157,10 @@ CONSOLE_CHART_POINTS_MAX = 500  # latest statement entries drawn in the balance 
 CONSOLE_EXPORT_PAGE_SIZE = LIST_LIMIT_MAX  # audit records read per transaction by the CSV export
 CONSOLE_EXPORT_ROWS_MAX = 1_000_000  # rows one CSV export streams at most
 CONSOLE_HISTORY_RECORDS_MAX = 1_000  # audit records a transfer's page shows at most
+
+# -- reporting (metadata filters, categories, trial balance) ---------------------------------------
+METADATA_FILTERS_MAX = 16  # `metadata[KEY]=VALUE` pairs on one list request
+METADATA_FILTER_KEY_CHARS_MAX = 128
+METADATA_FILTER_VALUE_CHARS_MAX = 1_024
+# A category's ancestry: the tree walk of a patch, and the database trigger's own bound.
+CATEGORY_DEPTH_MAX = 10_000

@@ -22,6 +22,7 @@ class LockClass(enum.IntEnum):
     # Every posting transaction holds it shared (taken first); moving the period lock holds it
     # exclusively, so no posting whose time was read before the move can commit after it.
     PERIOD_LOCK = 16
+    CATEGORY_TREE = 15  # moves of categories in their tree (cycle checks), per transaction
 
 
 # A class whose lock is one lock: its second key is always this.

@@ -37,7 +37,7 @@ from ledger.core.errors import (
 )
 from ledger.core.ids import new_id
 from ledger.core.schemas import EMPTY_METADATA
-from ledger.posting import events, movement, rules
+from ledger.posting import events, movement, rules, snapshots
 from ledger.posting import repository as repo
 from ledger.posting.commands import TransferCommand, command_data
 from ledger.posting.events import TransferEventKind, transfer_data
@@ -103,6 +103,7 @@ class Posting:
         credit = self.accounts[transfer.credit_account_id]
         watched = self.movement.watch(debit, credit)
         rules.move(debit, credit, deltas[0], deltas[1], self.ctx.now)
+        snapshots.record_after(transfer, debit, credit)
         if posted:
             self._entries(transfer, posted)
         self.events.append(events.balance_changed(debit, transfer, self.ctx))

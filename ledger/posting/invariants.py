@@ -7,6 +7,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.posting.movement_invariants import MOVEMENT_CHECKS
+from ledger.posting.reporting_invariants import REPORTING_CHECKS
 
 CHECKS: list[tuple[str, str]] = [
     (
@@ -170,7 +171,7 @@ CHECKS: list[tuple[str, str]] = [
 
 async def find_violations(session: AsyncSession) -> list[str]:
     lines: list[str] = []
-    for rule, query in CHECKS:
+    for rule, query in CHECKS + REPORTING_CHECKS:
         for subject, detail in (await session.execute(sa.text(query))).all():
             lines.append(f"{rule}: {subject}: {detail}")
     return lines

@@ -11,6 +11,7 @@ import uuid
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ledger.core.db import Base
@@ -62,6 +63,13 @@ class Account(Base):
         sa.CheckConstraint("currency ~ '^[A-Z0-9]{3,12}$'", name="currency_format"),
         sa.CheckConstraint("code ~ '^[A-Za-z0-9:._-]{1,128}$'", name="code_format"),
         sa.Index("ix_accounts_currency_status_id", "currency", "status", "id"),
+        # metadata[KEY]=VALUE filters: containment (`@>`) on the jsonb copy (migration 0011).
+        sa.Index(
+            "ix_accounts_metadata",
+            "metadata",
+            postgresql_using="gin",
+            postgresql_ops={"metadata": "jsonb_path_ops"},
+        ),
         # Room on each page for the next versions of hot rows (migration 0004).
         {"postgresql_with": {"fillfactor": 30}},
     )
@@ -94,6 +102,9 @@ class Transfer(Base):
     # posted_at), and the ceiling a balancing transfer asked for (`amount` is what moved).
     imported_at: Mapped[dt.datetime | None]
     amount_ceiling: Mapped[int | None]
+    # Both accounts' balances right after the transfer's last change (ledger.posting.snapshots):
+    # NULL for transfers written before migration 0011.
+    balances_after: Mapped[list[int] | None] = mapped_column(ARRAY(sa.BigInteger))
 
     __table_args__ = (
         sa.CheckConstraint("amount > 0", name="amount_positive"),
@@ -118,8 +129,18 @@ class Transfer(Base):
             postgresql_where=sa.text("state = 'pending' AND timeout_at IS NOT NULL"),
         ),
         sa.Index("ix_transfers_reversal_of", "reversal_of"),
+        sa.Index(
+            "ix_transfers_metadata",
+            "metadata",
+            postgresql_using="gin",
+            postgresql_ops={"metadata": "jsonb_path_ops"},
+        ),
         sa.CheckConstraint(
             "amount_ceiling IS NULL OR amount <= amount_ceiling", name="amount_within_ceiling"
+        ),
+        sa.CheckConstraint(
+            "balances_after IS NULL OR cardinality(balances_after) = 12",
+            name="balances_after_shape",
         ),
     )
 

@@ -256,16 +256,18 @@ def _transfer_row(t: TransferState) -> dict[str, Any]:
         "timeout_seconds": t.timeout_seconds,
         "imported_at": t.imported_at,
         "amount_ceiling": t.amount_ceiling,
+        "balances_after": t.balances_after,
     }
 
 
 _UPDATE_TRANSFERS = f"""
     UPDATE "{transfers_t.name}" AS t
        SET state = v.state, posted_amount = v.posted_amount,
-           reversed_amount = v.reversed_amount, updated_at = v.updated_at
+           reversed_amount = v.reversed_amount, updated_at = v.updated_at,
+           balances_after = v.balances_after
       FROM jsonb_to_recordset(%s::jsonb)
            AS v(id uuid, state text, posted_amount bigint, reversed_amount bigint,
-                updated_at timestamptz)
+                updated_at timestamptz, balances_after bigint[])
      WHERE t.id = v.id
 """
 
@@ -285,6 +287,7 @@ async def add_transfers(writer: BulkWriter, transfers: Iterable[TransferState]) 
                     "posted_amount": t.posted_amount,
                     "reversed_amount": t.reversed_amount,
                     "updated_at": t.updated_at,
+                    "balances_after": t.balances_after,
                 }
             )
     await writer.insert(transfers_t, new_rows)

@@ -90,6 +90,9 @@ class TransferState:
     amount_ceiling: int | None = None
     is_new: bool = field(default=False, compare=False)
     changed: bool = field(default=False, compare=False)
+    # Both accounts' balances right after this transfer's last change (ledger.posting.snapshots);
+    # None for a transfer written before they were kept.
+    balances_after: list[int] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,1 @@
+"""Reports over the accounts: the trial balance."""
