@@ -14,6 +14,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from accounts.controllers import AccountController
 from ledger.api.asyncapi import asyncapi_document
 from ledger.api.audit import AuditController
+from ledger.api.audit_proofs import AuditProofController
 from ledger.api.events import EventController
 from ledger.api.system import health, metrics_endpoint, ready
 from ledger.apikeys.controllers import ApiKeyController
@@ -56,6 +57,7 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
             ApiKeyController,
             EventController,
             AuditController,
+            AuditProofController,
             *(extra_route_handlers or []),
         ],
         # `close`: what on_shutdown runs, for hosts that run no lifespan (tests' ASGI transport).

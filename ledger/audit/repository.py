@@ -124,9 +124,10 @@ async def unsealed_records(
     ex: Executor, *, horizon: int, after_seq: int, limit: int
 ) -> Sequence[sa.Row[Any]]:
     """Visible records not yet sealed, written by a transaction at or after `horizon`, in seq
-    order from `after_seq` on. Records of older transactions were sealed by an earlier pass."""
+    order from `after_seq` on. Records of older transactions were sealed by an earlier pass.
+    Each row also has `data_as_stored`, which the record's Merkle leaf covers."""
     query = (
-        sa.select(records_t)
+        sa.select(records_t, data_as_stored)
         .where(records_t.c.xact_id >= horizon)
         .where(records_t.c.seq > after_seq)
         .where(_not_sealed())

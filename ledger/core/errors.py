@@ -247,3 +247,27 @@ class AuditVerifyBusy(LedgerError):
     status = 503
     code = "audit_verify_busy"
     title = "An audit verification is running in this process already; retry later"
+
+
+# -- verifiable audit (signed checkpoints, Merkle proofs) -----------------------------------------
+
+
+class AuditRecordNotFound(LedgerError):
+    status = 404
+    code = "audit_record_not_found"
+    title = "No audit record has this id"
+
+
+class AuditRecordNotSealed(LedgerError):
+    """The record exists but is not a leaf of the tree asked about (not sealed yet, or sealed
+    after that tree size)."""
+
+    status = 409
+    code = "audit_record_not_sealed"
+    title = "The audit record is not in this tree yet"
+
+
+class AuditCheckpointNotFound(LedgerError):
+    status = 404
+    code = "audit_checkpoint_not_found"
+    title = "No signed audit checkpoint yet"

@@ -19,6 +19,7 @@ class LockClass(enum.IntEnum):
     OUTBOX_RELAY = 2  # the one active relay, held by its session
     AUDIT_SEALER = 3  # the one active sealer, held by its session
     API_KEY_BOOTSTRAP = 4  # LEDGER_ADMIN_KEY's idempotent creation, per transaction
+    AUDIT_CHECKPOINT_DELIVERY = 14  # one delivery of checkpoints per target, per transaction
 
 
 # A class whose lock is one lock: its second key is always this.
