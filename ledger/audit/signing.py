@@ -51,8 +51,13 @@ class Checkpoint:
 
 
 def signed_bytes(tree_size: int, root_hash: str, timestamp: str, key_id: str) -> bytes:
-    body = {"tree_size": tree_size, "root_hash": root_hash, "timestamp": timestamp}
-    return rfc8785.dumps({**body, "key_id": key_id})
+    body: dict[str, int | str] = {
+        "tree_size": tree_size,
+        "root_hash": root_hash,
+        "timestamp": timestamp,
+        "key_id": key_id,
+    }
+    return rfc8785.dumps(body)
 
 
 def public_der(public: Ed25519PublicKey) -> bytes:

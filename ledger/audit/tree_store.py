@@ -82,7 +82,8 @@ async def sealed_records(ex: Executor, *, after_seq: int, limit: int) -> Sequenc
         .order_by(seals_t.c.seq)
         .limit(limit)
     )
-    return (await ex.execute(query)).all()
+    # A select of a column list is typed by its arity; the rows are the same Row.
+    return cast(Sequence[sa.Row[Any]], (await ex.execute(query)).all())
 
 
 @dataclass(frozen=True, slots=True)
