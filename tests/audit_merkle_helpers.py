@@ -59,6 +59,10 @@ async def deliver_to_file(settings: Settings, path: Path) -> int:
             pass
     finally:
         await engine.dispose()
+    return line_count(path)
+
+
+def line_count(path: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 

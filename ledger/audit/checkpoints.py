@@ -80,15 +80,23 @@ async def root_at(session: AsyncSession, size: int) -> bytes | None:
     return merkle.fold([nodes[k] for k in keys])
 
 
-async def _checked_size(session: AsyncSession, tree_size: int | None, field: str) -> int:
+async def _bounded_size(session: AsyncSession, tree_size: int | None, field: str) -> int:
+    """The size asked for (default: the latest checkpoint's), within bounds. Whether the tree
+    has that many leaves is known from the nodes fetched for the proof (`_require_size`)."""
     if tree_size is None:
         return (await latest(session)).tree_size
     if not 1 <= tree_size <= limits.AUDIT_PROOF_TREE_SIZE_MAX:
         raise _invalid(field, f"must be 1..{limits.AUDIT_PROOF_TREE_SIZE_MAX}")
-    size = await store.tree_size(session)
-    if tree_size > size:
-        raise _invalid(field, f"the tree has {size} leaves, fewer than {tree_size}")
     return tree_size
+
+
+def _require_size(
+    nodes: dict[merkle.NodeKey, bytes], keys: set[merkle.NodeKey], size: int, field: str
+) -> None:
+    """Every node a proof needs is stored once the tree has `size` leaves (leaf size - 1
+    among them): a missing one means the tree is smaller."""
+    if len(nodes) != len(keys):
+        raise _invalid(field, f"the tree has fewer than {size} leaves")
 
 
 async def inclusion_proof(
@@ -101,16 +109,18 @@ async def inclusion_proof(
         raise AuditRecordNotFound(f"no audit record {record_id}")
     if position.seal_seq is None:
         raise AuditRecordNotSealed(f"audit record {record_id} is not sealed yet")
-    size = await _checked_size(session, tree_size, "tree_size")
+    size = await _bounded_size(session, tree_size, "tree_size")
     index = position.seal_seq - 1
     if index >= size:
         raise AuditRecordNotSealed(
             f"audit record {record_id} is leaf {index}, not in the tree of size {size}"
         )
     ranges = merkle.inclusion_ranges(index, size)
-    nodes = await store.fetch_nodes(session, {(0, index)} | merkle.range_nodes(ranges))
+    keys = {(0, index), (0, size - 1)} | merkle.range_nodes(ranges)
+    nodes = await store.fetch_nodes(session, keys)
     if (0, index) not in nodes:  # sealed but its leaf not stored yet: the tree catches up
         raise AuditRecordNotSealed(f"audit record {record_id} is not in the tree yet")
+    _require_size(nodes, keys, size, "tree_size")
     return InclusionProof(
         leaf_index=index,
         tree_size=size,
@@ -123,11 +133,13 @@ async def consistency_proof(session: AsyncSession, first: int, second: int) -> C
     """RFC 9162 2.1.4.1 PROOF(first, D[second]); an empty proof when first == second."""
     if not 1 <= first <= limits.AUDIT_PROOF_TREE_SIZE_MAX:
         raise _invalid("first", f"must be 1..{limits.AUDIT_PROOF_TREE_SIZE_MAX}")
-    second = await _checked_size(session, second, "second")
+    second = await _bounded_size(session, second, "second")
     if first > second:
         raise _invalid("first", "must not be larger than second")
     ranges = merkle.consistency_ranges(first, second)
-    nodes = await store.fetch_nodes(session, merkle.range_nodes(ranges))
+    keys = {(0, second - 1)} | merkle.range_nodes(ranges)
+    nodes = await store.fetch_nodes(session, keys)
+    _require_size(nodes, keys, second, "second")
     return ConsistencyProof(
         first=first,
         second=second,

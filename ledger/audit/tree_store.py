@@ -42,9 +42,12 @@ async def fetch_nodes(ex: Executor, keys: Iterable[merkle.NodeKey]) -> dict[merk
         return {}
     rows = await ex.execute(
         sa.text(
-            "SELECT n.level, n.idx, n.hash FROM audit_tree_nodes AS n "
-            "JOIN unnest(CAST(:levels AS smallint[]), CAST(:idxs AS bigint[])) AS w(level, idx) "
-            "  ON n.level = w.level AND n.idx = w.idx"
+            # A lateral probe per wanted node: one primary-key lookup each, never a scan of
+            # the table (a hash join over it would read every node of the tree).
+            "SELECT w.level, w.idx, n.hash "
+            "FROM unnest(CAST(:levels AS smallint[]), CAST(:idxs AS bigint[])) AS w(level, idx) "
+            "CROSS JOIN LATERAL (SELECT t.hash FROM audit_tree_nodes AS t "
+            "                    WHERE t.level = w.level AND t.idx = w.idx) AS n"
         ),
         {"levels": [k[0] for k in wanted], "idxs": [k[1] for k in wanted]},
     )
