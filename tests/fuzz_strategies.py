@@ -329,6 +329,7 @@ class Known:
     key_ids: list[str] = field(default_factory=list)  # never the admin's own key: not revoked
     cursors: list[str] = field(default_factory=list)  # the route's own, from a page of one
     etags: list[str] = field(default_factory=list)  # the accounts' at seed time, in their order
+    record_ids: list[str] = field(default_factory=list)  # sealed audit records (Merkle proofs)
 
     @property
     def cursor_kinds(self) -> list[str]:
@@ -345,6 +346,7 @@ class Known:
             ("account", self.account_ids),
             ("transfer", self.transfer_ids),
             ("key", self.key_ids),
+            ("record", self.record_ids),
         ):
             if word in name:
                 return pool[1:] + pool[:1] if "credit" in name else pool
