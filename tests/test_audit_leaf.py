@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from ledger.audit.leaf import canonical
+from ledger.audit.leaf import canonical, canonical_by_walk
 from ledger.core import limits
 from ledger.core.settings import Settings
 from tests import merkle_rfc9162 as rfc
@@ -41,17 +41,28 @@ i_json = st.recursive(
 @given(i_json, st.booleans())
 def test_on_i_json_the_leaf_is_rfc_8785(value: Any, ascii_only: bool) -> None:
     text = json.dumps(value, ensure_ascii=ascii_only)
-    assert canonical(text) == rfc8785.dumps(json.loads(text))
+    assert canonical(text) == canonical_by_walk(text) == rfc8785.dumps(json.loads(text))
 
 
 @hypothesis_settings(max_examples=300, deadline=None)
 @given(json_texts)
 def test_any_json_text_has_one_canonical_form(text: str) -> None:
     once = canonical(text)
+    assert once == canonical_by_walk(
+        text
+    )  # the fast path writes what the rule, value by value, does
     assert canonical(once) == once  # a fixed point: canonical text is its own canonical form
     # The same values read as doubles (JCS writes the double a number denotes: `6.4e+16` and
     # `64000000000000000` are one number).
     assert json.loads(once, parse_int=float) == json.loads(text, parse_int=float)
+
+
+def test_every_bmp_character_is_written_as_rfc_8785_writes_it() -> None:
+    strings = [f"a{chr(c)}b" for c in range(0x10000) if not 0xD800 <= c <= 0xDFFF]
+    members = {s: i for i, s in enumerate(strings)}  # as member names too, sorted
+    for value in (strings, members):
+        text = json.dumps(value)  # ASCII with escapes: the text is plain for the fast path
+        assert canonical(text) == rfc8785.dumps(value)
 
 
 def test_beyond_i_json_numbers_stay_numbers() -> None:
