@@ -108,6 +108,14 @@ class SealerTree:
         `head_seq` is the chain head before them; a tree behind it (stalled) adds nothing."""
         edge = self._edge
         if edge is None or edge.size != head_seq:
+            if edge is not None and edge.size > head_seq:
+                log.error(
+                    "audit.tree_ahead",
+                    tree_size=edge.size,
+                    head_seq=head_seq,
+                    detail="the Merkle tree has leaves for seals that are gone: the chain was "
+                    "cut; run `ledger audit verify --checkpoints`",
+                )
             return
         made: list[tuple[int, int, bytes]] = []
         for row in rows:
