@@ -21,6 +21,7 @@ import pytest
 
 from ledger.audit import checkpoints as service
 from ledger.audit.signing import public_pem
+from ledger.core import limits
 from ledger.core.db import create_engine, create_sessionmaker, run_in_transaction
 from ledger.core.settings import Settings
 from tests import merkle_rfc9162 as rfc
@@ -181,3 +182,27 @@ async def test_checkpoints_are_for_auditors(client: httpx.AsyncClient, path: str
     secret = created.json()["secret"]
     response = await client.get(path, headers={"Authorization": f"Bearer {secret}"})
     assert_problem(response, 403, "forbidden")
+
+
+async def test_seals_made_before_the_tree_get_their_leaves_first(
+    client: httpx.AsyncClient,
+    settings: Settings,
+    sync_db: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An upgraded database has seals and no tree: the sealer adds their leaves, a few per
+    transaction, before it seals anything new, and its first checkpoint covers them all."""
+    source, target = await funded_accounts(client)
+    await batch_of_transfers(client, source, target, 9)
+    await seal_and_checkpoint(settings)
+    sync_db.execute("SET session_replication_role = replica")  # as if sealed before 0010
+    sync_db.execute("DELETE FROM audit_tree_nodes")
+    sync_db.execute("DELETE FROM audit_checkpoints")
+    sync_db.execute("SET session_replication_role = origin")
+    await batch_of_transfers(client, source, target, 2)
+    monkeypatch.setattr(limits, "AUDIT_TREE_LEAVES_PER_TX_MAX", 4)
+    assert await seal_and_checkpoint(settings) == 2
+    items = await audit_items(client)
+    latest = (await client.get("/v1/audit/checkpoints/latest")).json()
+    assert latest["tree_size"] == len(items)
+    assert latest["root_hash"] == rfc.mth([independent_leaf_hash(i) for i in items]).hex()
