@@ -64,7 +64,9 @@ async def _serve_all(settings: object) -> None:
         f"  OpenAPI UI   {base}/schema\n"
         f"  Database     {settings.database_url}\n"
         f"  Kafka        {settings.kafka_bootstrap_servers} (topic {settings.kafka_topic})\n"
-        f"  Admin key    {settings.admin_key}\n\n"
+        f"  Admin key    {settings.admin_key}\n"
+        f"  Audit        checkpoints signed with {settings.audit_signing_key},\n"
+        f"               appended to {settings.audit_checkpoint_file}\n\n"
         f"  Try: curl -H 'Authorization: Bearer {settings.admin_key}' {base}/v1/accounts\n"
     )
     print(banner, flush=True)
