@@ -17,6 +17,7 @@ from accounts.monitor_controllers import MonitorController
 from accounts.reports.controllers import ReportController
 from ledger.api.asyncapi import asyncapi_document
 from ledger.api.audit import AuditController
+from ledger.api.audit_proofs import AuditProofController
 from ledger.api.events import EventController
 from ledger.api.period_lock import PeriodLockController
 from ledger.api.system import health, metrics_endpoint, ready
@@ -71,6 +72,7 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
             *web_console.routers,
             CategoryController,
             ReportController,
+            AuditProofController,
             *(extra_route_handlers or []),
         ],
         template_config=web_console.template_config,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from accounts.categories.models import Category, CategoryAccount
 from ledger.apikeys.models import ApiKey
 from ledger.audit.models import AuditRecord, AuditSeal
+from ledger.audit.tree_models import AuditCheckpoint, AuditCheckpointDelivery, AuditTreeNode
 from ledger.console.models import ConsoleSecret, ConsoleSession
 from ledger.core.db import Base
 from ledger.idempotency.models import IdempotencyRecord
@@ -16,8 +17,11 @@ __all__ = [
     "Account",
     "AccountMonitor",
     "ApiKey",
+    "AuditCheckpoint",
+    "AuditCheckpointDelivery",
     "AuditRecord",
     "AuditSeal",
+    "AuditTreeNode",
     "Base",
     "Category",
     "CategoryAccount",

@@ -19,7 +19,7 @@ from ledger.core import migrate
 from ledger.core.settings import Settings
 from ledger.embedded import EmbeddedPostgres
 from observability.logging import configure_logging
-from tests.helpers import app_client
+from tests.helpers import AUDIT_KEY_ENV, app_client
 
 # log_capture: every log line of the session also goes to one file, scanned for secrets at the end.
 pytest_plugins = ["tests.kafka_fixtures", "tests.log_capture"]
@@ -31,6 +31,23 @@ _counter = itertools.count()
 def _admin_url(base: str, database: str) -> str:
     head, _, _ = base.rpartition("/")
     return f"{head}/{database}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def audit_signing_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One checkpoint signing key for the session, in LEDGER_AUDIT_SIGNING_KEY: every `serve`
+    and `worker` a test starts needs one (tests/helpers.py::inherited_env passes it on)."""
+    from ledger.audit.signing import generate_key
+
+    path = tmp_path_factory.mktemp("audit-key") / "signing-key.pem"
+    generate_key(path)
+    before = os.environ.get(AUDIT_KEY_ENV)
+    os.environ[AUDIT_KEY_ENV] = str(path)
+    yield path
+    if before is None:
+        os.environ.pop(AUDIT_KEY_ENV, None)
+    else:
+        os.environ[AUDIT_KEY_ENV] = before
 
 
 @pytest.fixture(scope="session")

@@ -332,6 +332,7 @@ class Known:
     # Accounts and liquidity accounts of an exchange that can succeed (POST /v1/transfers/exchange)
     exchange: dict[str, Any] = field(default_factory=dict)
     category_ids: list[str] = field(default_factory=list)
+    record_ids: list[str] = field(default_factory=list)  # sealed audit records (Merkle proofs)
 
     @property
     def cursor_kinds(self) -> list[str]:
@@ -350,6 +351,7 @@ class Known:
             ("key", self.key_ids),
             ("category", self.category_ids),
             ("parent", self.category_ids),
+            ("record", self.record_ids),
         ):
             if word in name:
                 return pool[1:] + pool[:1] if "credit" in name else pool

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,6 +17,19 @@ from ledger.core.db import create_engine, create_sessionmaker, run_in_transactio
 from ledger.core.settings import Settings
 from ledger.embedded import LOOPBACK, free_port
 from ledger.posting.invariants import find_violations
+
+# `serve` and `worker` refuse to start without a checkpoint signing key: the session makes one
+# (tests/conftest.py) and every subprocess environment built here carries it.
+AUDIT_KEY_ENV = "LEDGER_AUDIT_SIGNING_KEY"
+
+
+def inherited_env(drop: tuple[str, ...] = ("LEDGER_",)) -> dict[str, str]:
+    """This process's environment without variables starting with `drop` (a test sets the
+    LEDGER_ ones it means), but with the session's audit signing key."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    if AUDIT_KEY_ENV in os.environ:
+        env[AUDIT_KEY_ENV] = os.environ[AUDIT_KEY_ENV]
+    return env
 
 
 async def create_account(

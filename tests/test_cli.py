@@ -4,7 +4,6 @@ it works over HTTP) and the db subcommands."""
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,13 +14,14 @@ import psycopg
 
 from ledger.core import migrate
 from ledger.core.settings import Settings
+from tests.helpers import inherited_env
 from tests.test_errors import problem
 
 LEDGER = str(Path(sys.executable).parent / "ledger")
 
 
 async def ledger(settings: Settings | None, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+    env = inherited_env()
     env["LEDGER_LOG_LEVEL"] = "info"
     if settings is not None:
         env["LEDGER_DATABASE_URL"] = settings.database_url or ""

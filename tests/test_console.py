@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import re
+from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
 
+from ledger.audit.signing import generate_key
 from ledger.core.settings import Settings
+from tests.audit_merkle_helpers import seal_and_checkpoint
 from tests.console_helpers import browser, csrf_token, make_key, sign_in
-from tests.helpers import funded_pair, transfer
+from tests.helpers import AUDIT_KEY_ENV, funded_pair, transfer
 
 
 async def test_sign_in_sets_a_strict_session_cookie_and_never_echoes_the_key(
@@ -285,3 +290,37 @@ async def test_the_json_api_keeps_bearer_keys_and_sets_no_cookie(client: httpx.A
     assert listed.status_code == 200 and "set-cookie" not in listed.headers
     schema = (await client.get("/schema/openapi.json")).json()
     assert not [path for path in schema["paths"] if path.startswith("/console")]
+
+
+async def test_the_chain_panel_shows_the_latest_signed_checkpoint_and_whether_it_holds(
+    client: httpx.AsyncClient, settings: Settings, tmp_path: Path
+) -> None:
+    keyed = settings.with_(audit_signing_key=os.environ[AUDIT_KEY_ENV])
+    auditor = await make_key(client, "auditor")
+    async with browser(keyed) as web:
+        await sign_in(web, auditor["secret"])
+        before = _chain_panel((await web.get("/console/audit")).text)
+        assert "no signed checkpoint yet" in before
+    _, debit, credit = await funded_pair(client, 100)
+    await transfer(client, debit["id"], credit["id"], 25)
+    sealed = await seal_and_checkpoint(settings)
+    assert sealed > 0
+    async with browser(keyed) as web:
+        await sign_in(web, auditor["secret"])
+        panel = _chain_panel((await web.get("/console/audit")).text)
+        size = int(re.search(r"size (\d+),", panel).group(1))  # type: ignore[union-attr]
+        assert size >= sealed
+        assert '<span class="ok">yes</span>' in panel
+    other = tmp_path / "other.pem"
+    generate_key(other)  # a checkpoint that this key did not sign does not hold for it
+    async with browser(keyed.with_(audit_signing_key=str(other))) as web:
+        await sign_in(web, auditor["secret"])
+        panel = _chain_panel((await web.get("/console/audit")).text)
+        assert f"size {size}," in panel
+        assert '<span class="bad">' in panel and "yes" not in panel
+
+
+def _chain_panel(page: str) -> str:
+    found = re.search(r'data-testid="chain-state">(.*?)</section>', page, re.S)
+    assert found, page[:500]
+    return found.group(1)

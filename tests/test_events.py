@@ -7,7 +7,6 @@ import asyncio
 import datetime as dt
 import json
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -41,7 +40,7 @@ from outbox.kafka import CONTENT_TYPE, KafkaOptions
 from outbox.relay import Relay, trim_published_step
 from outbox.writer import NOTIFY_CHANNEL
 from tests.helpers import create_account as create_account_http
-from tests.helpers import funded_pair, transfer
+from tests.helpers import funded_pair, inherited_env, transfer
 
 LEDGER = str(Path(sys.executable).parent / "ledger")
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
@@ -62,7 +61,7 @@ def kafka_settings(settings: Settings, broker: EmbeddedBroker) -> Settings:
 
 
 def ledger_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LEDGER_", "PROMETHEUS_"))}
+    env = inherited_env(("LEDGER_", "PROMETHEUS_"))
     env.update(
         LEDGER_DATABASE_URL=settings.database_url or "",
         LEDGER_LOG_FORMAT="json",

@@ -42,6 +42,7 @@ from ledger.app import create_app
 from ledger.cli.main import ensure_admin_key
 from ledger.core.errors import PROBLEM_MEDIA_TYPE
 from ledger.core.settings import Settings
+from tests.audit_merkle_helpers import seal_and_checkpoint
 from tests.fuzz_strategies import (
     FuzzRequest,
     Known,
@@ -190,6 +191,12 @@ async def seed_categories(http: httpx.AsyncClient, members: list[str]) -> list[s
     return ids
 
 
+async def record_ids(http: httpx.AsyncClient) -> list[str]:
+    response = await http.get("/v1/audit", params={"limit": 1000})
+    assert response.status_code == 200, response.text
+    return [record["id"] for record in response.json()["data"]]
+
+
 async def learn_cursor_kind(http: httpx.AsyncClient, operation: Operation, known: Known) -> None:
     """A list route's own cursor kind, from a page of one: the fuzz then sends cursors that get
     past the kind check to the value inside."""
@@ -262,6 +269,9 @@ def test_no_value_gets_a_5xx_and_a_refused_request_changes_nothing(
 
     try:
         known = loop.run_until_complete(seed(seeded, admin_secret))
+        # Sealed, with a signed checkpoint: the audit proof routes have a tree to answer from.
+        loop.run_until_complete(seal_and_checkpoint(settings))
+        known.record_ids = loop.run_until_complete(record_ids(seeded))
         loop.run_until_complete(learn_cursor_kind(seeded, operation, known))
 
         @fuzz_settings(operation)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-import msgspec
 from litestar import Controller, Request, Response
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ledger.audit import service
+from ledger.audit import leaf, service
 from ledger.audit.schemas import AuditPage, AuditRecordOut, AuditVerifyOut
 from ledger.http import params
 from ledger.http.auth import requires
@@ -55,10 +54,8 @@ class AuditController(Controller):
             )
 
         # AuditPage's shape, with each `data` sent as stored (never re-encoded from a parse).
-        items = [
-            {**msgspec.structs.asdict(record), "data": msgspec.Raw(data)}
-            for record, data in await services_of(request).run(work)
-        ]
+        # The Merkle leaf of a sealed record is the RFC 8785 form of exactly this item.
+        items = [leaf.item(record, data) for record, data in await services_of(request).run(work)]
         body = page(items, limit, lambda r: str(r["seq"]), "audit")
         return typed(json_response(body), AuditPage)
 

@@ -45,3 +45,35 @@ class AuditVerifyOut(msgspec.Struct, omit_defaults=True):
 class AuditPage(msgspec.Struct):
     data: list[AuditRecordOut]
     next_cursor: str | None
+
+
+# -- verifiable audit (contract 8.3) ----------------------------------------------------------
+
+
+class CheckpointOut(msgspec.Struct):
+    """A signed checkpoint: `signature` is base64 Ed25519 over the RFC 8785 bytes of the other
+    four members; `key_id` is the hex SHA-256 of the signing public key's DER."""
+
+    tree_size: int
+    root_hash: str
+    timestamp: str
+    key_id: str
+    signature: str
+
+
+class CheckpointPage(msgspec.Struct):
+    data: list[CheckpointOut]
+    next_cursor: str | None
+
+
+class InclusionProofOut(msgspec.Struct):
+    leaf_index: int
+    tree_size: int
+    leaf_hash: str
+    audit_path: list[str]
+
+
+class ConsistencyProofOut(msgspec.Struct):
+    first: int
+    second: int
+    proof: list[str]

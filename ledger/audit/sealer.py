@@ -40,6 +40,8 @@ from sqlalchemy.pool import NullPool
 
 from ledger.audit import chain
 from ledger.audit import repository as repo
+from ledger.audit.signing import Signer
+from ledger.audit.tree import SealerTree
 from ledger.core import limits
 from ledger.core.db import is_unavailable
 from ledger.core.errors import ConfigurationError, ServiceUnavailable
@@ -94,6 +96,8 @@ class AuditSealer:
         *,
         batch_size: int = limits.AUDIT_SEAL_BATCH_SIZE,
         grace_seconds: float | None = None,
+        signer: Signer | None = None,
+        checkpoint_interval_seconds: float = limits.AUDIT_CHECKPOINT_INTERVAL_SECONDS,
     ) -> None:
         if not 1 <= batch_size <= 100_000:
             raise ValueError("batch_size must be 1..100000")
@@ -105,6 +109,9 @@ class AuditSealer:
         self._leading = False
         # None until this sealer leads: it then starts from the chain head's horizon.
         self._horizon: int | None = None
+        # The Merkle tree's right edge and checkpoints (ledger/audit/tree.py); no signer: leaves
+        # only (tests that seal in-process), `ledger worker` always has one.
+        self.tree = SealerTree(signer, checkpoint_interval_seconds=checkpoint_interval_seconds)
 
     @property
     def leading(self) -> bool:
@@ -116,7 +123,9 @@ class AuditSealer:
             conn = await self._lead()
             if conn is None:
                 return 0
+            await self.tree.catch_up(conn)
             done = await self._seal_visible(conn)
+            await self.tree.maybe_checkpoint(conn)
         except BaseException as exc:
             # Whatever broke (the database, a cancelled statement, a shutdown in the middle of a
             # pass), the connection may hold the lock in an unknown state: throw it away.
@@ -146,6 +155,7 @@ class AuditSealer:
         """Close the connection for good: invalidated, it is closed rather than reset, and with
         no pool behind it nothing else can ever get it (nor the session lock on it)."""
         conn, self._conn, self._leading = self._conn, None, False
+        self.tree.reset()
         if conn is None:
             return
         try:
@@ -174,6 +184,7 @@ class AuditSealer:
                 return None
             self._leading = True
             self._horizon = None  # someone else may have sealed while we stood by: ask the chain
+            self.tree.reset()
             log.info("audit.sealer_active", pid=os.getpid())
         return self._conn
 
@@ -200,6 +211,7 @@ class AuditSealer:
                     stamp = await repo.pass_facts(conn, horizon)
                 links = [] if stamp is None else _chain(rows, head, *stamp)
                 await repo.insert_seals(conn, links)
+                await self.tree.append(conn, 0 if head is None else head.seq, rows[: len(links)])
             self._warn_inserted(rows, [head_facts, stamp])
             if links:
                 done.sealed += len(links)

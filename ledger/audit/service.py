@@ -6,13 +6,12 @@ import contextlib
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.audit import repository as repo
-from ledger.audit.schemas import AuditActor, AuditRecordOut, AuditVerifyOut
+from ledger.audit.leaf import record_out
+from ledger.audit.schemas import AuditRecordOut, AuditVerifyOut
 from ledger.audit.verify import verify_chain
 from ledger.core import limits
 from ledger.core.errors import AuditVerifyBusy, ValidationFailed
@@ -25,22 +24,6 @@ REQUEST_ID_LENGTH_MAX = 255
 # Transfer id -> the id of the transfer it reverses (None when it is no reversal or unknown).
 # Transfers sit above the audit trail, so the caller supplies the lookup.
 ReversalLookup = Callable[[AsyncSession, uuid.UUID], Awaitable[uuid.UUID | None]]
-
-
-def record_out(row: sa.Row[Any]) -> AuditRecordOut:
-    return AuditRecordOut(
-        id=row.id,
-        seq=row.seq,
-        at=row.at,
-        actor=AuditActor(id=row.actor_id, name=row.actor_name),
-        action=row.action,
-        object_type=row.object_type,
-        object_id=row.object_id,
-        request_id=row.request_id,
-        trace_id=row.trace_id,
-        client_addr=row.client_addr,
-        data=row.data,
-    )
 
 
 def _invalid(field: str, message: str) -> ValidationFailed:

@@ -12,7 +12,7 @@ import uvicorn
 
 from ledger.app import create_app
 from ledger.core import migrate
-from ledger.core.settings import load_settings
+from ledger.core.settings import Settings, load_settings
 from ledger.embedded import EmbeddedBroker, EmbeddedPostgres
 from observability.logging import configure_logging
 
@@ -36,6 +36,7 @@ def run_dev(data_dir: Path, *, port: int | None = None) -> int:
             settings = settings.with_(kafka_bootstrap_servers=broker.bootstrap_servers)
         admin_key = settings.admin_key or _saved_admin_key(data_dir)
         settings = settings.with_(admin_key=admin_key, port=port or settings.port)
+        settings = _with_audit_checkpoints(settings, data_dir)
         migrate.upgrade(settings.database_url or "")
         asyncio.run(_serve_all(settings))
     except KeyboardInterrupt:
@@ -64,7 +65,9 @@ async def _serve_all(settings: object) -> None:
         f"  Console      {base}/console (sign in with the admin key, or an auditor's)\n"
         f"  Database     {settings.database_url}\n"
         f"  Kafka        {settings.kafka_bootstrap_servers} (topic {settings.kafka_topic})\n"
-        f"  Admin key    {settings.admin_key}\n\n"
+        f"  Admin key    {settings.admin_key}\n"
+        f"  Audit        checkpoints signed with {settings.audit_signing_key},\n"
+        f"               appended to {settings.audit_checkpoint_file}\n\n"
         f"  Try: curl -H 'Authorization: Bearer {settings.admin_key}' {base}/v1/accounts\n"
     )
     print(banner, flush=True)
@@ -104,6 +107,24 @@ def _saved_admin_key(data_dir: Path) -> str:
     path.write_text(secret)
     os.chmod(path, 0o600)
     return secret
+
+
+def _with_audit_checkpoints(settings: Settings, data_dir: Path) -> Settings:
+    """A checkpoint signing key under the data directory (made once, printed key id) unless
+    LEDGER_AUDIT_SIGNING_KEY names one; checkpoints appended to ./.ledger/checkpoints.jsonl
+    unless LEDGER_AUDIT_CHECKPOINT_FILE says otherwise."""
+    from ledger.audit.signing import generate_key, key_id_of, load_signer
+
+    if settings.audit_signing_key is None:
+        path = data_dir / "audit-signing-key.pem"
+        if not path.exists():
+            private = generate_key(path)
+            log.info("dev.audit_key_created", key_id=key_id_of(private.public_key()))
+        settings = settings.with_(audit_signing_key=str(path))
+    if settings.audit_checkpoint_file is None:
+        settings = settings.with_(audit_checkpoint_file=str(data_dir / "checkpoints.jsonl"))
+    load_signer(settings.audit_signing_key)  # a bad key stops `ledger dev` before it serves
+    return settings
 
 
 def _ensure_database(postgres: EmbeddedPostgres) -> None:

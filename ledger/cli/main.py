@@ -134,6 +134,10 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     from ledger.audit.service import verify
 
     settings = _settings()
+    if args.checkpoints is not None:
+        from ledger.cli.audit_cli import verify_with_checkpoints
+
+        return _run(lambda: verify_with_checkpoints(settings, args, _with_session))
     report = _run(lambda: _with_session(settings, verify))
     print(msgspec.json.encode(report).decode(), flush=True)
     if report.ok:
@@ -184,6 +188,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = _settings()
+    _require_signing_key(settings)
     host = args.host or settings.host
     port = args.port or settings.port
     _run(lambda: ensure_admin_key(settings))
@@ -213,6 +218,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from ledger.worker.jobs import run_worker
 
     settings = _settings()
+    _require_signing_key(settings)
     _serve_metrics(settings)
 
     async def main() -> None:
@@ -223,6 +229,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     _run(main)
     return 0
+
+
+def _require_signing_key(settings: Settings) -> None:
+    """`serve` and `worker` refuse to start without a usable audit checkpoint signing key."""
+    from ledger.audit.signing import load_signer
+
+    load_signer(settings.audit_signing_key)
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:
@@ -390,6 +403,10 @@ def build_parser() -> argparse.ArgumentParser:
         "verify", help="recompute the hash chain; exit 1 naming the first bad record"
     )
     audit_verify.set_defaults(func=cmd_audit_verify)
+    from ledger.cli.audit_cli import add_commands, add_verify_options
+
+    add_verify_options(audit_verify)
+    add_commands(audit_sub)
     audit_show = audit_sub.add_parser("show", help="one account's or transfer's history")
     audit_show.add_argument("--object", required=True, help="account, transfer or API key id")
     audit_show.add_argument("--json", action="store_true", help="one JSON record per line")

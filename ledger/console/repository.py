@@ -171,18 +171,3 @@ async def chart_entries(
     )
     rows = (await session.execute(query)).all()
     return [(r.sequence, r.balance_after, r.posted_at) for r in reversed(rows)]
-
-
-async def chain_counts(session: AsyncSession) -> tuple[int, int]:
-    """(sealed, unsealed) audit records, in one snapshot."""
-    sealed = sa.select(sa.func.count()).select_from(seals_t).scalar_subquery()
-    unsealed = (
-        sa.select(sa.func.count())
-        .select_from(records_t)
-        .where(~sa.exists().where(seals_t.c.record_id == records_t.c.id))
-        .scalar_subquery()
-    )
-    row = (
-        await session.execute(sa.select(sealed.label("sealed"), unsealed.label("unsealed")))
-    ).one()
-    return int(row.sealed), int(row.unsealed)

@@ -351,3 +351,27 @@ class CategoryMembershipNotFound(LedgerError):
     status = 404
     code = "category_membership_not_found"
     title = "Account is not in this category"
+
+
+# -- verifiable audit (signed checkpoints, Merkle proofs) -----------------------------------------
+
+
+class AuditRecordNotFound(LedgerError):
+    status = 404
+    code = "audit_record_not_found"
+    title = "No audit record has this id"
+
+
+class AuditRecordNotSealed(LedgerError):
+    """The record exists but is not a leaf of the tree asked about (not sealed yet, or sealed
+    after that tree size)."""
+
+    status = 409
+    code = "audit_record_not_sealed"
+    title = "The audit record is not in this tree yet"
+
+
+class AuditCheckpointNotFound(LedgerError):
+    status = 404
+    code = "audit_checkpoint_not_found"
+    title = "No signed audit checkpoint yet"

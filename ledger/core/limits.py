@@ -52,6 +52,15 @@ AUDIT_SEALER_IDLE_SESSION_TIMEOUT_MS = 4_000
 AUDIT_VERIFY_BATCH_SIZE = 2_000  # seals read per query by `audit verify`
 AUDIT_SHOW_RECORDS_MAX = 10_000  # records one `ledger audit show` prints at most
 
+# Verifiable audit (issue 14): signed checkpoints of the Merkle tree over sealed records. The
+# contract asks for one at least every 10 s while records are sealed; a pass runs every 0.5 s.
+AUDIT_CHECKPOINT_INTERVAL_SECONDS = 5.0
+AUDIT_TREE_LEAVES_PER_TX_MAX = 5_000  # leaves added per transaction when catching up old seals
+AUDIT_CHECKPOINT_DELIVERY_BATCH_MAX = 500  # checkpoints one delivery step sends to Kafka or file
+AUDIT_CHECKPOINT_DELIVERY_INTERVAL_SECONDS = 1.0  # idle wait between delivery steps
+AUDIT_CHECKPOINT_FILE_TAIL_BYTES = 4_096  # how much of the file's end a delivery re-reads
+AUDIT_PROOF_TREE_SIZE_MAX = 2**62  # a tree_size/first/second parameter's upper bound
+
 # `ledger bench`, the load generator: every loop, list and wait it keeps is bounded.
 BENCH_ACCOUNTS_MAX = 100_000
 BENCH_CLIENTS_MAX = 1_000

@@ -23,6 +23,7 @@ class LockClass(enum.IntEnum):
     # exclusively, so no posting whose time was read before the move can commit after it.
     PERIOD_LOCK = 16
     CATEGORY_TREE = 15  # moves of categories in their tree (cycle checks), per transaction
+    AUDIT_CHECKPOINT_DELIVERY = 14  # one delivery of checkpoints per target, per transaction
 
 
 # A class whose lock is one lock: its second key is always this.

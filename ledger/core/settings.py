@@ -30,6 +30,11 @@ class Settings:
     # LEDGER_METRICS_PORT: `ledger worker` / `ledger consume` serve /metrics on this port too
     # (the API's /metrics cannot see another process's counters).
     metrics_port: int | None = None
+    # Verifiable audit: the Ed25519 private key (PEM, PKCS#8) that signs checkpoints, a path;
+    # `serve` and `worker` refuse to start without it. Where checkpoints go besides the database.
+    audit_signing_key: str | None = None
+    kafka_checkpoint_topic: str = "ledger.audit.checkpoints"
+    audit_checkpoint_file: str | None = None
 
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -103,4 +108,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         audit_sealer=_flag(env.get("LEDGER_AUDIT_SEALER"), default=True),
         group_commit=_flag(env.get("LEDGER_GROUP_COMMIT"), default=True),
         metrics_port=_metrics_port(env.get("LEDGER_METRICS_PORT")),
+        audit_signing_key=env.get("LEDGER_AUDIT_SIGNING_KEY") or None,
+        kafka_checkpoint_topic=env.get("LEDGER_KAFKA_CHECKPOINT_TOPIC")
+        or "ledger.audit.checkpoints",
+        audit_checkpoint_file=env.get("LEDGER_AUDIT_CHECKPOINT_FILE") or None,
     )

@@ -89,7 +89,8 @@ def default_jobs(settings: Settings, sessionmaker: async_sessionmaker[AsyncSessi
         ),
     ]
     if settings.audit_sealer:
-        jobs.append(audit_sealer_job(sessionmaker))
+        jobs.append(audit_sealer_job(sessionmaker, settings))
+    jobs.extend(checkpoint_jobs(settings, sessionmaker))
     jobs.extend(event_jobs(settings, sessionmaker))
     return jobs
 
@@ -130,14 +131,59 @@ def event_jobs(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession
     ]
 
 
-def audit_sealer_job(sessionmaker: async_sessionmaker[AsyncSession]) -> Job:
-    """Seals new audit records into the hash chain; one active sealer per database."""
+def audit_sealer_job(
+    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings | None = None
+) -> Job:
+    """Seals new audit records into the hash chain and the Merkle tree, and signs checkpoints
+    with LEDGER_AUDIT_SIGNING_KEY (`ledger worker` refuses to start without it); one active
+    sealer per database."""
     from ledger.audit.sealer import AuditSealer, engine_of
+    from ledger.audit.signing import load_signer
 
-    sealer = AuditSealer(engine_of(sessionmaker))
+    key = None if settings is None else settings.audit_signing_key
+    signer = None if key is None else load_signer(key)
+    sealer = AuditSealer(engine_of(sessionmaker), signer=signer)
     return Job(
         "audit-sealer", sealer.paced_step, limits.AUDIT_SEAL_INTERVAL_SECONDS, close=sealer.close
     )
+
+
+def checkpoint_jobs(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> list[Job]:
+    """Delivery of signed checkpoints to the file and to Kafka, when each is configured."""
+    from pathlib import Path
+
+    from ledger.worker.checkpoints import (
+        FILE_TARGET,
+        KAFKA_TARGET,
+        KafkaCheckpoints,
+        deliver_step,
+        file_sender,
+    )
+
+    interval = limits.AUDIT_CHECKPOINT_DELIVERY_INTERVAL_SECONDS
+    jobs = []
+    if settings.audit_checkpoint_file:
+        send_file = file_sender(Path(settings.audit_checkpoint_file))
+        jobs.append(
+            Job(
+                "checkpoint-file",
+                lambda: deliver_step(sessionmaker, FILE_TARGET, send_file),
+                interval,
+            )
+        )
+    if settings.kafka_bootstrap_servers is not None:
+        kafka = KafkaCheckpoints(settings)
+        jobs.append(
+            Job(
+                "checkpoint-kafka",
+                lambda: deliver_step(sessionmaker, KAFKA_TARGET, kafka.send),
+                interval,
+                close=kafka.close,
+            )
+        )
+    return jobs
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
