@@ -105,10 +105,13 @@ async def test_responses_name_their_structs(client: httpx.AsyncClient) -> None:
     }
     for (path, method), name in expected.items():
         responses = document["paths"][path][method]["responses"]
-        (schema,) = [
-            json_schema(r.get("content")) for s, r in responses.items() if s.startswith("2")
-        ]
-        assert schema is not None and ref_name(schema) == name, (path, method, schema)
+        schemas = [json_schema(r.get("content")) for s, r in responses.items() if s.startswith("2")]
+        # A create answers 201, or 200 for an id that exists already: the same Struct.
+        assert schemas and all(s is not None and ref_name(s) == name for s in schemas), (
+            path,
+            method,
+            schemas,
+        )
     page = component(document, "EventPage")
     assert page["properties"]["data"]["items"] == {"$ref": SCHEMA_PREFIX + "EventEnvelope"}
 

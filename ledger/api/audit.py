@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import msgspec
 from litestar import Controller, Request, Response
-from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.audit import service
 from ledger.audit.schemas import AuditPage, AuditRecordOut, AuditVerifyOut
+from ledger.core.errors import AuditVerifyBusy
 from ledger.http import params
 from ledger.http.auth import requires
 from ledger.http.bodies import get, typed
-from ledger.http.pagination import decode_int_cursor, page
+from ledger.http.pagination import Limit, SequenceCursor, decode_int_cursor, page
 from ledger.http.responses import json_response
 from ledger.http.state import Services, services_of
 
@@ -35,10 +34,10 @@ class AuditController(Controller):
         actor: str | None = None,
         object_id: str | None = None,
         action: str | None = None,
-        from_: dt.datetime | None = Parameter(query="from", default=None),
-        to: dt.datetime | None = None,
-        cursor: str | None = None,
-        limit: int = 100,
+        from_: str | None = params.timestamp("from"),
+        to: str | None = params.timestamp(),
+        cursor: SequenceCursor = None,
+        limit: Limit = 100,
     ) -> Response[AuditPage]:
         """Audit records oldest first; `actor` is an API key id or an actor name."""
         params.list_limit(limit)
@@ -62,7 +61,7 @@ class AuditController(Controller):
         body = page(items, limit, lambda r: str(r["seq"]), "audit")
         return typed(json_response(body), AuditPage)
 
-    @get("/verify", operation_id="verifyAuditTrail")
+    @get("/verify", operation_id="verifyAuditTrail", problems=(AuditVerifyBusy,))
     async def verify(self, request: Request[Any, Any, Any]) -> Response[AuditVerifyOut]:
         """Recompute the hash chain: `ok` false names the first bad record (200 either way).
         One verification at a time per process: another is refused unstarted (503)."""
