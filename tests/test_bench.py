@@ -32,6 +32,7 @@ from ledger.bench.options import BenchOptions
 from ledger.bench.setup import prepare_ledger
 from ledger.embedded import LOOPBACK, free_port
 from tests.conftest import new_database
+from tests.processes import ledger_env
 
 ADMIN_KEY = "lk_test_bench_admin_0123456789"
 LEDGER = str(Path(sys.executable).with_name("ledger"))
@@ -51,14 +52,7 @@ class Served:
 
 
 def _serve_env(database_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
-    env.update(
-        LEDGER_DATABASE_URL=database_url,
-        LEDGER_ADMIN_KEY=ADMIN_KEY,
-        LEDGER_LOG_LEVEL="warning",
-        LEDGER_LOG_FORMAT="json",
-    )
-    return env
+    return ledger_env(database_url, LEDGER_ADMIN_KEY=ADMIN_KEY)
 
 
 def _start_serve(database_url: str, *extra: str) -> Served:
