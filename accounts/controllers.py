@@ -57,6 +57,9 @@ FILTERS: dict[str, params.FilterRule] = {
     "status": get_args(Status),
 }
 
+# Where an account answer leads: the routes that take its id.
+BY_ID = {"account_id": "$response.body#/id"}
+
 # Filters take the shapes of the fields they filter: Litestar checks and documents the pattern.
 CodeFilter = Annotated[str | None, Parameter(pattern=ACCOUNT_CODE_PATTERN)]
 CurrencyFilter = Annotated[str | None, Parameter(pattern=CURRENCY_PATTERN)]
@@ -81,6 +84,7 @@ class AccountController(Controller):
         status_code=201,
         responses={200: ResponseSpec(AccountOut, description="this id exists with these fields")},
         problems=(AccountCodeExists, AccountExistsWithDifferentFields, MinBalanceViolated),
+        links={"getAccount": BY_ID, "listEntries": BY_ID, "getBalanceAsOf": BY_ID},
     )
     async def create(
         self, request: Request[Any, Any, Any], data: AccountCreate
@@ -97,6 +101,7 @@ class AccountController(Controller):
         operation_id="getAccount",
         problems=(AccountNotFound,),
         answers_etag=True,
+        links={"patchAccount": {**BY_ID, "header.If-Match": "$response.header.ETag"}},
     )
     async def get_one(
         self, request: Request[Any, Any, Any], account_id: uuid.UUID

@@ -258,3 +258,27 @@ async def test_an_unknown_schema_path_is_a_problem_404(client: httpx.AsyncClient
         assert response.headers["content-type"].startswith(PROBLEM_MEDIA), path
         assert response.json()["code"] == "not_found", path
     assert (await client.get("/schema/openapi.json")).status_code == 200
+
+
+async def test_links_lead_from_an_answer_to_the_routes_that_take_its_id(
+    client: httpx.AsyncClient,
+) -> None:
+    paths = (await openapi(client))["paths"]
+    created = paths["/v1/transfers"]["post"]["responses"]["201"]["links"]
+    assert created["postTransfer"] == {
+        "operationId": "postTransfer",
+        "parameters": {"transfer_id": "$response.body#/id"},
+    }
+    read = paths["/v1/accounts/{account_id}"]["get"]["responses"]["200"]["links"]
+    assert read["patchAccount"]["parameters"]["header.If-Match"] == "$response.header.ETag"
+    operation_ids = {
+        operation["operationId"]
+        for item in paths.values()
+        for operation in item.values()
+        if isinstance(operation, dict) and "operationId" in operation
+    }
+    for item in paths.values():
+        for operation in item.values():
+            for response in (operation.get("responses") or {}).values():
+                for link in (response.get("links") or {}).values():
+                    assert link["operationId"] in operation_ids, link

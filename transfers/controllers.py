@@ -112,6 +112,10 @@ class TransferController(Controller):
         status_code=201,
         responses={200: ResponseSpec(TransferOut, description="this id exists with these fields")},
         problems=TRANSFER_REFUSALS,
+        links={
+            operation: {"transfer_id": "$response.body#/id"}
+            for operation in ("getTransfer", "postTransfer", "voidTransfer", "reverseTransfer")
+        },
     )
     async def create(
         self, request: Request[Any, Any, Any], data: TransferCreate

@@ -12,6 +12,8 @@ thing while the code does another:
   a path parameter that is not a UUID 404, a body or query parameter 422 and 413, the
   database 503 with `Retry-After`, an `Idempotency-Key` 409 and 422, `If-Match` 428 and 412;
   a route adds its own refusals with `problems=(AccountNotFound, ...)` in its decorator;
+- links: where a route's answer leads (`links={...}` in its decorator: the operation and the
+  runtime expression of each of its parameters), for clients and Schemathesis' stateful phase;
 - headers: `Idempotency-Key` on every POST and `Idempotent-Replayed` on its answers, `If-Match`
   where the `require_if_match` guard reads it, `ETag` where a route declares `answers_etag=True`,
   `X-Request-ID` read by and echoed on every operation, `Retry-After` on 503;
@@ -55,6 +57,9 @@ SECURITY_SCHEME = "bearerAuth"
 PROBLEM_SCHEMA = "Problem"
 PROBLEM_REF = f"#/components/schemas/{PROBLEM_SCHEMA}"
 PROBLEMS_OPT = "problems"  # a route's own refusals: `problems=(AccountNotFound, ...)`
+LINKS_OPT = (
+    "links"  # where an answer leads: `links={"getAccount": {"account_id": "$response.body#/id"}}`
+)
 ETAG_OPT = "answers_etag"  # a route that answers the ETag: `answers_etag=True`
 REQUEST_ID_PATTERN = "^[A-Za-z0-9._:-]{1,128}$"  # observability/middleware.py::_REQUEST_ID
 IDEMPOTENCY_KEY_PATTERN = f"^[!-~]{{1,{limits.IDEMPOTENCY_KEY_LENGTH_MAX}}}$"
@@ -194,6 +199,7 @@ class RouteFacts:
     if_match: bool
     etag: bool
     problems: tuple[ProblemKind, ...]
+    links: dict[str, dict[str, str]]
 
     @classmethod
     def of(cls, handler: HTTPRouteHandler) -> RouteFacts:
@@ -206,6 +212,7 @@ class RouteFacts:
             if_match=require_if_match in guards,
             etag=bool(handler.opt.get(ETAG_OPT)),
             problems=tuple(ProblemKind.of(error) for error in declared),
+            links=dict(handler.opt.get(LINKS_OPT, {})),
         )
 
 
@@ -261,6 +268,11 @@ def _complete_operation(method: str, operation: dict[str, Any], route: RouteFact
             answer_headers["Idempotent-Replayed"] = REPLAYED_HEADER
         if status.startswith("2") and route.etag:
             answer_headers["ETag"] = ETAG_HEADER
+        if status.startswith("2") and route.links:
+            response["links"] = {
+                target: {"operationId": target, "parameters": parameters}
+                for target, parameters in route.links.items()
+            }
     for code, group in _by_status(kinds).items():
         if str(code) not in responses:
             responses[str(code)] = _problem_response(code, group)
