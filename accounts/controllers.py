@@ -85,6 +85,13 @@ class AccountController(Controller):
         responses={200: ResponseSpec(AccountOut, description="this id exists with these fields")},
         problems=(AccountCodeExists, AccountExistsWithDifferentFields, MinBalanceViolated),
         links={"getAccount": BY_ID, "listEntries": BY_ID, "getBalanceAsOf": BY_ID},
+        example={
+            "code": "customer:42:wallet",
+            "currency": "USD",
+            "normal_balance": "credit",
+            "min_balance": 0,
+            "metadata": {"customer": "42"},
+        },
     )
     async def create(
         self, request: Request[Any, Any, Any], data: AccountCreate

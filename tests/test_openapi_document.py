@@ -282,3 +282,21 @@ async def test_links_lead_from_an_answer_to_the_routes_that_take_its_id(
             for response in (operation.get("responses") or {}).values():
                 for link in (response.get("links") or {}).values():
                     assert link["operationId"] in operation_ids, link
+
+
+async def test_request_examples_decode_into_their_bodies(client: httpx.AsyncClient) -> None:
+    """Each request example is a body the route's own Struct takes."""
+    from accounts.schemas import AccountCreate
+    from ledger.apikeys.schemas import ApiKeyCreate
+    from ledger.core.schemas import decode_body
+    from transfers.schemas import TransferCreate
+
+    paths = (await openapi(client))["paths"]
+    for path, kind in (
+        ("/v1/accounts", AccountCreate),
+        ("/v1/transfers", TransferCreate),
+        ("/v1/api-keys", ApiKeyCreate),
+    ):
+        media = paths[path]["post"]["requestBody"]["content"]["application/json"]
+        example = media["examples"]["example"]["value"]
+        decode_body(httpx.Response(200, json=example).content, kind)

@@ -116,6 +116,15 @@ class TransferController(Controller):
             operation: {"transfer_id": "$response.body#/id"}
             for operation in ("getTransfer", "postTransfer", "voidTransfer", "reverseTransfer")
         },
+        example={
+            "debit_account_id": "0190f1a2-7c3e-7a51-9d2e-3b8f4c6a1e20",
+            "credit_account_id": "0190f1a2-7c3e-7a51-9d2e-3b8f4c6a1e21",
+            "amount": 2500,
+            "currency": "USD",
+            "pending": True,
+            "timeout_seconds": 3600,
+            "reference": "order 1001",
+        },
     )
     async def create(
         self, request: Request[Any, Any, Any], data: TransferCreate

@@ -32,7 +32,12 @@ class ApiKeyController(Controller):
     tags = ["api-keys"]
     guards = [requires("keys")]
 
-    @post("/", operation_id="createApiKey", status_code=201)
+    @post(
+        "/",
+        operation_id="createApiKey",
+        status_code=201,
+        example={"name": "payments-service", "role": "operator"},
+    )
     async def create(
         self, request: Request[Any, Any, Any], data: ApiKeyCreate
     ) -> Response[ApiKeyCreated]:

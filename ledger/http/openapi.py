@@ -12,6 +12,7 @@ thing while the code does another:
   a path parameter that is not a UUID 404, a body or query parameter 422 and 413, the
   database 503 with `Retry-After`, an `Idempotency-Key` 409 and 422, `If-Match` 428 and 412;
   a route adds its own refusals with `problems=(AccountNotFound, ...)` in its decorator;
+- examples: every error's, and a request body's where the route gives one (`example={...}`);
 - links: where a route's answer leads (`links={...}` in its decorator: the operation and the
   runtime expression of each of its parameters), for clients and Schemathesis' stateful phase;
 - headers: `Idempotency-Key` on every POST and `Idempotent-Replayed` on its answers, `If-Match`
@@ -60,6 +61,7 @@ PROBLEMS_OPT = "problems"  # a route's own refusals: `problems=(AccountNotFound,
 LINKS_OPT = (
     "links"  # where an answer leads: `links={"getAccount": {"account_id": "$response.body#/id"}}`
 )
+EXAMPLE_OPT = "example"  # a request body to show: `example={"code": "cash", ...}`
 ETAG_OPT = "answers_etag"  # a route that answers the ETag: `answers_etag=True`
 REQUEST_ID_PATTERN = "^[A-Za-z0-9._:-]{1,128}$"  # observability/middleware.py::_REQUEST_ID
 IDEMPOTENCY_KEY_PATTERN = f"^[!-~]{{1,{limits.IDEMPOTENCY_KEY_LENGTH_MAX}}}$"
@@ -200,6 +202,7 @@ class RouteFacts:
     etag: bool
     problems: tuple[ProblemKind, ...]
     links: dict[str, dict[str, str]]
+    example: dict[str, Any] | None
 
     @classmethod
     def of(cls, handler: HTTPRouteHandler) -> RouteFacts:
@@ -213,6 +216,7 @@ class RouteFacts:
             etag=bool(handler.opt.get(ETAG_OPT)),
             problems=tuple(ProblemKind.of(error) for error in declared),
             links=dict(handler.opt.get(LINKS_OPT, {})),
+            example=handler.opt.get(EXAMPLE_OPT),
         )
 
 
@@ -246,6 +250,8 @@ def _complete_operation(method: str, operation: dict[str, Any], route: RouteFact
     body = operation.get("requestBody")
     for media in (body or {}).get("content", {}).values():
         openapi_schemas.repair(media.get("schema"))
+        if route.example is not None:
+            media["examples"] = {"example": {"value": route.example}}
     kinds = list(_derived_problems(method, operation, route)) + list(route.problems)
     headers = [REQUEST_ID_PARAMETER]
     if method == "post" and route.roles is not None:
