@@ -199,6 +199,7 @@ async def test_roles_follow_the_guards(client: httpx.AsyncClient) -> None:
     assert read["description"].endswith("Roles: admin, operator, reader, auditor.")
     assert "403" not in read["responses"]
     write = paths["/v1/transfers"]["post"]
+    assert write["summary"] == "Create transfer"  # from the operation id, not "Create"
     assert write["description"].endswith("Roles: admin, operator.")
     assert problem_codes(write, "403") == {"forbidden"}
     keys = paths["/v1/api-keys"]["post"]

@@ -26,6 +26,7 @@ thing while the code does another:
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -243,7 +244,14 @@ def complete_document(
     return done
 
 
+def _summary(operation_id: str) -> str:
+    """`createTransferBatch` -> "Create transfer batch" (Litestar's is the function's name)."""
+    words = re.sub(r"(?<!^)(?=[A-Z])", " ", operation_id).lower()
+    return words[:1].upper() + words[1:]
+
+
 def _complete_operation(method: str, operation: dict[str, Any], route: RouteFacts) -> None:
+    operation["summary"] = _summary(str(operation["operationId"]))
     parameters: list[dict[str, Any]] = operation.setdefault("parameters", [])
     for parameter in parameters:
         openapi_schemas.repair_parameter(parameter.get("schema"))
