@@ -80,3 +80,19 @@ async def test_after_and_cursor_naming_one_position_agree(client: httpx.AsyncCli
     assert same.status_code == 200, same.text
     different = await client.get("/v1/events", params={"after": "0", "cursor": "5"})
     assert different.status_code == 422
+
+
+async def test_text_rules_are_in_the_document_and_enforced(client: httpx.AsyncClient) -> None:
+    """No NUL in a reference or an audit filter, no empty filter: the document says so (so a
+    schema-valid request is never refused for it), and the service refuses the rest."""
+    document = (await client.get("/schema/openapi.json")).json()
+    reference = document["components"]["schemas"]["TransferCreate"]["properties"]["reference"]
+    (string,) = [m for m in reference["oneOf"] if m.get("type") == "string"]
+    assert string["pattern"] == "^[^\\x00]*$"
+    audit = {p["name"]: p["schema"] for p in document["paths"]["/v1/audit"]["get"]["parameters"]}
+    assert audit["actor"]["minLength"] == 1
+    for params in ({"actor": ""}, {"object_id": "a\u0000b"}, {"action": "x" * 65}):
+        response = await client.get("/v1/audit", params=params)
+        assert response.status_code == 422, (params, response.text)
+        assert response.json()["code"] == "validation_error"
+    assert (await client.get("/v1/audit", params={"actor": "cli"})).status_code == 200

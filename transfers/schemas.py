@@ -16,7 +16,10 @@ from ledger.core.schemas import EMPTY_METADATA, Amount, Currency, Metadata, Stri
 from ledger.posting.engine import Outcome, OutcomeKind
 from ledger.posting.state import TransferState, VoidedId
 
-Reference = Annotated[str, msgspec.Meta(max_length=limits.REFERENCE_LENGTH_MAX)]
+# No NUL (PostgreSQL text cannot hold one), said in the type so the OpenAPI document says it too.
+Reference = Annotated[
+    str, msgspec.Meta(max_length=limits.REFERENCE_LENGTH_MAX, pattern=r"^[^\x00]*$")
+]
 TimeoutSeconds = Annotated[int, msgspec.Meta(ge=0, le=limits.TIMEOUT_SECONDS_MAX)]
 State = Literal["pending", "posted", "voided", "expired"]
 

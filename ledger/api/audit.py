@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response
+from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.audit import service
@@ -17,6 +18,13 @@ from ledger.http.bodies import get, typed
 from ledger.http.pagination import Limit, SequenceCursor, decode_int_cursor, page
 from ledger.http.responses import json_response
 from ledger.http.state import Services, services_of
+
+
+def _filter(length_max: int) -> Any:
+    """A text filter as `service.record_filter` takes it: 1..length_max characters, no NUL;
+    declared so that Litestar checks it and the OpenAPI document says it."""
+    return Parameter(min_length=1, max_length=length_max, pattern=r"^[^\x00]*$")
+
 
 # The process's verification gate, kept with the app's other per-process services.
 VERIFY_GATE_KEY = "ledger.audit.verify_gate"
@@ -31,9 +39,9 @@ class AuditController(Controller):
     async def list_(
         self,
         request: Request[Any, Any, Any],
-        actor: str | None = None,
-        object_id: str | None = None,
-        action: str | None = None,
+        actor: Annotated[str | None, _filter(service.ACTOR_NAME_LENGTH_MAX)] = None,
+        object_id: Annotated[str | None, _filter(service.OBJECT_ID_LENGTH_MAX)] = None,
+        action: Annotated[str | None, _filter(service.ACTION_LENGTH_MAX)] = None,
         from_: str | None = params.timestamp("from"),
         to: str | None = params.timestamp(),
         cursor: SequenceCursor = None,
