@@ -10,6 +10,7 @@ from typing import Annotated, Any, get_args
 
 import msgspec
 from litestar import Controller, Request, Response
+from litestar.openapi import ResponseSpec
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,13 +27,28 @@ from accounts.schemas import (
     account_out,
 )
 from ledger.core.context import WriteContext
+from ledger.core.errors import (
+    AccountClosed,
+    AccountCodeExists,
+    AccountExistsWithDifferentFields,
+    AccountNotEmpty,
+    AccountNotFound,
+    MinBalanceViolated,
+)
 from ledger.core.schemas import ACCOUNT_CODE_PATTERN, CURRENCY_PATTERN
 from ledger.http import params
 from ledger.http.auth import requires, write_context
 from ledger.http.bodies import get, patch, post, typed
 from ledger.http.idempotent import idempotent_post
 from ledger.http.metadata_filters import MetadataFilterOperation, metadata_filters
-from ledger.http.pagination import decode_int_cursor, decode_uuid_cursor, page
+from ledger.http.pagination import (
+    Limit,
+    SequenceCursor,
+    UuidCursor,
+    decode_int_cursor,
+    decode_uuid_cursor,
+    page,
+)
 from ledger.http.responses import json_response
 from ledger.http.state import services_of
 
@@ -42,7 +58,16 @@ FILTERS: dict[str, params.FilterRule] = {
     "status": get_args(Status),
 }
 
-# Documented here; checked by the `require_if_match` guard (before the body is decoded).
+# Where an account answer leads: the routes that take its id.
+BY_ID = {"account_id": "$response.body#/id"}
+
+# Filters take the shapes of the fields they filter: Litestar checks and documents the pattern.
+CodeFilter = Annotated[str | None, Parameter(pattern=ACCOUNT_CODE_PATTERN)]
+CurrencyFilter = Annotated[str | None, Parameter(pattern=CURRENCY_PATTERN)]
+# A string, not the Literal: Litestar reads `?status=null` as None for an optional Literal.
+StatusFilter = Annotated[str | None, Parameter(schema_extra={"enum": list(get_args(Status))})]
+
+# Documented here; required by the `require_if_match` guard, read in the handler.
 IfMatch = Annotated[
     str | None,
     Parameter(header="If-Match", required=False, description="The account's ETag"),
@@ -53,7 +78,22 @@ class AccountController(Controller):
     path = "/v1/accounts"
     tags = ["accounts"]
 
-    @post("/", guards=[requires("write")], operation_id="createAccount", status_code=201)
+    @post(
+        "/",
+        guards=[requires("write")],
+        operation_id="createAccount",
+        status_code=201,
+        responses={200: ResponseSpec(AccountOut, description="this id exists with these fields")},
+        problems=(AccountCodeExists, AccountExistsWithDifferentFields, MinBalanceViolated),
+        links={"getAccount": BY_ID, "listEntries": BY_ID, "getBalanceAsOf": BY_ID},
+        example={
+            "code": "customer:42:wallet",
+            "currency": "USD",
+            "normal_balance": "credit",
+            "min_balance": 0,
+            "metadata": {"customer": "42"},
+        },
+    )
     async def create(
         self, request: Request[Any, Any, Any], data: AccountCreate
     ) -> Response[AccountOut]:
@@ -63,7 +103,14 @@ class AccountController(Controller):
 
         return typed(await idempotent_post(request, effect), AccountOut)
 
-    @get("/{account_id:uuid}", guards=[requires("read")], operation_id="getAccount")
+    @get(
+        "/{account_id:uuid}",
+        guards=[requires("read")],
+        operation_id="getAccount",
+        problems=(AccountNotFound,),
+        answers_etag=True,
+        links={"patchAccount": {**BY_ID, "header.If-Match": "$response.header.ETag"}},
+    )
     async def get_one(
         self, request: Request[Any, Any, Any], account_id: uuid.UUID
     ) -> Response[AccountOut]:
@@ -80,11 +127,11 @@ class AccountController(Controller):
     async def list_(
         self,
         request: Request[Any, Any, Any],
-        code: str | None = None,
-        currency: str | None = None,
-        status: str | None = None,
-        cursor: str | None = None,
-        limit: int = 100,
+        code: CodeFilter = None,
+        currency: CurrencyFilter = None,
+        status: StatusFilter = None,
+        cursor: UuidCursor = None,
+        limit: Limit = 100,
     ) -> Response[AccountPage]:
         params.list_limit(limit)
         params.check_filters({"code": code, "currency": currency, "status": status}, FILTERS)
@@ -110,6 +157,8 @@ class AccountController(Controller):
         "/{account_id:uuid}",
         guards=[requires("write"), params.require_if_match],
         operation_id="patchAccount",
+        problems=(AccountNotFound, AccountClosed, AccountNotEmpty, MinBalanceViolated),
+        answers_etag=True,
     )
     async def patch_one(
         self,
@@ -128,15 +177,20 @@ class AccountController(Controller):
         out = await services_of(request).run(work)
         return typed(json_response(out, headers={"ETag": params.etag(out.version)}), AccountOut)
 
-    @get("/{account_id:uuid}/entries", guards=[requires("read")], operation_id="listEntries")
+    @get(
+        "/{account_id:uuid}/entries",
+        guards=[requires("read")],
+        operation_id="listEntries",
+        problems=(AccountNotFound,),
+    )
     async def entries(
         self,
         request: Request[Any, Any, Any],
         account_id: uuid.UUID,
-        from_: dt.datetime | None = Parameter(query="from", default=None),
-        to: dt.datetime | None = None,
-        cursor: str | None = None,
-        limit: int = 100,
+        from_: str | None = params.timestamp("from"),
+        to: str | None = params.timestamp(),
+        cursor: SequenceCursor = None,
+        limit: Limit = 100,
     ) -> Response[EntryPage]:
         params.list_limit(limit)
         after = decode_int_cursor("entry", cursor)
@@ -154,12 +208,17 @@ class AccountController(Controller):
             json_response(page(items, limit, lambda e: str(e.sequence), "entry")), EntryPage
         )
 
-    @get("/{account_id:uuid}/balance", guards=[requires("read")], operation_id="getBalanceAsOf")
+    @get(
+        "/{account_id:uuid}/balance",
+        guards=[requires("read")],
+        operation_id="getBalanceAsOf",
+        problems=(AccountNotFound,),
+    )
     async def balance(
         self,
         request: Request[Any, Any, Any],
         account_id: uuid.UUID,
-        as_of: dt.datetime | None = None,
+        as_of: str | None = params.timestamp(),
     ) -> Response[BalanceAsOf]:
         when = params.utc(as_of) if as_of is not None else dt.datetime.now(dt.UTC)
 

@@ -216,6 +216,8 @@ async def patch_account(
     expected_version: int,
     ctx: WriteContext,
 ) -> AccountState:
+    # The body's own rule first: malformed metadata is a 422 whatever the account's version.
+    metadata = check_metadata(patch.metadata) if patch.metadata else None
     account = await repo.get_account(session, account_id, for_update=True)
     if account is None:
         raise AccountNotFound(f"account {account_id} not found")
@@ -232,8 +234,8 @@ async def patch_account(
     changes: dict[str, Any] = {}
     if account.status == "closed":
         raise AccountClosed(f"account {account_id} is closed")
-    if patch.metadata:  # sent (null included: it clears)
-        account.metadata = check_metadata(patch.metadata)
+    if metadata is not None:  # sent (null included: it clears)
+        account.metadata = metadata
         changes["metadata"] = account.metadata
     if patch.min_balance is not msgspec.UNSET:
         _check_floor(account, patch.min_balance)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 from typing import Any
 
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.openapi.config import OpenAPIConfig
@@ -28,7 +28,9 @@ from ledger.core import limits
 from ledger.core.db import create_engine, create_sessionmaker
 from ledger.core.errors import LedgerError
 from ledger.core.settings import Settings
+from ledger.http.allow import allow_every_method
 from ledger.http.bodies import StrictBody, StrictSchemaPlugin, handle_body_exception
+from ledger.http.openapi import ContractJsonPlugin, schema_not_found_as_problem
 from ledger.http.problems import handle_ledger_error, handle_unexpected
 from ledger.http.state import Services
 from observability.middleware import telemetry_config
@@ -81,7 +83,8 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
         state=State({"services": services, "engine": engine, "close": dispose_engine}),
         # Outermost: the server span, then request ids, access line and duration histogram for
         # every response (unmatched routes too); see observability/middleware.py.
-        middleware=[telemetry_config().middleware],
+        # Then `Allow` on OPTIONS from the whole route (ledger/http/allow.py).
+        middleware=[telemetry_config().middleware, allow_every_method],
         exception_handlers={
             LedgerError: handle_ledger_error,
             HTTPException: handle_body_exception,
@@ -91,7 +94,15 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
             title="Ledger",
             version="1.0.0",
             path="/schema",
-            render_plugins=[SwaggerRenderPlugin()],
+            # The completed document (ledger/http/openapi.py); every unknown /schema/... path
+            # is a problem 404, as everywhere else.
+            render_plugins=[SwaggerRenderPlugin(), ContractJsonPlugin()],
+            openapi_router=Router(
+                "/schema",
+                route_handlers=[],
+                include_in_schema=False,
+                after_request=schema_not_found_as_problem,
+            ),
         ),
         # Struct schemas as exact as their decoding: unknown fields refused, integer bounds.
         plugins=[StrictSchemaPlugin()],

@@ -13,7 +13,7 @@ from psycopg.rows import dict_row
 from ledger.audit.sealer import AuditSealer
 from ledger.core.db import create_engine
 from ledger.core.settings import Settings
-from tests.helpers import inherited_env
+from tests.processes import ledger_env
 
 LEDGER = str(Path(sys.executable).with_name("ledger"))
 CLI_TIMEOUT_SECONDS = 60
@@ -47,10 +47,7 @@ async def seal_all(settings: Settings) -> int:
 
 
 def cli_env(db_url: str, **extra: str) -> dict[str, str]:
-    env = inherited_env()
-    env.update(LEDGER_DATABASE_URL=db_url, LEDGER_LOG_FORMAT="json", LEDGER_LOG_LEVEL="warning")
-    env.update(extra)
-    return env
+    return ledger_env(db_url, **extra)
 
 
 def run_cli(db_url: str, *args: str) -> subprocess.CompletedProcess[str]:

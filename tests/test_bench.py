@@ -32,7 +32,7 @@ from ledger.bench.options import BenchOptions
 from ledger.bench.setup import prepare_ledger
 from ledger.embedded import LOOPBACK, free_port
 from tests.conftest import new_database
-from tests.helpers import inherited_env
+from tests.processes import ledger_env
 
 ADMIN_KEY = "lk_test_bench_admin_0123456789"
 LEDGER = str(Path(sys.executable).with_name("ledger"))
@@ -52,14 +52,7 @@ class Served:
 
 
 def _serve_env(database_url: str) -> dict[str, str]:
-    env = inherited_env()
-    env.update(
-        LEDGER_DATABASE_URL=database_url,
-        LEDGER_ADMIN_KEY=ADMIN_KEY,
-        LEDGER_LOG_LEVEL="warning",
-        LEDGER_LOG_FORMAT="json",
-    )
-    return env
+    return ledger_env(database_url, LEDGER_ADMIN_KEY=ADMIN_KEY)
 
 
 def _start_serve(database_url: str, *extra: str) -> Served:

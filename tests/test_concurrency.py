@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
 import signal
 import subprocess
@@ -24,6 +23,7 @@ from ledger.cli.main import ensure_admin_key
 from ledger.core.settings import Settings
 from ledger.embedded import LOOPBACK, free_port
 from tests.helpers import app_client, create_account, transfer
+from tests.processes import ledger_env
 
 ACCOUNTS = 4
 FUNDING = 5_000
@@ -61,13 +61,7 @@ def wait_for_other_backends_to_leave(db: psycopg.Connection[Any], database: str)
 def serve_process(settings: Settings) -> Iterator[str]:
     """`ledger serve` as a real process on a loopback port; stopped (SIGTERM) on exit."""
     port = free_port()
-    env = {
-        **os.environ,
-        "LEDGER_DATABASE_URL": settings.database_url or "",
-        "LEDGER_ADMIN_KEY": settings.admin_key or "",
-        "LEDGER_LOG_LEVEL": "warning",
-        "LEDGER_LOG_FORMAT": "json",
-    }
+    env = ledger_env(settings.database_url or "", LEDGER_ADMIN_KEY=settings.admin_key or "")
     process = subprocess.Popen(
         [LEDGER, "serve", "--host", LOOPBACK, "--port", str(port)],
         env=env,

@@ -39,8 +39,9 @@ from outbox.consumer.kit import Event, EventConsumer
 from outbox.kafka import CONTENT_TYPE, KafkaOptions
 from outbox.relay import Relay, trim_published_step
 from outbox.writer import NOTIFY_CHANNEL
+from tests import processes
 from tests.helpers import create_account as create_account_http
-from tests.helpers import funded_pair, inherited_env, transfer
+from tests.helpers import funded_pair, transfer
 
 LEDGER = str(Path(sys.executable).parent / "ledger")
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
@@ -61,12 +62,8 @@ def kafka_settings(settings: Settings, broker: EmbeddedBroker) -> Settings:
 
 
 def ledger_env(settings: Settings) -> dict[str, str]:
-    env = inherited_env(("LEDGER_", "PROMETHEUS_"))
-    env.update(
-        LEDGER_DATABASE_URL=settings.database_url or "",
-        LEDGER_LOG_FORMAT="json",
-        LEDGER_LOG_LEVEL="info",
-        LEDGER_AUDIT_SEALER="off",
+    env = processes.ledger_env(
+        settings.database_url or "", LEDGER_LOG_LEVEL="info", LEDGER_AUDIT_SEALER="off"
     )
     if settings.kafka_bootstrap_servers:
         env["LEDGER_KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka_bootstrap_servers

@@ -20,7 +20,8 @@ from litestar.testing import AsyncTestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from ledger.core.settings import Settings
-from tests.helpers import funded_pair, inherited_env
+from tests.helpers import funded_pair
+from tests.processes import ledger_env
 
 DEADLINE_SECONDS = 60.0  # a bound on waiting for a real process, never a timing assert
 
@@ -87,11 +88,8 @@ async def test_worker_serves_relay_counters_on_its_metrics_port(
     [(events,)] = sync_db.execute("SELECT count(*) FROM outbox_events").fetchall()
     assert events > 0
     port = _free_port()
-    env = inherited_env(("LEDGER_", "PROMETHEUS_"))
-    env.update(
-        LEDGER_DATABASE_URL=settings.database_url or "",
-        LEDGER_METRICS_PORT=str(port),
-        LEDGER_LOG_FORMAT="json",
+    env = ledger_env(
+        settings.database_url or "", LEDGER_METRICS_PORT=str(port), LEDGER_LOG_LEVEL="info"
     )
     published = await asyncio.to_thread(
         _published_seen_by_worker, env, port, events, tmp_path / "worker.jsonl"

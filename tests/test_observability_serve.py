@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import new_database
 from tests.log_capture import TEST_SECRETS, find_secrets
+from tests.processes import ledger_env
 
 ADMIN_SECRET = TEST_SECRETS[0]
 WORKERS = 2
@@ -56,11 +57,9 @@ def served(
 ) -> Iterator[Served]:
     port = _free_port()
     command = [sys.executable, "-m", "ledger.cli", "serve", "--port", str(port)]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PROMETHEUS_"))}
-    env.update(
-        LEDGER_DATABASE_URL=new_database(pg_server),
+    env = ledger_env(
+        new_database(pg_server),
         LEDGER_ADMIN_KEY=ADMIN_SECRET,
-        LEDGER_LOG_FORMAT="json",
         LEDGER_LOG_LEVEL="info",
         PYTHONUNBUFFERED="1",
     )

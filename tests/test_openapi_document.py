@@ -112,10 +112,13 @@ async def test_responses_name_their_structs(client: httpx.AsyncClient) -> None:
     }
     for (path, method), name in expected.items():
         responses = document["paths"][path][method]["responses"]
-        (schema,) = [
-            json_schema(r.get("content")) for s, r in responses.items() if s.startswith("2")
-        ]
-        assert schema is not None and ref_name(schema) == name, (path, method, schema)
+        schemas = [json_schema(r.get("content")) for s, r in responses.items() if s.startswith("2")]
+        # A create answers 201, or 200 for an id that exists already: the same Struct.
+        assert schemas and all(s is not None and ref_name(s) == name for s in schemas), (
+            path,
+            method,
+            schemas,
+        )
     page = component(document, "EventPage")
     assert page["properties"]["data"]["items"] == {"$ref": SCHEMA_PREFIX + "EventEnvelope"}
 
@@ -155,3 +158,153 @@ async def test_response_structs_are_not_marked_strict(client: httpx.AsyncClient)
         assert "additionalProperties" not in component(document, name), name
     for name in REQUEST_BODIES.values():
         assert component(document, name)["additionalProperties"] is False, name
+
+
+# -- what ledger/http/openapi.py adds -----------------------------------------------------------
+
+PROBLEM_REF = SCHEMA_PREFIX + "Problem"
+PROBLEM_MEDIA = "application/problem+json"
+
+
+def problem_codes(operation: dict[str, Any], status: str) -> set[str]:
+    content = operation["responses"][status]["content"][PROBLEM_MEDIA]
+    assert content["schema"] == {"$ref": PROBLEM_REF}
+    return {example["value"]["code"] for example in content["examples"].values()}
+
+
+async def test_every_v1_operation_declares_security_roles_and_its_errors(
+    client: httpx.AsyncClient,
+) -> None:
+    document = await openapi(client)
+    scheme = document["components"]["securitySchemes"]["bearerAuth"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    for method, path, operation in v1_operations(document):
+        where = f"{method.upper()} {path}"
+        assert operation["security"] == [{"bearerAuth": []}], where
+        assert "Roles: admin" in operation["description"], where
+        assert problem_codes(operation, "401") == {"unauthorized"}, where
+        assert "service_unavailable" in problem_codes(operation, "503"), where
+        assert "Retry-After" in operation["responses"]["503"]["headers"], where
+        headers = {p["name"] for p in operation["parameters"] if p["in"] == "header"}
+        assert "X-Request-ID" in headers, where
+        for status, response in operation["responses"].items():
+            assert "X-Request-ID" in response["headers"], (where, status)
+        if method == "post":
+            assert "Idempotency-Key" in headers, where
+            assert "idempotency_key_reused" in problem_codes(operation, "422"), where
+            assert "idempotency_key_in_use" in problem_codes(operation, "409"), where
+            for status, response in operation["responses"].items():
+                if status.startswith("2"):
+                    assert "Idempotent-Replayed" in response["headers"], (where, status)
+    assert document["paths"]["/health"]["get"]["security"] == []
+
+
+async def test_roles_follow_the_guards(client: httpx.AsyncClient) -> None:
+    """A read is open to every role (no 403 possible); a write and the key routes are not."""
+    paths = (await openapi(client))["paths"]
+    read = paths["/v1/accounts/{account_id}"]["get"]
+    assert read["description"].endswith("Roles: admin, operator, reader, auditor.")
+    assert "403" not in read["responses"]
+    write = paths["/v1/transfers"]["post"]
+    assert write["summary"] == "Create transfer"  # from the operation id, not "Create"
+    assert write["description"].endswith("Roles: admin, operator.")
+    assert problem_codes(write, "403") == {"forbidden"}
+    keys = paths["/v1/api-keys"]["post"]
+    assert keys["description"].endswith("Roles: admin.")
+    audit = paths["/v1/audit"]["get"]
+    assert audit["description"].endswith("Roles: admin, auditor.")
+
+
+async def test_declared_refusals_preconditions_and_etag(client: httpx.AsyncClient) -> None:
+    paths = (await openapi(client))["paths"]
+    create = paths["/v1/transfers"]["post"]
+    assert {"insufficient_funds", "same_account", "validation_error"} <= problem_codes(
+        create, "422"
+    )
+    assert problem_codes(create, "404") >= {"account_not_found"}
+    patch = paths["/v1/accounts/{account_id}"]["patch"]
+    (if_match,) = [p for p in patch["parameters"] if p["name"] == "If-Match"]
+    assert if_match["required"] is True
+    assert problem_codes(patch, "428") == {"precondition_required"}
+    assert problem_codes(patch, "412") == {"precondition_failed"}
+    assert "ETag" in patch["responses"]["200"]["headers"]
+    assert "ETag" in paths["/v1/accounts/{account_id}"]["get"]["responses"]["200"]["headers"]
+    verify = paths["/v1/audit/verify"]["get"]
+    assert problem_codes(verify, "503") == {"service_unavailable", "audit_verify_busy"}
+
+
+async def test_generator_quirks_are_repaired(client: httpx.AsyncClient) -> None:
+    document = await openapi(client)
+    # An optional constrained string: the pattern on the string, not beside the oneOf.
+    currency = component(document, "TransferCreate")["properties"]["currency"]
+    assert "pattern" not in currency
+    (string,) = [m for m in currency["oneOf"] if m.get("type") == "string"]
+    assert string["pattern"].startswith("^[A-Z0-9]")
+    # `X | UnsetType`: the member itself, not a oneOf of one.
+    status = component(document, "AccountPatch")["properties"]["status"]
+    assert "oneOf" not in status and status["enum"] == ["active", "frozen", "closed"]
+    # A query parameter is never null; integer bounds are integers.
+    listing = document["paths"]["/v1/transfers"]["get"]["parameters"]
+    by_name = {p["name"]: p["schema"] for p in listing}
+    assert by_name["state"] == {
+        "type": "string",
+        "enum": ["pending", "posted", "voided", "expired"],
+    }
+    assert (by_name["limit"]["minimum"], by_name["limit"]["maximum"]) == (1, 1000)
+    assert type(by_name["limit"]["maximum"]) is int
+    assert by_name["cursor"]["pattern"].startswith("^[0-9a-fA-F]{8}-")
+    # A rule across fields: a timeout needs a pending transfer.
+    rule = component(document, "TransferCreate")
+    assert rule["if"]["required"] == ["timeout_seconds"]
+    assert rule["then"]["properties"]["pending"] == {"const": True}
+
+
+async def test_an_unknown_schema_path_is_a_problem_404(client: httpx.AsyncClient) -> None:
+    for path in ("/schema/nothing-here", "/schema/nothing.json"):
+        response = await client.get(path)
+        assert response.status_code == 404, path
+        assert response.headers["content-type"].startswith(PROBLEM_MEDIA), path
+        assert response.json()["code"] == "not_found", path
+    assert (await client.get("/schema/openapi.json")).status_code == 200
+
+
+async def test_links_lead_from_an_answer_to_the_routes_that_take_its_id(
+    client: httpx.AsyncClient,
+) -> None:
+    paths = (await openapi(client))["paths"]
+    created = paths["/v1/transfers"]["post"]["responses"]["201"]["links"]
+    assert created["postTransfer"] == {
+        "operationId": "postTransfer",
+        "parameters": {"transfer_id": "$response.body#/id"},
+    }
+    read = paths["/v1/accounts/{account_id}"]["get"]["responses"]["200"]["links"]
+    assert read["patchAccount"]["parameters"]["header.If-Match"] == "$response.header.ETag"
+    operation_ids = {
+        operation["operationId"]
+        for item in paths.values()
+        for operation in item.values()
+        if isinstance(operation, dict) and "operationId" in operation
+    }
+    for item in paths.values():
+        for operation in item.values():
+            for response in (operation.get("responses") or {}).values():
+                for link in (response.get("links") or {}).values():
+                    assert link["operationId"] in operation_ids, link
+
+
+async def test_request_examples_decode_into_their_bodies(client: httpx.AsyncClient) -> None:
+    """Each request example is a body the route's own Struct takes."""
+    from accounts.schemas import AccountCreate
+    from ledger.apikeys.schemas import ApiKeyCreate
+    from ledger.core.schemas import decode_body
+    from transfers.schemas import TransferCreate
+
+    paths = (await openapi(client))["paths"]
+    for path, kind in (
+        ("/v1/accounts", AccountCreate),
+        ("/v1/transfers", TransferCreate),
+        ("/v1/api-keys", ApiKeyCreate),
+    ):
+        media = paths[path]["post"]["requestBody"]["content"]["application/json"]
+        example = media["examples"]["example"]["value"]
+        decode_body(httpx.Response(200, json=example).content, kind)

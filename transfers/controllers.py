@@ -6,19 +6,36 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, get_args
+from typing import Annotated, Any, get_args
 
 from litestar import Controller, Request, Response
+from litestar.openapi import ResponseSpec
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.core.context import WriteContext
+from ledger.core.errors import (
+    AccountNotActive,
+    AccountNotFound,
+    AmountOverflow,
+    CurrencyMismatch,
+    InsufficientFunds,
+    LedgerError,
+    PostExceedsPending,
+    ReversalExceedsPosted,
+    SameAccount,
+    TransferAlreadyVoided,
+    TransferExistsWithDifferentFields,
+    TransferNotFound,
+    TransferNotPending,
+    TransferNotPosted,
+)
 from ledger.http import params
 from ledger.http.auth import requires, write_context
 from ledger.http.bodies import get, post, typed
 from ledger.http.idempotent import claim_of, idempotent_post, respond
 from ledger.http.metadata_filters import MetadataFilterOperation, metadata_filters
-from ledger.http.pagination import decode_uuid_cursor, page
+from ledger.http.pagination import UUID_PATTERN, Limit, UuidCursor, decode_uuid_cursor, page
 from ledger.http.responses import json_response
 from ledger.http.state import services_of
 from ledger.posting.state import VoidedId
@@ -40,6 +57,20 @@ from transfers.schemas import (
 from transfers.service import TransferResult
 
 STATES: tuple[str, ...] = get_args(State)
+# What the posting rules may refuse when a transfer moves money (ledger/posting/rules.py).
+# A string with the UUID pattern, not `uuid.UUID | None`: Litestar reads `?account_id=null` as
+# None for an optional UUID, and the filter would silently list every transfer.
+UuidFilter = Annotated[str | None, Parameter(pattern=UUID_PATTERN, schema_extra={"format": "uuid"})]
+TRANSFER_REFUSALS: tuple[type[LedgerError], ...] = (
+    AccountNotFound,
+    SameAccount,
+    CurrencyMismatch,
+    AccountNotActive,
+    InsufficientFunds,
+    AmountOverflow,
+    TransferExistsWithDifferentFields,
+    TransferAlreadyVoided,
+)
 
 
 def _answer(result: TransferResult | VoidedId) -> tuple[int, TransferOut]:
@@ -75,7 +106,27 @@ class TransferController(Controller):
     path = "/v1/transfers"
     tags = ["transfers"]
 
-    @post("/", guards=[requires("write")], operation_id="createTransfer", status_code=201)
+    @post(
+        "/",
+        guards=[requires("write")],
+        operation_id="createTransfer",
+        status_code=201,
+        responses={200: ResponseSpec(TransferOut, description="this id exists with these fields")},
+        problems=TRANSFER_REFUSALS,
+        links={
+            operation: {"transfer_id": "$response.body#/id"}
+            for operation in ("getTransfer", "postTransfer", "voidTransfer", "reverseTransfer")
+        },
+        example={
+            "debit_account_id": "0190f1a2-7c3e-7a51-9d2e-3b8f4c6a1e20",
+            "credit_account_id": "0190f1a2-7c3e-7a51-9d2e-3b8f4c6a1e21",
+            "amount": 2500,
+            "currency": "USD",
+            "pending": True,
+            "timeout_seconds": 3600,
+            "reference": "order 1001",
+        },
+    )
     async def create(
         self, request: Request[Any, Any, Any], data: TransferCreate
     ) -> Response[TransferOut]:
@@ -121,6 +172,7 @@ class TransferController(Controller):
         guards=[requires("write")],
         operation_id="postTransfer",
         status_code=200,
+        problems=(TransferNotFound, TransferNotPending, PostExceedsPending, AmountOverflow),
     )
     async def post_(
         self,
@@ -139,6 +191,7 @@ class TransferController(Controller):
         guards=[requires("write")],
         operation_id="voidTransfer",
         status_code=200,
+        problems=(TransferNotPending,),
     )
     async def void(
         self,
@@ -153,6 +206,7 @@ class TransferController(Controller):
         guards=[requires("write")],
         operation_id="reverseTransfer",
         status_code=201,
+        problems=(TransferNotFound, TransferNotPosted, ReversalExceedsPosted, *TRANSFER_REFUSALS),
     )
     async def reverse(
         self,
@@ -166,7 +220,12 @@ class TransferController(Controller):
             request, lambda s, ctx: service.reverse_transfer(s, transfer_id, amount, ctx)
         )
 
-    @get("/{transfer_id:uuid}", guards=[requires("read")], operation_id="getTransfer")
+    @get(
+        "/{transfer_id:uuid}",
+        guards=[requires("read")],
+        operation_id="getTransfer",
+        problems=(TransferNotFound,),
+    )
     async def get_one(
         self, request: Request[Any, Any, Any], transfer_id: uuid.UUID
     ) -> Response[TransferOut]:
@@ -182,20 +241,24 @@ class TransferController(Controller):
     async def list_(
         self,
         request: Request[Any, Any, Any],
-        account_id: uuid.UUID | None = None,
-        state_: str | None = Parameter(query="state", default=None),
-        cursor: str | None = None,
-        limit: int = 100,
+        account_id: UuidFilter = None,
+        # A string, not the Literal: Litestar reads `?state=null` as None for an optional Literal.
+        state_: str | None = Parameter(
+            query="state", default=None, schema_extra={"enum": list(STATES)}
+        ),
+        cursor: UuidCursor = None,
+        limit: Limit = 100,
     ) -> Response[TransferPage]:
         params.list_limit(limit)
         state = params.one_of("state", state_, STATES)
         after = decode_uuid_cursor("transfer", cursor)
         metadata = metadata_filters(request)
+        account = None if account_id is None else uuid.UUID(account_id)
 
         async def work(session: AsyncSession) -> list[TransferOut]:
             found = await service.list_transfers(
                 session,
-                account_id=account_id,
+                account_id=account,
                 state=state,
                 after=after,
                 limit=limit,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
+from litestar.openapi.spec import Schema
+from litestar.openapi.spec.enums import OpenAPIType
 
 from ledger.core import limits
 from ledger.core.errors import TransferNotFound
@@ -15,13 +17,26 @@ from ledger.posting.engine import Outcome, OutcomeKind
 from ledger.posting.snapshots import balances_after
 from ledger.posting.state import TransferState, VoidedId
 
-Reference = Annotated[str, msgspec.Meta(max_length=limits.REFERENCE_LENGTH_MAX)]
+# No NUL (PostgreSQL text cannot hold one), said in the type so the OpenAPI document says it too.
+Reference = Annotated[
+    str, msgspec.Meta(max_length=limits.REFERENCE_LENGTH_MAX, pattern=r"^[^\x00]*$")
+]
 TimeoutSeconds = Annotated[int, msgspec.Meta(ge=0, le=limits.TIMEOUT_SECONDS_MAX)]
 State = Literal["pending", "posted", "voided", "expired"]
 ImportedAt = Annotated[dt.datetime, msgspec.Meta(tz=True)]
 
 
 class TransferCreate(Strict):
+    # A rule across fields, checked by transfers/service.py::to_command, stated in the OpenAPI
+    # document (ledger/http/bodies.py::StrictSchemaPlugin): a timeout needs `pending: true`.
+    openapi_if_then: ClassVar[tuple[Schema, Schema]] = (
+        Schema(
+            required=["timeout_seconds"],
+            properties={"timeout_seconds": Schema(type=OpenAPIType.INTEGER, minimum=1)},
+        ),
+        Schema(required=["pending"], properties={"pending": Schema(const=True)}),
+    )
+
     debit_account_id: uuid.UUID
     credit_account_id: uuid.UUID
     amount: Amount

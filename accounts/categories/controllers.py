@@ -3,7 +3,6 @@ chosen here. Writes need what account writes need (`write`), reads what account 
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import uuid
 from typing import Any
@@ -145,9 +144,9 @@ class CategoryController(Controller):
         self,
         request: Request[Any, Any, Any],
         category_id: uuid.UUID,
-        as_of: dt.datetime | None = None,
+        as_of: str | None = params.timestamp(),
     ) -> Response[CategoryBalanceOut]:
-        when = params.optional_utc(as_of)
+        when = params.optional_utc(as_of, "as_of")
 
         async def work(session: AsyncSession) -> CategoryBalanceOut:
             category, rollup = await service.balance(session, category_id, when)

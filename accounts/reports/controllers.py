@@ -81,7 +81,7 @@ class ReportController(Controller):
         currency: str | None = Parameter(
             default=None, pattern=CURRENCY_PATTERN, description="Required: one currency."
         ),
-        as_of: dt.datetime | None = None,
+        as_of: str | None = params.timestamp(),
         format_: Literal["json", "csv"] = Parameter(query="format", default="json"),
     ) -> Response[TrialBalanceOut]:
         """Every account of the currency with its posted balance on its normal side; the totals
@@ -91,7 +91,7 @@ class ReportController(Controller):
                 "currency is required: 3..12 of A-Z and 0-9",
                 errors=[{"field": "currency", "message": "required, [A-Z0-9]{3,12}"}],
             )
-        when = params.optional_utc(as_of)
+        when = params.optional_utc(as_of, "as_of")
         now = dt.datetime.now(dt.UTC)
 
         async def work(session: AsyncSession) -> TrialBalanceOut:

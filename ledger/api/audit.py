@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import datetime as dt
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, Response
 from litestar.params import Parameter
@@ -11,12 +10,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.audit import leaf, service
 from ledger.audit.schemas import AuditPage, AuditRecordOut, AuditVerifyOut
+from ledger.core.errors import AuditVerifyBusy
 from ledger.http import params
 from ledger.http.auth import requires
 from ledger.http.bodies import get, typed
-from ledger.http.pagination import decode_int_cursor, page
+from ledger.http.pagination import Limit, SequenceCursor, decode_int_cursor, page
 from ledger.http.responses import json_response
 from ledger.http.state import Services, services_of
+
+
+def _filter(length_max: int) -> Any:
+    """A text filter as `service.record_filter` takes it: 1..length_max characters, no NUL;
+    declared so that Litestar checks it and the OpenAPI document says it."""
+    return Parameter(min_length=1, max_length=length_max, pattern=r"^[^\x00]*$")
+
 
 # The process's verification gate, kept with the app's other per-process services.
 VERIFY_GATE_KEY = "ledger.audit.verify_gate"
@@ -31,13 +38,13 @@ class AuditController(Controller):
     async def list_(
         self,
         request: Request[Any, Any, Any],
-        actor: str | None = None,
-        object_id: str | None = None,
-        action: str | None = None,
-        from_: dt.datetime | None = Parameter(query="from", default=None),
-        to: dt.datetime | None = None,
-        cursor: str | None = None,
-        limit: int = 100,
+        actor: Annotated[str | None, _filter(service.ACTOR_NAME_LENGTH_MAX)] = None,
+        object_id: Annotated[str | None, _filter(service.OBJECT_ID_LENGTH_MAX)] = None,
+        action: Annotated[str | None, _filter(service.ACTION_LENGTH_MAX)] = None,
+        from_: str | None = params.timestamp("from"),
+        to: str | None = params.timestamp(),
+        cursor: SequenceCursor = None,
+        limit: Limit = 100,
     ) -> Response[AuditPage]:
         """Audit records oldest first; `actor` is an API key id or an actor name."""
         params.list_limit(limit)
@@ -59,7 +66,7 @@ class AuditController(Controller):
         body = page(items, limit, lambda r: str(r["seq"]), "audit")
         return typed(json_response(body), AuditPage)
 
-    @get("/verify", operation_id="verifyAuditTrail")
+    @get("/verify", operation_id="verifyAuditTrail", problems=(AuditVerifyBusy,))
     async def verify(self, request: Request[Any, Any, Any]) -> Response[AuditVerifyOut]:
         """Recompute the hash chain: `ok` false names the first bad record (200 either way).
         One verification at a time per process: another is refused unstarted (503)."""

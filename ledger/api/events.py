@@ -11,15 +11,16 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, Response
+from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.api.schemas import EventPage
 from ledger.core import limits
-from ledger.core.errors import ValidationFailed
+from ledger.core.errors import EventsExpired, ValidationFailed
 from ledger.http import params
 from ledger.http.auth import requires
 from ledger.http.bodies import get, typed
-from ledger.http.pagination import decode_int_cursor, encode_cursor
+from ledger.http.pagination import Limit, SequenceCursor, decode_int_cursor, encode_cursor
 from ledger.http.responses import json_response
 from ledger.http.state import services_of
 from outbox import service
@@ -32,22 +33,28 @@ class EventController(Controller):
     path = "/v1/events"
     tags = ["events"]
 
-    @get("/", guards=[requires("read")], operation_id="listEvents")
+    @get("/", guards=[requires("read")], operation_id="listEvents", problems=(EventsExpired,))
     async def list_events(
         self,
         request: Request[Any, Any, Any],
-        after: str | None = None,
-        cursor: str | None = None,
-        limit: int = limits.LIST_LIMIT_DEFAULT,
+        after: SequenceCursor = None,
+        # The synonym of `after` lists take (`?cursor=`): the document names one of the two,
+        # since "both, saying different things" is no request a schema can describe.
+        cursor: str | None = Parameter(default=None, include_in_schema=False),
+        limit: Limit = limits.LIST_LIMIT_DEFAULT,
     ) -> Response[EventPage]:
         params.list_limit(limit)
-        if after is not None and cursor is not None and after != cursor:
+        given = after if after is not None else cursor
+        position = decode_int_cursor(CURSOR_KIND, given) or 0
+        if (
+            after is not None
+            and cursor is not None
+            and decode_int_cursor(CURSOR_KIND, cursor) != position
+        ):
             raise ValidationFailed(
                 "send the cursor as `after` or `cursor`, not two different ones",
                 errors=[{"field": "cursor", "message": "conflicts with after"}],
             )
-        given = after if after is not None else cursor
-        position = decode_int_cursor(CURSOR_KIND, given) or 0
 
         async def work(session: AsyncSession) -> FeedPage:
             return await service.read_feed(session, after=position, limit=limit)

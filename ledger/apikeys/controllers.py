@@ -11,11 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ledger.apikeys import service
 from ledger.apikeys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut, ApiKeyPage
 from ledger.core.context import WriteContext
+from ledger.core.errors import ApiKeyNotFound
 from ledger.http import params
 from ledger.http.auth import requires, write_context
 from ledger.http.bodies import delete, get, post, typed
 from ledger.http.idempotent import idempotent_post
-from ledger.http.pagination import decode_uuid_cursor, page
+from ledger.http.pagination import Limit, UuidCursor, decode_uuid_cursor, page
 from ledger.http.responses import json_response
 from ledger.http.state import services_of
 
@@ -31,7 +32,12 @@ class ApiKeyController(Controller):
     tags = ["api-keys"]
     guards = [requires("keys")]
 
-    @post("/", operation_id="createApiKey", status_code=201)
+    @post(
+        "/",
+        operation_id="createApiKey",
+        status_code=201,
+        example={"name": "payments-service", "role": "operator"},
+    )
     async def create(
         self, request: Request[Any, Any, Any], data: ApiKeyCreate
     ) -> Response[ApiKeyCreated]:
@@ -46,7 +52,7 @@ class ApiKeyController(Controller):
 
     @get("/", operation_id="listApiKeys")
     async def list_(
-        self, request: Request[Any, Any, Any], cursor: str | None = None, limit: int = 100
+        self, request: Request[Any, Any, Any], cursor: UuidCursor = None, limit: Limit = 100
     ) -> Response[ApiKeyPage]:
         params.list_limit(limit)
         after = decode_uuid_cursor("api_key", cursor)
@@ -59,7 +65,9 @@ class ApiKeyController(Controller):
             json_response(page(items, limit, lambda k: str(k["id"]), "api_key")), ApiKeyPage
         )
 
-    @delete("/{key_id:uuid}", operation_id="revokeApiKey", status_code=200)
+    @delete(
+        "/{key_id:uuid}", operation_id="revokeApiKey", status_code=200, problems=(ApiKeyNotFound,)
+    )
     async def revoke(
         self, request: Request[Any, Any, Any], key_id: uuid.UUID
     ) -> Response[ApiKeyOut]:

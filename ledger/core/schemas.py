@@ -30,20 +30,20 @@ AccountCode = Annotated[str, msgspec.Meta(pattern=ACCOUNT_CODE_PATTERN)]
 # gets the empty Raw of `metadata_field()`. Both say "an object" in their schemas: `Metadata` to
 # the OpenAPI document (Litestar reads `extra`), `MetadataData` to msgspec's JSON Schema (the
 # event payloads' AsyncAPI document).
-_METADATA_DESCRIPTION = (
+METADATA_DESCRIPTION = (
     f"any JSON object, at most {limits.METADATA_BYTES_MAX} bytes and "
     f"{limits.METADATA_DEPTH_MAX} levels deep; kept and answered as sent"
 )
 _METADATA_JSON_SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": True,
-    "description": _METADATA_DESCRIPTION,
+    "description": METADATA_DESCRIPTION,
 }
 Metadata = Annotated[
     msgspec.Raw,
     msgspec.Meta(
         extra_json_schema={
-            "description": _METADATA_DESCRIPTION,
+            "description": METADATA_DESCRIPTION,
             "extra": {"type": "object", "additional_properties": True},
         }
     ),

@@ -14,13 +14,28 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.core.context import Actor, WriteContext
 from ledger.core.errors import Forbidden, Unauthorized
-from ledger.core.roles import PERMISSIONS, Permission
+from ledger.core.roles import PERMISSIONS, Permission, Role
 from ledger.http.state import services_of
 
 Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
 
 
-def requires(permission: Permission) -> Guard:
+class RoleGuard:
+    """The guard `requires(permission)` returns. It keeps its permission so that the OpenAPI
+    document can name each operation's roles from the guards that really check them."""
+
+    def __init__(self, permission: Permission, check: Guard) -> None:
+        self.permission = permission
+        self.roles: frozenset[Role] = PERMISSIONS[permission]
+        self._check = check
+
+    async def __call__(
+        self, connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+    ) -> None:
+        await self._check(connection, handler)
+
+
+def requires(permission: Permission) -> RoleGuard:
     allowed = PERMISSIONS[permission]
 
     async def guard(
@@ -50,7 +65,7 @@ def requires(permission: Permission) -> Guard:
         if actor.role not in allowed:
             raise Forbidden(f"role {actor.role} may not do this")
 
-    return guard
+    return RoleGuard(permission, guard)
 
 
 def write_context(request: Request[Any, Any, Any]) -> WriteContext:

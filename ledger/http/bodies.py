@@ -185,6 +185,10 @@ class StrictSchemaPlugin(StructSchemaPlugin):
             return schema
         if info.forbid_unknown_fields:
             schema.additional_properties = False
+        # A rule across fields the Struct states for the document (`TransferCreate`).
+        if_then = getattr(field_definition.type_, "openapi_if_then", None)
+        if if_then is not None:
+            schema.schema_if, schema.then = if_then
         properties = schema.properties or {}
         for field in info.fields:
             prop = properties.get(field.encode_name)

@@ -13,8 +13,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+import msgspec
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
+from litestar.params import Parameter
 
 from ledger.core.errors import PreconditionFailed, PreconditionRequired, ValidationFailed
 from ledger.http.pagination import check_limit
@@ -62,21 +64,37 @@ def check_filters(values: Mapping[str, str | None], rules: Mapping[str, FilterRu
         )
 
 
-def utc(value: dt.datetime, field: str | None = None) -> dt.datetime:
+def timestamp(query: str | None = None) -> Any:
+    """A timestamp query parameter (`from`, `to`, `as_of`): declared as an RFC 3339 string, so
+    that the document says `format: date-time` and Litestar reads no number as a Unix time
+    (`as_of=1e-102` was 1970); `utc` parses it."""
+    return Parameter(
+        query=query,
+        default=None,
+        schema_extra={"format": "date-time"},
+        description="an RFC 3339 timestamp with its UTC offset",
+    )
+
+
+def utc(value: str, field: str | None = None) -> dt.datetime:
     """An RFC 3339 timestamp parameter (`from`, `to`, `as_of`) in UTC. It must carry its
     offset: a naive time would silently mean the server's zone.
 
     The error names `field` when given (`from: timestamps must carry ...`, as the audit API
     answers); without it, a `timestamp`, as the accounts and transfers routes answer."""
-    if value.tzinfo is None:
+    try:
+        parsed = msgspec.json.decode(msgspec.json.encode(value), type=dt.datetime)
+    except msgspec.ValidationError as exc:
+        raise _bad_timestamp(field, "timestamp is not RFC 3339", "not RFC 3339") from exc
+    if parsed.tzinfo is None:
         raise _bad_timestamp(field, "timestamps must carry a UTC offset (RFC 3339)", "no offset")
     try:
-        return value.astimezone(dt.UTC)
+        return parsed.astimezone(dt.UTC)
     except OverflowError as exc:  # year 1 with a positive offset, year 9999 with a negative one
         raise _bad_timestamp(field, "timestamp is out of range", "out of range") from exc
 
 
-def optional_utc(value: dt.datetime | None, field: str | None = None) -> dt.datetime | None:
+def optional_utc(value: str | None, field: str | None = None) -> dt.datetime | None:
     return None if value is None else utc(value, field)
 
 
@@ -95,7 +113,7 @@ def etag(version: int) -> str:
 
 def if_match_version(value: str | None) -> int:
     """The version an If-Match header names (`"7"` or `W/"7"`): required, and a version."""
-    if value is None:
+    if value is None or not value.strip():
         raise PreconditionRequired('send If-Match: "<version>" from the account\'s ETag')
     text = value.strip()
     if text.startswith("W/"):
@@ -106,7 +124,12 @@ def if_match_version(value: str | None) -> int:
     return int(text)
 
 
-def require_if_match(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Guard: a versioned write without a usable If-Match is refused (428, 412) before its body
-    is even decoded, so a bad precondition is named first, whatever the body."""
-    if_match_version(connection.headers.get("if-match"))
+async def require_if_match(
+    connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+) -> None:
+    """Guard: a versioned write without an If-Match (or a blank one) is refused (428) before its
+    body is even decoded. A present one is read by the handler, after the body: a malformed body
+    is a 422 whatever the If-Match, and an If-Match that is no current ETag a 412."""
+    value = connection.headers.get("if-match")
+    if value is None or not value.strip():
+        if_match_version(value)

@@ -1,0 +1,118 @@
+"""Schemathesis hooks for tests/test_schemathesis.py (loaded through SCHEMATHESIS_HOOKS).
+
+Four, and why.
+
+Integers: under OpenAPI 3.1 (JSON Schema 2020-12) `2.0` *is* the integer 2, so Schemathesis
+draws integer fields spelled as floats (`{"amount": 2.0}`) and expects them accepted. The
+ledger's contract refuses a float token where an amount goes (422 `validation_error`, pinned by
+tests/test_errors.py): money is an integer in the request's own text, not a number that happens
+to be whole. No JSON Schema keyword can say "an integer token", so the document cannot forbid
+`2.0`; this hook spells such values as the integers they equal, which leaves every generated
+value the same value and every check on. Fractional floats, strings and out-of-range integers
+(the negative cases) are untouched.
+
+Refusals of state: `positive_data_acceptance` expects a request the document admits to be
+accepted, or refused with 401, 403, 404, 409 or 429. A ledger also refuses well-formed requests
+for what its state or its rules across values say, and its contract gives those refusals their
+own codes at 422 or 412 (`insufficient_funds`, `same_account`, `idempotency_key_reused`,
+`precondition_failed`, ...): the document lists each one on the operations that answer it, and no
+JSON Schema can state them (a balance, two ids that differ, a key already used, a stale ETag).
+Such a failure is dropped only when the answer is a problem whose code the document declares
+for that operation at that status, other than `validation_error`. A `validation_error` for a
+request the document admits (what the check exists to find: the decoder and the document
+disagreeing) still fails the run, as does every other check.
+
+Idempotency keys: the coverage phase sends a few constant keys (`0`, `00`, ...) with every body
+it builds, so nearly every create after the first was answered 422 `idempotency_key_reused`
+(right, and dropped as above) and never reached the ledger. A well-formed key is therefore made
+unique to its request (a digest of the key, the method, the path and the body): the same
+request with the same key still replays, another request gets its own key and is really run.
+Malformed keys (the negative cases) are sent as drawn.
+
+A missing If-Match: `missing_required_header` expects 400, 401, 403, 406, 415 or 422 for a
+request without a required header. RFC 6585 made 428 Precondition Required for exactly a write
+sent without its precondition, and the contract answers it (`precondition_required`). That one
+answer, for that one header, is accepted; any other answer to a missing header still fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+import schemathesis
+
+from ledger.http.openapi import IDEMPOTENCY_KEY_PATTERN
+
+# Past 2**53 a float no longer names one integer: leave such values as they were drawn.
+WHOLE_FLOAT_MAX = 2**53
+
+
+def integer_spelling(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer() and abs(value) <= WHOLE_FLOAT_MAX:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: integer_spelling(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [integer_spelling(v) for v in value]
+    return value
+
+
+@schemathesis.hook
+def map_body(context: Any, body: Any) -> Any:
+    return integer_spelling(body)
+
+
+VALIDATION_ERROR = "validation_error"
+PRECONDITION_REQUIRED = 428
+STATE_STATUSES = frozenset({412, 422})
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+def declared_codes(case: Any, status: int) -> set[str]:
+    """The problem codes the document declares for this operation at `status`."""
+    response = case.operation.definition.raw.get("responses", {}).get(str(status), {})
+    examples = response.get("content", {}).get(PROBLEM_MEDIA_TYPE, {}).get("examples", {})
+    return {example["value"]["code"] for example in examples.values()}
+
+
+@schemathesis.hook
+def filter_failure(context: Any, failure: Any, case: Any, response: Any) -> bool:
+    """False drops the failure (see the module docstring): a declared refusal of state, or 428
+    for a missing If-Match."""
+    kind = type(failure).__name__
+    if kind == "MissingHeaderNotRejected":
+        return not (response.status_code == PRECONDITION_REQUIRED and _names_if_match(failure))
+    if kind != "RejectedPositiveData":
+        return True
+    if response.status_code not in STATE_STATUSES:
+        return True
+    try:
+        code = json.loads(response.content)["code"]
+    except (ValueError, KeyError, TypeError):
+        return True
+    return code == VALIDATION_ERROR or code not in declared_codes(case, response.status_code)
+
+
+def _names_if_match(failure: Any) -> bool:
+    return str(getattr(failure, "header_name", "")).lower() == "if-match"
+
+
+WELL_FORMED_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
+
+
+@schemathesis.hook
+def map_case(context: Any, case: Any) -> Any:
+    headers = case.headers or {}
+    key = headers.get("Idempotency-Key")
+    if isinstance(key, str) and WELL_FORMED_KEY.fullmatch(key):
+        request = json.dumps(
+            [key, case.method, case.path, case.path_parameters, case.body],
+            sort_keys=True,
+            default=repr,
+        )
+        headers["Idempotency-Key"] = hashlib.sha256(request.encode()).hexdigest()
+        case.headers = headers
+    return case
