@@ -33,6 +33,7 @@ from ledger.core.errors import (
     AccountExistsWithDifferentFields,
     AccountNotEmpty,
     AccountNotFound,
+    InvalidMetadataFilter,
     MinBalanceViolated,
 )
 from ledger.core.schemas import ACCOUNT_CODE_PATTERN, CURRENCY_PATTERN
@@ -123,6 +124,7 @@ class AccountController(Controller):
         guards=[requires("read")],
         operation_id="listAccounts",
         operation_class=MetadataFilterOperation,
+        problems=(InvalidMetadataFilter,),
     )
     async def list_(
         self,

@@ -12,11 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from accounts import monitor_service as service
 from accounts.monitor_schemas import MonitorCreate, MonitorOut, MonitorPage, monitor_out
 from ledger.core.context import WriteContext
+from ledger.core.errors import AccountNotFound, MonitorNotFound
 from ledger.http import params
 from ledger.http.auth import requires, write_context
 from ledger.http.bodies import delete, get, post, typed
 from ledger.http.idempotent import idempotent_post
-from ledger.http.pagination import decode_uuid_cursor, page
+from ledger.http.pagination import Limit, UuidCursor, decode_uuid_cursor, page
 from ledger.http.responses import json_response
 from ledger.http.state import services_of
 
@@ -25,7 +26,13 @@ class MonitorController(Controller):
     path = "/v1/accounts/{account_id:uuid}/monitors"
     tags = ["accounts"]
 
-    @post("/", guards=[requires("write")], operation_id="createMonitor", status_code=201)
+    @post(
+        "/",
+        guards=[requires("write")],
+        operation_id="createMonitor",
+        status_code=201,
+        problems=(AccountNotFound,),
+    )
     async def create(
         self, request: Request[Any, Any, Any], account_id: uuid.UUID, data: MonitorCreate
     ) -> Response[MonitorOut]:
@@ -37,13 +44,13 @@ class MonitorController(Controller):
 
         return typed(await idempotent_post(request, effect), MonitorOut)
 
-    @get("/", guards=[requires("read")], operation_id="listMonitors")
+    @get("/", guards=[requires("read")], operation_id="listMonitors", problems=(AccountNotFound,))
     async def list_(
         self,
         request: Request[Any, Any, Any],
         account_id: uuid.UUID,
-        cursor: str | None = None,
-        limit: int = 100,
+        cursor: UuidCursor = None,
+        limit: Limit = 100,
     ) -> Response[MonitorPage]:
         params.list_limit(limit)
         after = decode_uuid_cursor("monitor", cursor)
@@ -60,6 +67,7 @@ class MonitorController(Controller):
         guards=[requires("write")],
         operation_id="deleteMonitor",
         status_code=200,
+        problems=(AccountNotFound, MonitorNotFound),
     )
     async def delete_one(
         self, request: Request[Any, Any, Any], account_id: uuid.UUID, monitor_id: uuid.UUID

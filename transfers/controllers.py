@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, get_args
+from typing import Any, get_args
 
 from litestar import Controller, Request, Response
 from litestar.openapi import ResponseSpec
@@ -19,8 +19,13 @@ from ledger.core.errors import (
     AccountNotFound,
     AmountOverflow,
     CurrencyMismatch,
+    ImportedInFuture,
+    ImportedOutOfOrder,
     InsufficientFunds,
+    InvalidMetadataFilter,
     LedgerError,
+    NothingToMove,
+    PeriodLocked,
     PostExceedsPending,
     ReversalExceedsPosted,
     SameAccount,
@@ -35,7 +40,7 @@ from ledger.http.auth import requires, write_context
 from ledger.http.bodies import get, post, typed
 from ledger.http.idempotent import claim_of, idempotent_post, respond
 from ledger.http.metadata_filters import MetadataFilterOperation, metadata_filters
-from ledger.http.pagination import UUID_PATTERN, Limit, UuidCursor, decode_uuid_cursor, page
+from ledger.http.pagination import Limit, UuidCursor, UuidFilter, decode_uuid_cursor, page
 from ledger.http.responses import json_response
 from ledger.http.state import services_of
 from ledger.posting.state import VoidedId
@@ -60,7 +65,6 @@ STATES: tuple[str, ...] = get_args(State)
 # What the posting rules may refuse when a transfer moves money (ledger/posting/rules.py).
 # A string with the UUID pattern, not `uuid.UUID | None`: Litestar reads `?account_id=null` as
 # None for an optional UUID, and the filter would silently list every transfer.
-UuidFilter = Annotated[str | None, Parameter(pattern=UUID_PATTERN, schema_extra={"format": "uuid"})]
 TRANSFER_REFUSALS: tuple[type[LedgerError], ...] = (
     AccountNotFound,
     SameAccount,
@@ -70,6 +74,10 @@ TRANSFER_REFUSALS: tuple[type[LedgerError], ...] = (
     AmountOverflow,
     TransferExistsWithDifferentFields,
     TransferAlreadyVoided,
+    NothingToMove,
+    ImportedOutOfOrder,
+    ImportedInFuture,
+    PeriodLocked,
 )
 
 
@@ -237,6 +245,7 @@ class TransferController(Controller):
         guards=[requires("read")],
         operation_id="listTransfers",
         operation_class=MetadataFilterOperation,
+        problems=(InvalidMetadataFilter,),
     )
     async def list_(
         self,

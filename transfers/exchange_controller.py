@@ -5,13 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, Response
+from litestar.openapi import ResponseSpec
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.core.context import WriteContext
+from ledger.core.errors import (
+    ExchangeExistsWithDifferentFields,
+    ExchangeSameCurrency,
+    ExchangeViaInvalid,
+)
 from ledger.http.auth import requires
 from ledger.http.bodies import post, typed
 from ledger.http.idempotent import idempotent_post
 from transfers import exchange
+from transfers.controllers import TRANSFER_REFUSALS
 from transfers.exchange_schemas import ExchangeCreate, ExchangeOut
 from transfers.schemas import transfer_out
 
@@ -26,7 +33,19 @@ class ExchangeController(Controller):
     path = "/v1/transfers/exchange"
     tags = ["transfers"]
 
-    @post("/", guards=[requires("write")], operation_id="createExchange", status_code=201)
+    @post(
+        "/",
+        guards=[requires("write")],
+        operation_id="createExchange",
+        status_code=201,
+        responses={200: ResponseSpec(ExchangeOut, description="this id exists with these fields")},
+        problems=(
+            *TRANSFER_REFUSALS,
+            ExchangeViaInvalid,
+            ExchangeSameCurrency,
+            ExchangeExistsWithDifferentFields,
+        ),
+    )
     async def create(
         self, request: Request[Any, Any, Any], data: ExchangeCreate
     ) -> Response[ExchangeOut]:

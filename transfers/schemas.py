@@ -27,15 +27,25 @@ ImportedAt = Annotated[dt.datetime, msgspec.Meta(tz=True)]
 
 
 class TransferCreate(Strict):
-    # A rule across fields, checked by transfers/service.py::to_command, stated in the OpenAPI
-    # document (ledger/http/bodies.py::StrictSchemaPlugin): a timeout needs `pending: true`.
-    openapi_if_then: ClassVar[tuple[Schema, Schema]] = (
-        Schema(
-            required=["timeout_seconds"],
-            properties={"timeout_seconds": Schema(type=OpenAPIType.INTEGER, minimum=1)},
+    # Rules across fields, checked by transfers/service.py::to_command, stated in the OpenAPI
+    # document (ledger/http/bodies.py::StrictSchemaPlugin): a timeout needs `pending: true`;
+    # an imported transfer is posted at once, never pending.
+    openapi_if_then: ClassVar[list[tuple[Schema, Schema]]] = [
+        (
+            Schema(
+                required=["timeout_seconds"],
+                properties={"timeout_seconds": Schema(type=OpenAPIType.INTEGER, minimum=1)},
+            ),
+            Schema(required=["pending"], properties={"pending": Schema(const=True)}),
         ),
-        Schema(required=["pending"], properties={"pending": Schema(const=True)}),
-    )
+        (
+            Schema(
+                required=["imported_at"],
+                properties={"imported_at": Schema(type=OpenAPIType.STRING)},
+            ),
+            Schema(properties={"pending": Schema(const=False)}),
+        ),
+    ]
 
     debit_account_id: uuid.UUID
     credit_account_id: uuid.UUID

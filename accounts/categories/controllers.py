@@ -3,12 +3,11 @@ chosen here. Writes need what account writes need (`write`), reads what account 
 
 from __future__ import annotations
 
-import functools
 import uuid
 from typing import Any
 
 from litestar import Controller, Request, Response
-from litestar import put as litestar_put
+from litestar.openapi import ResponseSpec
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from accounts.categories import service
@@ -24,22 +23,41 @@ from accounts.categories.schemas import (
     category_out,
 )
 from ledger.core.context import WriteContext
+from ledger.core.errors import (
+    AccountNotFound,
+    CategoryCodeExists,
+    CategoryCycle,
+    CategoryExistsWithDifferentFields,
+    CategoryMembershipNotFound,
+    CategoryNotFound,
+    CurrencyMismatch,
+)
 from ledger.http import params
 from ledger.http.auth import requires, write_context
-from ledger.http.bodies import LedgerOperation, delete, get, patch, post, typed
+from ledger.http.bodies import delete, get, patch, post, put, typed
 from ledger.http.idempotent import idempotent_post
-from ledger.http.pagination import decode_uuid_cursor, page
+from ledger.http.pagination import Limit, UuidCursor, UuidFilter, decode_uuid_cursor, page
 from ledger.http.responses import json_response
 from ledger.http.state import services_of
-
-put = functools.partial(litestar_put, operation_class=LedgerOperation)
 
 
 class CategoryController(Controller):
     path = "/v1/categories"
     tags = ["categories"]
 
-    @post("/", guards=[requires("write")], operation_id="createCategory", status_code=201)
+    @post(
+        "/",
+        guards=[requires("write")],
+        operation_id="createCategory",
+        status_code=201,
+        responses={200: ResponseSpec(CategoryOut, description="this id exists with these fields")},
+        problems=(
+            CategoryNotFound,
+            CategoryCodeExists,
+            CategoryExistsWithDifferentFields,
+            CurrencyMismatch,
+        ),
+    )
     async def create(
         self, request: Request[Any, Any, Any], data: CategoryCreate
     ) -> Response[CategoryOut]:
@@ -49,7 +67,12 @@ class CategoryController(Controller):
 
         return typed(await idempotent_post(request, effect), CategoryOut)
 
-    @get("/{category_id:uuid}", guards=[requires("read")], operation_id="getCategory")
+    @get(
+        "/{category_id:uuid}",
+        guards=[requires("read")],
+        operation_id="getCategory",
+        problems=(CategoryNotFound,),
+    )
     async def get_one(
         self, request: Request[Any, Any, Any], category_id: uuid.UUID
     ) -> Response[CategoryOut]:
@@ -60,16 +83,17 @@ class CategoryController(Controller):
     async def list_(
         self,
         request: Request[Any, Any, Any],
-        parent_id: uuid.UUID | None = None,
-        cursor: str | None = None,
-        limit: int = 100,
+        parent_id: UuidFilter = None,
+        cursor: UuidCursor = None,
+        limit: Limit = 100,
     ) -> Response[CategoryPage]:
         params.list_limit(limit)
         after = decode_uuid_cursor("category", cursor)
+        parent = None if parent_id is None else uuid.UUID(parent_id)
 
         async def work(session: AsyncSession) -> list[CategoryOut]:
             found = await service.list_categories(
-                session, parent_id=parent_id, after=after, limit=limit
+                session, parent_id=parent, after=after, limit=limit
             )
             return [category_out(c) for c in found]
 
@@ -78,7 +102,12 @@ class CategoryController(Controller):
             json_response(page(items, limit, lambda c: str(c.id), "category")), CategoryPage
         )
 
-    @patch("/{category_id:uuid}", guards=[requires("write")], operation_id="patchCategory")
+    @patch(
+        "/{category_id:uuid}",
+        guards=[requires("write")],
+        operation_id="patchCategory",
+        problems=(CategoryNotFound, CategoryCycle, CurrencyMismatch),
+    )
     async def patch_one(
         self, request: Request[Any, Any, Any], category_id: uuid.UUID, data: CategoryPatch
     ) -> Response[CategoryOut]:
@@ -96,6 +125,8 @@ class CategoryController(Controller):
         guards=[requires("write")],
         operation_id="addCategoryAccount",
         status_code=201,
+        responses={200: ResponseSpec(MembershipOut, description="the account was in already")},
+        problems=(CategoryNotFound, AccountNotFound, CurrencyMismatch),
     )
     async def add_account(
         self,
@@ -114,6 +145,7 @@ class CategoryController(Controller):
         guards=[requires("write")],
         operation_id="removeCategoryAccount",
         status_code=200,
+        problems=(CategoryNotFound, CategoryMembershipNotFound),
     )
     async def remove_account(
         self, request: Request[Any, Any, Any], category_id: uuid.UUID, account_id: uuid.UUID
@@ -139,6 +171,7 @@ class CategoryController(Controller):
         "/{category_id:uuid}/balance",
         guards=[requires("read")],
         operation_id="getCategoryBalance",
+        problems=(CategoryNotFound,),
     )
     async def balance(
         self,

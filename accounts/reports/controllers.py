@@ -79,7 +79,7 @@ class ReportController(Controller):
         self,
         request: Request[Any, Any, Any],
         currency: str | None = Parameter(
-            default=None, pattern=CURRENCY_PATTERN, description="Required: one currency."
+            default=None, required=True, pattern=CURRENCY_PATTERN, description="one currency"
         ),
         as_of: str | None = params.timestamp(),
         format_: Literal["json", "csv"] = Parameter(query="format", default="json"),

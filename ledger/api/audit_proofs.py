@@ -6,9 +6,10 @@ checks one offline against a signed checkpoint."""
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, Response
+from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.audit import checkpoints as service
@@ -19,16 +20,37 @@ from ledger.audit.schemas import (
     InclusionProofOut,
 )
 from ledger.audit.signing import Checkpoint
+from ledger.core import limits
+from ledger.core.errors import (
+    AuditCheckpointNotFound,
+    AuditRecordNotFound,
+    AuditRecordNotSealed,
+    AuditTreeSizeUnavailable,
+)
 from ledger.http import params
 from ledger.http.auth import requires
 from ledger.http.bodies import get, typed
-from ledger.http.pagination import decode_int_cursor, page
+from ledger.http.pagination import Limit, SequenceCursor, decode_int_cursor, page
 from ledger.http.responses import json_response
 from ledger.http.state import services_of
 
 
 def _out(checkpoint: Checkpoint) -> CheckpointOut:
     return CheckpointOut(**checkpoint.as_dict())
+
+
+TREE_SIZE = Parameter(
+    ge=1, le=limits.AUDIT_PROOF_TREE_SIZE_MAX, description="a number of leaves of the tree"
+)
+# Optional, so a string with the number's pattern: Litestar reads `?tree_size=null` for an
+# optional integer as "absent", which the document does not admit.
+TreeSize = Annotated[
+    str | None,
+    Parameter(
+        pattern=r"^[1-9][0-9]{0,18}(?!\n)$",
+        description="a number of leaves of the tree (default: the latest checkpoint's)",
+    ),
+]
 
 
 class AuditProofController(Controller):
@@ -38,7 +60,7 @@ class AuditProofController(Controller):
 
     @get("/checkpoints", operation_id="listAuditCheckpoints")
     async def list_checkpoints(
-        self, request: Request[Any, Any, Any], cursor: str | None = None, limit: int = 100
+        self, request: Request[Any, Any, Any], cursor: SequenceCursor = None, limit: Limit = 100
     ) -> Response[CheckpointPage]:
         """Signed checkpoints, newest first."""
         params.list_limit(limit)
@@ -51,21 +73,36 @@ class AuditProofController(Controller):
         body = page(items, limit, lambda c: str(c.tree_size), "checkpoints")
         return typed(json_response(body), CheckpointPage)
 
-    @get("/checkpoints/latest", operation_id="getLatestAuditCheckpoint")
+    @get(
+        "/checkpoints/latest",
+        operation_id="getLatestAuditCheckpoint",
+        problems=(AuditCheckpointNotFound,),
+    )
     async def latest_checkpoint(self, request: Request[Any, Any, Any]) -> Response[CheckpointOut]:
         """The newest signed checkpoint; 404 `audit_checkpoint_not_found` before the first."""
         checkpoint = await services_of(request).run(service.latest)
         return typed(json_response(_out(checkpoint)), CheckpointOut)
 
-    @get("/records/{record_id:uuid}/proof", operation_id="getAuditInclusionProof")
+    @get(
+        "/records/{record_id:uuid}/proof",
+        operation_id="getAuditInclusionProof",
+        problems=(
+            AuditRecordNotFound,
+            AuditRecordNotSealed,
+            AuditCheckpointNotFound,
+            AuditTreeSizeUnavailable,
+        ),
+    )
     async def inclusion_proof(
-        self, request: Request[Any, Any, Any], record_id: uuid.UUID, tree_size: int | None = None
+        self, request: Request[Any, Any, Any], record_id: uuid.UUID, tree_size: TreeSize = None
     ) -> Response[InclusionProofOut]:
         """The record's audit path in the tree of `tree_size` leaves (default: the latest
         checkpoint's size)."""
 
+        size = None if tree_size is None else int(tree_size)
+
         async def work(session: AsyncSession) -> service.InclusionProof:
-            return await service.inclusion_proof(session, record_id, tree_size)
+            return await service.inclusion_proof(session, record_id, size)
 
         proof = await services_of(request).run(work)
         body = InclusionProofOut(
@@ -76,9 +113,16 @@ class AuditProofController(Controller):
         )
         return typed(json_response(body), InclusionProofOut)
 
-    @get("/consistency", operation_id="getAuditConsistencyProof")
+    @get(
+        "/consistency",
+        operation_id="getAuditConsistencyProof",
+        problems=(AuditTreeSizeUnavailable,),
+    )
     async def consistency_proof(
-        self, request: Request[Any, Any, Any], first: int, second: int
+        self,
+        request: Request[Any, Any, Any],
+        first: Annotated[int, TREE_SIZE],
+        second: Annotated[int, TREE_SIZE],
     ) -> Response[ConsistencyProofOut]:
         """The proof that the tree of `first` leaves is a prefix of the tree of `second`."""
 

@@ -13,7 +13,7 @@ import msgspec
 from litestar import Controller, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ledger.core.errors import ValidationFailed
+from ledger.core.errors import PeriodLockBackwards, PeriodLockInFuture, ValidationFailed
 from ledger.core.schemas import Strict
 from ledger.http.auth import requires, write_context
 from ledger.http.bodies import get, put, typed
@@ -46,7 +46,13 @@ class PeriodLockController(Controller):
         state = await services_of(request).run(periods.get_period_lock)
         return typed(json_response(_out(state)), PeriodLockOut)
 
-    @put("/", guards=[requires("settings")], operation_id="putPeriodLock", status_code=200)
+    @put(
+        "/",
+        guards=[requires("settings")],
+        operation_id="putPeriodLock",
+        status_code=200,
+        problems=(PeriodLockBackwards, PeriodLockInFuture),
+    )
     async def put_lock(
         self, request: Request[Any, Any, Any], data: PeriodLockPut
     ) -> Response[PeriodLockOut]:

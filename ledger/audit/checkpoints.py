@@ -20,6 +20,7 @@ from ledger.core.errors import (
     AuditCheckpointNotFound,
     AuditRecordNotFound,
     AuditRecordNotSealed,
+    AuditTreeSizeUnavailable,
     ConfigurationError,
     ValidationFailed,
 )
@@ -51,6 +52,12 @@ class ChainState:
     latest_verified: bool | None
     sealed: int
     unsealed: int
+
+
+def _unavailable(field: str, message: str) -> AuditTreeSizeUnavailable:
+    return AuditTreeSizeUnavailable(
+        f"{field}: {message}", errors=[{"field": field, "message": message}]
+    )
 
 
 def _invalid(field: str, message: str) -> ValidationFailed:
@@ -96,7 +103,7 @@ def _require_size(
     """Every node a proof needs is stored once the tree has `size` leaves (leaf size - 1
     among them): a missing one means the tree is smaller."""
     if len(nodes) != len(keys):
-        raise _invalid(field, f"the tree has fewer than {size} leaves")
+        raise _unavailable(field, f"the tree has fewer than {size} leaves")
 
 
 async def inclusion_proof(
@@ -135,7 +142,7 @@ async def consistency_proof(session: AsyncSession, first: int, second: int) -> C
         raise _invalid("first", f"must be 1..{limits.AUDIT_PROOF_TREE_SIZE_MAX}")
     second = await _bounded_size(session, second, "second")
     if first > second:
-        raise _invalid("first", "must not be larger than second")
+        raise _unavailable("first", "must not be larger than second")
     ranges = merkle.consistency_ranges(first, second)
     keys = {(0, second - 1)} | merkle.range_nodes(ranges)
     nodes = await store.fetch_nodes(session, keys)

@@ -371,6 +371,15 @@ class AuditRecordNotSealed(LedgerError):
     title = "The audit record is not in this tree yet"
 
 
+class AuditTreeSizeUnavailable(LedgerError):
+    """A proof asked of a tree size the trail does not have yet, or a consistency proof whose
+    `first` is larger than its `second`: well-formed sizes the trail's state refuses."""
+
+    status = 422
+    code = "audit_tree_size_unavailable"
+    title = "The audit tree does not have that size"
+
+
 class AuditCheckpointNotFound(LedgerError):
     status = 404
     code = "audit_checkpoint_not_found"

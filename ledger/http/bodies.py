@@ -186,16 +186,41 @@ class StrictSchemaPlugin(StructSchemaPlugin):
         if info.forbid_unknown_fields:
             schema.additional_properties = False
         # A rule across fields the Struct states for the document (`TransferCreate`).
-        if_then = getattr(field_definition.type_, "openapi_if_then", None)
-        if if_then is not None:
-            schema.schema_if, schema.then = if_then
+        # One pair is `if`/`then`; several are an `allOf` of such pairs.
+        rules = getattr(field_definition.type_, "openapi_if_then", None)
+        if isinstance(rules, list):
+            schema.all_of = [Schema(schema_if=if_, then=then) for if_, then in rules]
+        elif rules is not None:
+            schema.schema_if, schema.then = rules
         properties = schema.properties or {}
         for field in info.fields:
             prop = properties.get(field.encode_name)
+            if not isinstance(prop, Schema):
+                continue
             bounds = _int_type(field.type)
-            if isinstance(prop, Schema) and bounds is not None:
+            if bounds is not None:
                 _write_int_bounds(prop, bounds)
+            _write_dict_bounds(prop, field.type)
         return schema
+
+
+def _write_dict_bounds(prop: Schema, kind: msgspec.inspect.Type) -> None:
+    """What Litestar leaves out of a constrained mapping (`Via`): its size as min/maxProperties
+    and its keys' constraints as `propertyNames`."""
+    if isinstance(kind, msgspec.inspect.Metadata):
+        kind = kind.type
+    if not isinstance(kind, msgspec.inspect.DictType) or prop.type != OpenAPIType.OBJECT:
+        return
+    prop.min_properties = kind.min_length
+    prop.max_properties = kind.max_length
+    key = kind.key_type
+    if isinstance(key, msgspec.inspect.StrType) and key.pattern is not None:
+        prop.property_names = Schema(
+            type=OpenAPIType.STRING,
+            pattern=key.pattern,
+            min_length=key.min_length,
+            max_length=key.max_length,
+        )
 
 
 def _int_type(kind: msgspec.inspect.Type) -> msgspec.inspect.IntType | None:

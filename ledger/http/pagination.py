@@ -40,6 +40,9 @@ Limit = Annotated[
     Parameter(ge=1, le=limits.LIST_LIMIT_MAX, description=f"page size, 1..{limits.LIST_LIMIT_MAX}"),
 ]
 UuidCursor = Annotated[str | None, Parameter(pattern=UUID_PATTERN, description=_CURSOR_DESCRIPTION)]
+# An optional id filter (`?account_id=`, `?parent_id=`): a string with the id's pattern, so that
+# `?x=null` is refused (422) rather than read as "no filter".
+UuidFilter = Annotated[str | None, Parameter(pattern=UUID_PATTERN, schema_extra={"format": "uuid"})]
 SequenceCursor = Annotated[
     str | None, Parameter(pattern=SEQUENCE_CURSOR_PATTERN, description=_CURSOR_DESCRIPTION)
 ]
