@@ -253,10 +253,16 @@ async def test_generator_quirks_are_repaired(client: httpx.AsyncClient) -> None:
     assert (by_name["limit"]["minimum"], by_name["limit"]["maximum"]) == (1, 1000)
     assert type(by_name["limit"]["maximum"]) is int
     assert by_name["cursor"]["pattern"].startswith("^[0-9a-fA-F]{8}-")
-    # A rule across fields: a timeout needs a pending transfer.
-    rule = component(document, "TransferCreate")
-    assert rule["if"]["required"] == ["timeout_seconds"]
-    assert rule["then"]["properties"]["pending"] == {"const": True}
+    # Rules across fields: a timeout needs a pending transfer; an import is never pending.
+    timeout, imported = component(document, "TransferCreate")["allOf"]
+    assert timeout["if"]["required"] == ["timeout_seconds"]
+    assert timeout["then"]["properties"]["pending"] == {"const": True}
+    assert imported["if"]["required"] == ["imported_at"]
+    assert imported["then"]["properties"]["pending"] == {"const": False}
+    # A constrained mapping keeps its size and its keys' pattern (an exchange's `via`).
+    via = component(document, "ExchangeCreate")["properties"]["via"]
+    assert (via["minProperties"], via["maxProperties"]) == (2, 2)
+    assert via["propertyNames"]["pattern"].startswith("^[A-Z0-9]")
 
 
 async def test_an_unknown_schema_path_is_a_problem_404(client: httpx.AsyncClient) -> None:
