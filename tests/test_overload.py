@@ -113,7 +113,12 @@ async def test_big_batches_waiting_longer_than_the_old_lock_timeout_are_not_refu
                 for body, headers in batches
             ]
             if group_commit:
-                await until(lambda: queued() == len(batches) - 1, "the others to queue")
+                # The first may still be building its 1,000 transfers when the others queue:
+                # wait for it to reach the rows too, then only it may be waiting there.
+                await until(
+                    lambda: queued() == len(batches) - 1 and lock_waiters(sync_db) >= 1,
+                    "the first to wait on the rows and the others to queue",
+                )
                 assert lock_waiters(sync_db) == 1  # only the first waits in PostgreSQL
             else:
                 # three wait on the account rows, the same-key retry on its key row
