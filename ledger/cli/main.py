@@ -50,18 +50,6 @@ def _run(coro_fn: Callable[[], Awaitable[T]]) -> T:
     return asyncio.run(coro_fn())  # type: ignore[arg-type]
 
 
-def _run_on_uvloop(coro_fn: Callable[[], Awaitable[T]]) -> T:
-    """The long-running worker on uvloop where it exists (as uvicorn runs the API): its event
-    loop overhead per relayed event and sealed record is part of the CPU per transfer."""
-    if os.environ.get("XAB_WORKER_LOOP") != "uvloop":
-        return _run(coro_fn)
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is installed everywhere but Windows
-        return _run(coro_fn)
-    return uvloop.run(coro_fn())  # type: ignore[arg-type]
-
-
 async def _with_session(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
     from ledger.core.db import create_engine, create_sessionmaker, run_in_transaction
 
@@ -239,7 +227,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         await ensure_admin_key(settings)
         await run_worker(settings, stop)
 
-    _run_on_uvloop(main)
+    _run(main)
     return 0
 
 
