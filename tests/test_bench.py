@@ -1,4 +1,5 @@
-"""`ledger bench` against a real `ledger serve --workers 2` process, and the workers themselves.
+"""`ledger bench` against a real `ledger serve --workers 2` process and a `ledger worker` relaying
+to the real broker, as the service runs, and the serve workers themselves.
 
 The smoke runs are short (2-3 s of load): they show the bench runs end to end and that its own
 check passes on a correct service. The check is then shown to fail when money is removed or an
@@ -30,7 +31,7 @@ from ledger.bench.http import open_client
 from ledger.bench.load import run_load
 from ledger.bench.options import BenchOptions
 from ledger.bench.setup import prepare_ledger
-from ledger.embedded import LOOPBACK, free_port
+from ledger.embedded import LOOPBACK, EmbeddedBroker, free_port
 from tests.conftest import new_database
 from tests.processes import ledger_env
 
@@ -49,17 +50,22 @@ class Served:
     database_url: str
     process: subprocess.Popen[bytes]
     workers: list[int]
+    bootstrap: str | None = None
+    worker: subprocess.Popen[bytes] | None = None  # `ledger worker`: relay, sealer, expiry
 
 
-def _serve_env(database_url: str) -> dict[str, str]:
-    return ledger_env(database_url, LEDGER_ADMIN_KEY=ADMIN_KEY)
+def _serve_env(database_url: str, bootstrap: str | None = None) -> dict[str, str]:
+    env = ledger_env(database_url, LEDGER_ADMIN_KEY=ADMIN_KEY)
+    if bootstrap is not None:
+        env["LEDGER_KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
+    return env
 
 
-def _start_serve(database_url: str, *extra: str) -> Served:
+def _start_serve(database_url: str, *extra: str, bootstrap: str | None = None) -> Served:
     port = free_port()
     process = subprocess.Popen(
         [LEDGER, "serve", "--host", LOOPBACK, "--port", str(port), *extra],
-        env=_serve_env(database_url),
+        env=_serve_env(database_url, bootstrap),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,
@@ -71,7 +77,7 @@ def _start_serve(database_url: str, *extra: str) -> Served:
             pytest.fail(f"ledger serve exited with {process.returncode}: {stderr[-2000:]}")
         try:
             if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                return Served(url, database_url, process, _children(process.pid))
+                return Served(url, database_url, process, _children(process.pid), bootstrap)
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
@@ -90,13 +96,24 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture(scope="module")
-def served(pg_server: str, template_db: str) -> Iterator[Served]:
-    """One API for the module (every bench run makes its own accounts). On teardown, SIGTERM to
-    the parent must stop every worker too."""
-    server = _start_serve(new_database(pg_server), "--workers", str(SERVE_WORKERS))
+def served(pg_server: str, template_db: str, broker: EmbeddedBroker) -> Iterator[Served]:
+    """One API for the module (every bench run makes its own accounts) and one `ledger worker`
+    publishing to the broker and sealing the trail. On teardown, SIGTERM to the parent must stop
+    every serve worker too."""
+    bootstrap = broker.bootstrap_servers
+    database_url = new_database(pg_server)
+    server = _start_serve(database_url, "--workers", str(SERVE_WORKERS), bootstrap=bootstrap)
+    server.worker = subprocess.Popen(
+        [LEDGER, "worker"],
+        env=_serve_env(database_url, bootstrap),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         yield server
     finally:
+        _stop(server.worker)
         _stop(server.process)
     for _ in range(100):
         if not any(_alive(pid) for pid in server.workers):
@@ -109,6 +126,9 @@ def served(pg_server: str, template_db: str) -> Iterator[Served]:
 
 def _bench(served: Served, *args: str) -> tuple[int, dict[str, Any] | None, str]:
     common = ["--url", served.url, "--key", ADMIN_KEY, "--clients", "4", "--check-sample", "100"]
+    common += ["--api-pid", str(served.process.pid)]
+    if served.worker is not None:
+        common += ["--worker-pid", str(served.worker.pid)]
     done = subprocess.run(
         [LEDGER, "bench", *common, *args],
         env=_serve_env(served.database_url),
@@ -133,6 +153,22 @@ def test_bench_uniform_run_is_ok(served: Served) -> None:
     assert report["checked_transfers"] == min(report["transfers"], 100)
     assert report["p50_ms"] <= report["p99_ms"]
     assert {"transfers_per_s", "p50_ms", "p99_ms", "errors", "ok", "rejected"} <= report.keys()
+    _assert_observed(served, report)
+
+
+def _assert_observed(served: Served, report: dict[str, Any]) -> None:
+    """The worker kept up with the run and the bench saw every component's CPU."""
+    assert served.worker is not None and served.worker.poll() is None, "the worker died"
+    for component in ("client", "api", "worker", "db"):
+        assert report[f"{component}_cpu_ms_per_transfer"] > 0, component
+    # Every transfer of the window was published to the broker and its audit record sealed
+    # (the bench waited for the worker), and each lag is a real, non-negative time.
+    assert report["event_backlog"] == 0
+    assert report["seal_backlog"] == 0
+    assert report["event_lag_rows"] >= report["transfers"]  # one transfer.created each at least
+    assert report["seal_lag_rows"] >= report["transfers"]
+    assert report["event_lag_p99_ms"] >= 0
+    assert report["seal_lag_p99_ms"] >= 0
 
 
 def _scratch_databases(database_url: str) -> set[str]:
@@ -178,6 +214,7 @@ def test_bench_batch_run_with_idempotency_keys_is_ok(served: Served) -> None:
     assert report["ok"] is True, stderr
     assert report["errors"] == 0, report["error_codes"]
     assert report["transfers"] == 50 * report["requests"]  # 50 transfers in every request
+    _assert_observed(served, report)
 
 
 def test_bench_that_cannot_run_exits_nonzero(served: Served) -> None:

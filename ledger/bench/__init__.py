@@ -72,13 +72,22 @@ async def _measure(options: BenchOptions) -> tuple[dict[str, Any], list[str]]:
     from ledger.bench.check import check_run
     from ledger.bench.http import open_client
     from ledger.bench.load import run_load
+    from ledger.bench.observe import Observer
     from ledger.bench.setup import prepare_ledger
 
-    async with open_client(options.url, options.key, options.clients) as http:
-        ledger = await prepare_ledger(http, options)
-        tally, elapsed_s = await run_load(ledger, options)
-        checked = await check_run(http, ledger, tally)
-    return _report(options, tally, elapsed_s, checked), checked.problems
+    observer = Observer(options)
+    try:
+        async with open_client(options.url, options.key, options.clients) as http:
+            ledger = await prepare_ledger(http, options)
+            await observer.start()
+            tally, elapsed_s = await run_load(ledger, options)
+            await observer.stop()
+            checked = await check_run(http, ledger, tally)
+        report = _report(options, tally, elapsed_s, checked)
+        report.update(await observer.report(tally.acked))
+    finally:
+        await observer.close()
+    return report, checked.problems
 
 
 def _report(

@@ -32,6 +32,10 @@ class BenchOptions:
     database_url: str | None = None
     progress: bool = False
     check_sample: int = limits.BENCH_CHECK_TRANSFERS_DEFAULT
+    # Processes whose CPU the run reports per transfer (their children included), see cpu.py.
+    api_pids: tuple[int, ...] = ()
+    worker_pids: tuple[int, ...] = ()
+    db_pids: tuple[int, ...] = ()
 
     @property
     def mode(self) -> str:
@@ -61,6 +65,8 @@ class BenchOptions:
             )
         if not CURRENCY_PATTERN.match(self.currency):
             raise ConfigurationError("--currency must be 3..12 of A-Z and 0-9")
+        if any(pid <= 0 for pid in (*self.api_pids, *self.worker_pids, *self.db_pids)):
+            raise ConfigurationError("--api-pid, --worker-pid and --db-pid must be positive")
         if self.baseline and not self.database_url:
             raise ConfigurationError(
                 "--baseline needs --database-url (or LEDGER_DATABASE_URL) to measure PostgreSQL"

@@ -269,6 +269,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         check_sample=(
             limits.BENCH_CHECK_TRANSFERS_DEFAULT if args.check_sample is None else args.check_sample
         ),
+        api_pids=tuple(args.api_pid or ()),
+        worker_pids=tuple(args.worker_pid or ()),
+        db_pids=tuple(args.db_pid or ()),
     )
     report, problems = run_bench(options)
     for line in problems:
@@ -395,6 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--check-sample", type=int, default=None, help="acknowledged transfers re-read (1000)"
     )
+    for component in ("api", "worker", "db"):  # CPU per transfer, children included
+        bench.add_argument(
+            f"--{component}-pid",
+            type=int,
+            action="append",
+            help=f"a pid of the {component} (repeatable): report its CPU per transfer",
+        )
     bench.set_defaults(func=cmd_bench)
 
     audit = sub.add_parser("audit", help="the audit trail: verify its hash chain, show a history")
