@@ -36,6 +36,10 @@ request's context), the Idempotency-Key rules (a key that already exists, or app
 batch, leaves the batch and takes the one-request path, which waits and replays), and refusals
 (a refused transfer never fails its neighbours). A database error fails the whole batch, after
 the usual deadlock retries, and every request in it gets the same retryable answer (503).
+
+This module is the queue and its batching (`GroupCommitter`); what waits in the queue is in
+`group_commit_queue.py`, a batch's unit of work and each request's answer in
+`group_commit_unit.py`.
 """
 
 from __future__ import annotations
@@ -44,78 +48,43 @@ import asyncio
 import collections
 import contextlib
 import contextvars
-import datetime as dt
-import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
-import msgspec
 import structlog
 from opentelemetry import trace
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ledger.core import limits
-from ledger.core.bulk import unit_writer
 from ledger.core.context import WriteContext
 from ledger.core.db import run_in_transaction
 from ledger.core.errors import (
-    PROBLEM_MEDIA_TYPE,
     ConfigurationError,
     IdempotencyKeyInUse,
-    LedgerError,
     ServiceUnavailable,
 )
 from ledger.http.state import Services
-from ledger.idempotency import store as idempotency
 from ledger.idempotency.store import IdempotencyClaim, StoredResponse
-from ledger.posting import engine
 from ledger.posting.commands import TransferCommand
-from ledger.posting.engine import Outcome
 from observability import metrics
-from transfers.schemas import outcome_status, transfer_out
+from transfers.group_commit_queue import Gate, Queued, Submission
+from transfers.group_commit_unit import post_batch
 
 log = structlog.get_logger("ledger.group_commit")
 GROUP_COMMIT = "group_commit"  # its key in Services.extensions
 
-
-@dataclass(slots=True, eq=False)  # compared by identity: the queue removes the very one
-class Submission:
-    command: TransferCommand
-    ctx: WriteContext
-    claim: IdempotencyClaim | None
-    # The span of the request that submitted this transfer; the batch span links to it.
-    span_context: trace.SpanContext | None = None
-    context: contextvars.Context | None = None
-    # None as a result: the key was taken, answer through the one-request path instead.
-    future: asyncio.Future[StoredResponse | None] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
-    deadline: float = math.inf  # time.monotonic() by which it must have started
-    started: bool = False  # taken into a batch: it runs to its outcome from here on
-
-    @property
-    def accounts(self) -> tuple[uuid.UUID, uuid.UUID]:
-        return (self.command.debit_account_id, self.command.credit_account_id)
-
-
-@dataclass(slots=True, eq=False)
-class Gate:
-    """A request that runs its own transaction (a transfer batch) on these accounts: it starts
-    when no running batch and no earlier queued request holds any of them, and holds them until
-    it leaves."""
-
-    accounts: Collection[uuid.UUID]
-    future: asyncio.Future[StoredResponse | None] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
-    deadline: float = math.inf
-    started: bool = False
-
-
-Queued = Submission | Gate
+# The queue's items stay importable from here, where callers and tests have found them.
+__all__ = [
+    "GROUP_COMMIT",
+    "Gate",
+    "GroupCommitter",
+    "Queued",
+    "Submission",
+    "group_committer_of",
+    "install_group_commit",
+]
 
 
 class GroupCommitter:
@@ -354,7 +323,7 @@ class GroupCommitter:
                 started = time.perf_counter()
                 results = await run_in_transaction(
                     self.sessionmaker,
-                    lambda session: self._post(session, batch),
+                    lambda session: post_batch(session, batch),
                     pipelined_commit=True,  # the batch's writes and COMMIT in one round trip
                 )
                 metrics.TRANSFER_DURATION.observe(time.perf_counter() - started)
@@ -381,53 +350,11 @@ class GroupCommitter:
             if self.queue:
                 self._schedule()
 
-    async def _post(
-        self, session: AsyncSession, batch: list[Submission]
-    ) -> list[StoredResponse | None]:
-        # The keys' creation time (their life starts here); the transfers' time is the
-        # engine's, the database clock once the batch's locks are held, shared by all of them.
-        now = dt.datetime.now(dt.UTC)
-        contexts = [s.ctx for s in batch]
-        # A key that exists already, or appears twice in the batch, leaves the batch: its
-        # request takes the one-request path, which waits and replays.
-        taken = await idempotency.claim_many(session, [s.claim for s in batch], now)
-        live = [i for i, s in enumerate(batch) if i not in taken]
-        writer = unit_writer(session)
-        outcomes = await engine.create_transfers(
-            session,
-            [batch[i].command for i in live],
-            atomic=False,
-            ctx=contexts[0],
-            contexts=[contexts[i] for i in live],
-            writer=writer,
-        )
-        results: list[StoredResponse | None] = [None] * len(batch)
-        answered: list[tuple[IdempotencyClaim, StoredResponse]] = []
-        for index, outcome in zip(live, outcomes, strict=True):
-            response = _response(outcome)
-            results[index] = response
-            claim = batch[index].claim
-            if claim is not None:
-                answered.append((claim, response))
-        writer.add(idempotency.store_statement(answered))
-        return results
-
 
 def _shed(reason: str) -> None:
     # Counted, not logged: under a flood a line per shed request would be more load (each one
     # still has its access line, status 503).
     metrics.REQUESTS_SHED.labels(reason=reason).inc()
-
-
-def _response(outcome: Outcome) -> StoredResponse:
-    if outcome.error is not None:
-        return StoredResponse.of_error(outcome.error)
-    if outcome.transfer is None:
-        error = LedgerError("the posting engine returned no transfer")
-        return StoredResponse(500, msgspec.json.encode(error.problem()), False, PROBLEM_MEDIA_TYPE)
-    return StoredResponse(
-        outcome_status(outcome), msgspec.json.encode(transfer_out(outcome.transfer))
-    )
 
 
 def install_group_commit(services: Services, committer: GroupCommitter) -> None:

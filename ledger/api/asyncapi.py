@@ -63,7 +63,7 @@ class EventKind:
 
 
 # ledger.transfer.<kind>: the state the transfer reached; a reversal is a new posted transfer
-# that names the one it reverses (ledger/posting/engine.py::reverse).
+# that names the one it reverses (ledger/posting/kernel.py::Posting.reverse).
 TRANSFER_PINS: dict[str, dict[str, Any]] = {
     "pending": {"state": {"const": "pending"}},
     "posted": {"state": {"const": "posted"}},
