@@ -96,3 +96,26 @@ async def test_text_rules_are_in_the_document_and_enforced(client: httpx.AsyncCl
         assert response.status_code == 422, (params, response.text)
         assert response.json()["code"] == "validation_error"
     assert (await client.get("/v1/audit", params={"actor": "cli"})).status_code == 200
+
+
+@pytest.mark.parametrize("body", [b" ", b"\r\n", b"\x0c\r", b"\t"])
+async def test_an_optional_body_of_whitespace_is_not_json_and_changes_nothing(
+    client: httpx.AsyncClient, body: bytes
+) -> None:
+    """A void takes no body or `{}`; whitespace alone is a body that is not JSON (Schemathesis
+    sent a form feed and got the empty cancel). Nothing is voided or remembered."""
+    _, debit, credit = await funded_pair(client, 100)
+    held = await transfer(client, debit["id"], credit["id"], 10, pending=True)
+    assert held.status_code == 201, held.text
+    transfer_id = held.json()["id"]
+    refused = await client.post(
+        f"/v1/transfers/{transfer_id}/void",
+        content=body,
+        headers={"Content-Type": "application/json"},
+    )
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["code"] == "validation_error"
+    assert (await client.get(f"/v1/transfers/{transfer_id}")).json()["state"] == "pending"
+    empty = await client.post(f"/v1/transfers/{transfer_id}/void")  # no body at all: still fine
+    assert empty.status_code == 200, empty.text
+    assert empty.json()["state"] == "voided"
