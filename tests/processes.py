@@ -37,20 +37,23 @@ def ledger_env(database_url: str, **settings: str) -> dict[str, str]:
 
 
 def wait_until_ready(
-    process: subprocess.Popen[bytes], url: str, what: str = "ledger serve"
+    process: subprocess.Popen[bytes], url: str, what: str = "ledger serve", log: Path | None = None
 ) -> None:
-    """Polls `GET /ready` until 200; fails with the process's exit if it stops first."""
+    """Polls `GET /ready` until 200; fails with the process's exit (and its `log`, when given)
+    if it stops first or is not ready in time."""
     deadline = time.monotonic() + START_DEADLINE_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"{what} exited with {process.returncode} at start")
+            said = f": {log.read_text()}" if log is not None else ""
+            raise AssertionError(f"{what} exited with {process.returncode} at start{said}")
         try:
             if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
-    raise AssertionError(f"{what} was not ready within {START_DEADLINE_SECONDS} s")
+    said = f": {log.read_text()}" if log is not None else ""
+    raise AssertionError(f"{what} was not ready within {START_DEADLINE_SECONDS} s{said}")
 
 
 def stop(process: subprocess.Popen[bytes]) -> int:

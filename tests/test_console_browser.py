@@ -13,11 +13,9 @@ import io
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +26,7 @@ import pytest
 
 from tests.conftest import new_database
 from tests.console_helpers import CONTRAST_SCRIPT
+from tests.processes import ledger_env, stop, wait_until_ready
 
 CHROMIUM = shutil.which("chromium") or (
     "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None
@@ -40,8 +39,6 @@ pytestmark = pytest.mark.skipif(
 
 ADMIN_SECRET = "lk_console_browser_admin_0123456789"
 SHOTS = Path(__file__).resolve().parents[1] / ".ledger" / "screenshots"
-STARTUP_SECONDS_MAX = 60.0
-STOP_SECONDS_MAX = 15.0
 
 
 @dataclass
@@ -62,30 +59,6 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def _wait_ready(process: subprocess.Popen[bytes], base_url: str, stderr: Path) -> None:
-    deadline = time.monotonic() + STARTUP_SECONDS_MAX
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"ledger serve exited with {process.returncode}: {stderr.read_text()}")
-        try:
-            if httpx.get(f"{base_url}/ready", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"ledger serve not ready: {stderr.read_text()}")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_SECONDS_MAX)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 def _seed(api: httpx.Client) -> dict[str, Any]:
@@ -138,11 +111,9 @@ def ledger(
     pg_server: str, template_db: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Ledger]:
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PROMETHEUS_"))}
-    env.update(
-        LEDGER_DATABASE_URL=new_database(pg_server),
+    env = ledger_env(
+        new_database(pg_server),
         LEDGER_ADMIN_KEY=ADMIN_SECRET,
-        LEDGER_LOG_FORMAT="json",
         LEDGER_LOG_LEVEL="info",
         PYTHONUNBUFFERED="1",
     )
@@ -154,13 +125,13 @@ def ledger(
         )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(process, base_url, stderr_path)
+        wait_until_ready(process, base_url, log=stderr_path)
         headers = {"Authorization": f"Bearer {ADMIN_SECRET}"}
         with httpx.Client(base_url=base_url, headers=headers, timeout=30) as api:
             seeded = _seed(api)
         yield Ledger(base_url=base_url, stderr_path=stderr_path, **seeded)
     finally:
-        _stop(process)
+        stop(process)
 
 
 @pytest.fixture(scope="module")

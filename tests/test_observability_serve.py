@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import re
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -25,12 +23,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import new_database
 from tests.log_capture import TEST_SECRETS, find_secrets
-from tests.processes import ledger_env
+from tests.processes import ledger_env, stop, wait_until_ready
 
 ADMIN_SECRET = TEST_SECRETS[0]
 WORKERS = 2
-STARTUP_SECONDS_MAX = 60.0
-STOP_SECONDS_MAX = 15.0
 
 
 @dataclass
@@ -74,34 +70,10 @@ def served(
         )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_ready(process, base_url, stderr_path)
+        wait_until_ready(process, base_url, log=stderr_path)
         yield Served(base_url, stderr_path)
     finally:
-        _stop(process)
-
-
-def _wait_until_ready(process: subprocess.Popen[bytes], base_url: str, stderr: Path) -> None:
-    deadline = time.monotonic() + STARTUP_SECONDS_MAX
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"ledger serve exited with {process.returncode}: {stderr.read_text()}")
-        try:
-            if httpx.get(f"{base_url}/ready", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"ledger serve not ready: {stderr.read_text()}")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_SECONDS_MAX)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop(process)
 
 
 def _lines_for(served: Served, request_id: str) -> list[dict[str, Any]]:
