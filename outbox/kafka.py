@@ -133,6 +133,22 @@ async def ensure_topic(settings: Settings, options: KafkaOptions | None = None) 
             await admin.close()
 
 
+async def start_producer(
+    settings: Settings, options: KafkaOptions | None = None
+) -> AIOKafkaProducer:
+    """A started producer for `settings.kafka_topic`, the topic ensured first; a producer that
+    fails to start is stopped again (its connections and tasks released) before the error."""
+    await ensure_topic(settings, options)
+    producer = make_producer(settings, options)
+    try:
+        await producer.start()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await producer.stop()
+        raise
+    return producer
+
+
 def partition_for(key: bytes, partitions: Sequence[int]) -> int:
     """Kafka's default partitioner (murmur2 of the key), so every client, in any language, puts
     one subject on one partition."""

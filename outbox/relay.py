@@ -47,7 +47,7 @@ from ledger.core.errors import ServiceUnavailable
 from ledger.core.settings import Settings
 from observability import metrics
 from outbox import repository as repo
-from outbox.kafka import KafkaOptions, ensure_topic, make_producer, partition_for, record_headers
+from outbox.kafka import KafkaOptions, partition_for, record_headers, start_producer
 from outbox.writer import NOTIFY_CHANNEL
 
 log = structlog.get_logger("outbox.relay")
@@ -264,15 +264,7 @@ class Relay:
 
     async def _ensure_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
-            await ensure_topic(self.settings, self.options)
-            producer = make_producer(self.settings, self.options)
-            try:
-                await producer.start()
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await producer.stop()
-                raise
-            self._producer = producer
+            self._producer = await start_producer(self.settings, self.options)
             log.info("relay.kafka_connected", bootstrap=self.settings.kafka_bootstrap_servers)
         return self._producer
 

@@ -32,7 +32,7 @@ from ledger.core import limits
 from ledger.core.db import run_in_transaction
 from ledger.core.errors import ServiceUnavailable
 from ledger.core.settings import Settings
-from outbox.kafka import KafkaOptions, ensure_topic, make_producer
+from outbox.kafka import KafkaOptions, start_producer
 
 log = structlog.get_logger("ledger.worker.checkpoints")
 
@@ -145,15 +145,7 @@ class KafkaCheckpoints:
 
     async def _ensure_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
-            await ensure_topic(self.settings, self.options)
-            producer = make_producer(self.settings, self.options)
-            try:
-                await producer.start()
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await producer.stop()
-                raise
-            self._producer = producer
+            self._producer = await start_producer(self.settings, self.options)
         return self._producer
 
     async def close(self) -> None:
