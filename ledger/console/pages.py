@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from litestar import Controller, Request, get, post
+from litestar.di import Provide
 from litestar.params import Parameter
 from litestar.response import Redirect, Stream, Template
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -58,6 +59,29 @@ class SearchQuery:
             start=parse_time(v["from"], "from"),
             end=parse_time(v["to"], "to"),
         )
+
+
+def search_query(
+    object_id: str | None = None,
+    actor: str | None = None,
+    request_id: str | None = None,
+    action: str | None = None,
+    from_: str | None = Parameter(query="from", default=None),
+    to: str | None = None,
+) -> SearchQuery:
+    """The audit search's filters from the query string: one dependency for the search page
+    and its CSV export, which take the same ones."""
+    return SearchQuery.of(
+        object_id=object_id,
+        actor=actor,
+        request_id=request_id,
+        action=action,
+        to=to,
+        **{"from": from_},
+    )
+
+
+SEARCH = {"search": Provide(search_query, sync_to_thread=False)}
 
 
 def render(name: str, viewer: Viewer | None, chain: ChainState | None, **context: Any) -> Template:
@@ -156,29 +180,12 @@ class ConsolePages(Controller):
         page.status_code = 404
         return page
 
-    @get("/audit", name="console.audit")
+    @get("/audit", name="console.audit", dependencies=SEARCH)
     async def audit_search(
-        self,
-        request: Req,
-        viewer: Viewer,
-        object_id: str | None = None,
-        actor: str | None = None,
-        request_id: str | None = None,
-        action: str | None = None,
-        from_: str | None = Parameter(query="from", default=None),
-        to: str | None = None,
-        after: str | None = None,
+        self, request: Req, viewer: Viewer, search: SearchQuery, after: str | None = None
     ) -> Template:
-        query = SearchQuery.of(
-            object_id=object_id,
-            actor=actor,
-            request_id=request_id,
-            action=action,
-            to=to,
-            **{"from": from_},
-        )
         require_audit(viewer)
-        where = query.record_filter()
+        where = search.record_filter()
         after_seq = parse_cursor(after, "after")
         services = services_of(request)
 
@@ -191,40 +198,22 @@ class ConsolePages(Controller):
         chain, items = await services.run(work)
         next_link = None
         if len(items) > PAGE:
-            next_link = "/console/audit?" + query_string(query.values, after=items[PAGE - 1].seq)
+            next_link = "/console/audit?" + query_string(search.values, after=items[PAGE - 1].seq)
         return render(
             "audit.html",
             viewer,
             chain,
-            query=query.values,
+            query=search.values,
             items=items[:PAGE],
             next_link=next_link,
-            csv_link="/console/audit.csv?" + query_string(query.values),
-            searched=any(query.values.values()) or after_seq is not None,
+            csv_link="/console/audit.csv?" + query_string(search.values),
+            searched=any(search.values.values()) or after_seq is not None,
         )
 
-    @get("/audit.csv", name="console.audit_csv")
-    async def audit_export(
-        self,
-        request: Req,
-        viewer: Viewer,
-        object_id: str | None = None,
-        actor: str | None = None,
-        request_id: str | None = None,
-        action: str | None = None,
-        from_: str | None = Parameter(query="from", default=None),
-        to: str | None = None,
-    ) -> Stream:
-        query = SearchQuery.of(
-            object_id=object_id,
-            actor=actor,
-            request_id=request_id,
-            action=action,
-            to=to,
-            **{"from": from_},
-        )
+    @get("/audit.csv", name="console.audit_csv", dependencies=SEARCH)
+    async def audit_export(self, request: Req, viewer: Viewer, search: SearchQuery) -> Stream:
         require_audit(viewer)
-        where = query.record_filter()
+        where = search.record_filter()
         return Stream(
             audit_csv(request, where),
             media_type="text/csv; charset=utf-8",
