@@ -120,6 +120,21 @@ def _not_sealed() -> sa.ColumnElement[bool]:
     return ~sa.exists().where(seals_t.c.record_id == records_t.c.id)
 
 
+def _not_sealed_probe() -> sa.ColumnElement[bool]:
+    """The same test as `_not_sealed`, as one index probe per candidate record. The planner
+    turns NOT EXISTS into a hash anti-join that reads every seal ever written, once per call:
+    the sealer's query then cost in proportion to the whole chain (11 ms per pass at 30,000
+    seals, 40 ms under batch load) where a pass looks at a few hundred recent records. The
+    LIMIT keeps the subquery correlated, so the cost follows the candidates only."""
+    first_seal = (
+        sa.select(seals_t.c.seq)
+        .where(seals_t.c.record_id == records_t.c.id)
+        .limit(1)
+        .scalar_subquery()
+    )
+    return first_seal.is_(None)
+
+
 async def unsealed_records(
     ex: Executor, *, horizon: int, after_seq: int, limit: int
 ) -> Sequence[sa.Row[Any]]:
@@ -133,7 +148,7 @@ async def unsealed_records(
         sa.select(*columns, data_as_stored)
         .where(records_t.c.xact_id >= horizon)
         .where(records_t.c.seq > after_seq)
-        .where(_not_sealed())
+        .where(_not_sealed_probe())
         .order_by(records_t.c.seq)
         .limit(limit)
     )

@@ -68,11 +68,18 @@ def engine_of(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncEngine:
 
 def sealer_engine(url: sa.URL) -> AsyncEngine:
     """An engine without a pool for the sealer's one connection: closing that connection ends
-    its session (and the lock), where a pool would keep it open for the next borrower."""
+    its session (and the lock), where a pool would keep it open for the next borrower.
+
+    Its statements are planned for their real parameters every time (`force_custom_plan`): the
+    search for unsealed records (`xact_id >= horizon`, in seq order) has a generic plan that
+    walks the whole table in seq order, which PostgreSQL's plan cache prefers once the statement
+    is prepared; with the horizon known it reads only the recent records through the xact_id
+    index. A few statements per pass make the extra planning cheap."""
     options = (
         f"-c lock_timeout={limits.DB_LOCK_TIMEOUT_MS} "
         f"-c statement_timeout={limits.DB_STATEMENT_TIMEOUT_MS} "
-        "-c timezone=UTC"
+        "-c timezone=UTC "
+        "-c plan_cache_mode=force_custom_plan"
     )
     return create_async_engine(
         url,
