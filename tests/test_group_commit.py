@@ -251,3 +251,83 @@ async def test_a_request_that_must_wait_does_not_rescan_the_queue() -> None:
         assert committer.claimed == {b, hot}
     finally:
         waiter.cancel()
+
+
+async def _funded_pairs(client: Any, pairs: int) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    source = await create_account(client, normal_balance="debit", min_balance=None)
+    result = []
+    for _ in range(pairs):
+        a, b = await create_account(client), await create_account(client)
+        assert (await transfer(client, source["id"], a["id"], 1_000)).status_code == 201
+        result.append((uuid.UUID(a["id"]), uuid.UUID(b["id"])))
+    return result
+
+
+def _command(pair: tuple[uuid.UUID, uuid.UUID]) -> Any:
+    return to_command(TransferCreate(debit_account_id=pair[0], credit_account_id=pair[1], amount=1))
+
+
+async def test_arrivals_while_a_young_batch_runs_leave_together_in_the_next_one(
+    client: Any, settings: Settings, db_url: str
+) -> None:
+    """The stagger: while the running batch is younger than `stagger_seconds`, unrelated
+    requests that arrive wait for it (a free slot notwithstanding) and then leave as one batch,
+    instead of one small batch each beside it. The running batch is held on a row lock taken
+    from another connection, so it really is still running when they arrive."""
+    pairs = await _funded_pairs(client, 4)
+    engine = create_engine(settings, pool_size=4)
+    committer = GroupCommitter(create_sessionmaker(engine), inflight_max=4, stagger_seconds=60)
+    ctx = WriteContext(actor=Actor.cli())
+    blocker = await psycopg.AsyncConnection.connect(db_url)
+    try:
+        await blocker.execute("SELECT 1 FROM accounts WHERE id = %s FOR UPDATE", (pairs[0][0],))
+        count_before, sum_before = _batch_stats()
+        first = asyncio.create_task(committer.submit(_command(pairs[0]), ctx, None))
+        while committer.inflight == 0:
+            await asyncio.sleep(0.01)
+        later = [
+            asyncio.create_task(committer.submit(_command(pair), ctx, None)) for pair in pairs[1:]
+        ]
+        await asyncio.sleep(0.5)  # slots are free, the accounts are free: only the stagger holds
+        assert committer.inflight == 1
+        assert len(committer.queue) == 3
+        assert not any(task.done() for task in [first, *later])
+        await blocker.rollback()  # the first batch goes on and ends; the three leave together
+        results = await asyncio.wait_for(asyncio.gather(first, *later), timeout=30)
+        count_after, sum_after = _batch_stats()
+    finally:
+        await blocker.close()
+        await engine.dispose()
+    assert [r.status for r in results if r is not None] == [201, 201, 201, 201]
+    # Two batches: the first one alone, then the three together.
+    assert (count_after - count_before, sum_after - sum_before) == (2, 4)
+    assert await violations(settings) == []
+
+
+async def test_a_batch_stuck_past_the_stagger_does_not_hold_up_the_others(
+    client: Any, settings: Settings, db_url: str
+) -> None:
+    """Liveness: once the running batch is older than the stagger (here it waits on a row lock
+    held elsewhere), the requests queued behind it start in a batch of their own and are
+    answered while it still waits."""
+    pairs = await _funded_pairs(client, 3)
+    engine = create_engine(settings, pool_size=4)
+    committer = GroupCommitter(create_sessionmaker(engine), inflight_max=4, stagger_seconds=0.2)
+    ctx = WriteContext(actor=Actor.cli())
+    blocker = await psycopg.AsyncConnection.connect(db_url)
+    try:
+        await blocker.execute("SELECT 1 FROM accounts WHERE id = %s FOR UPDATE", (pairs[0][0],))
+        stuck = asyncio.create_task(committer.submit(_command(pairs[0]), ctx, None))
+        while committer.inflight == 0:
+            await asyncio.sleep(0.01)
+        others = [committer.submit(_command(pair), ctx, None) for pair in pairs[1:]]
+        results = await asyncio.wait_for(asyncio.gather(*others), timeout=30)
+        assert not stuck.done()  # still waiting on the lock, and the others were answered
+        await blocker.rollback()
+        stuck_result = await asyncio.wait_for(stuck, timeout=30)
+    finally:
+        await blocker.close()
+        await engine.dispose()
+    assert [r.status for r in results if r is not None] == [201, 201]
+    assert stuck_result is not None and stuck_result.status == 201
+    assert await violations(settings) == []

@@ -7,11 +7,15 @@ amortises the lock hold and the commit (TigerBeetle's answer, done inside Postgr
 How: requests queue up; up to `inflight_max` batches run at once, each taking at most
 `batch_size_max` queued requests. A request that arrives while every slot is busy waits for the
 next batch; a request that finds a free slot leaves at the next turn of the event loop, so an idle
-server adds no latency. A request touching an account that a running batch holds stays queued
-until that batch ends: starting it would only make it wait on the row lock, holding a slot. So
-under a hot account there is one batch at a time and every request that arrived meanwhile joins
-the next one (the batch grows with the contention), while transfers between unrelated accounts
-still run in parallel batches.
+server adds no latency. A slot opens for a new batch only once the youngest running batch is
+`stagger_seconds` old: under load the requests that arrive meanwhile form one larger batch
+instead of several small ones side by side (fewer commits, round trips and trigger runs per
+transfer: docs/performance.md measures it), while a batch that waits on a lock or a slow commit
+holds up the requests behind it for no longer than that. A request touching an account that a
+running batch holds stays queued until that batch ends: starting it would only make it wait on
+the row lock, holding a slot. So under a hot account there is one batch at a time and every
+request that arrived meanwhile joins the next one (the batch grows with the contention), while
+transfers between unrelated accounts still run in parallel batches.
 
 A batch request (`POST /v1/transfers/batch`, up to 1,000 transfers) takes its place in the same
 queue through `exclusive`: it runs its own transaction, once no running batch and no earlier
@@ -94,6 +98,7 @@ class GroupCommitter:
         *,
         batch_size_max: int = limits.GROUP_COMMIT_BATCH_SIZE_MAX,
         inflight_max: int = limits.GROUP_COMMIT_INFLIGHT_MAX,
+        stagger_seconds: float = limits.GROUP_COMMIT_STAGGER_SECONDS,
         queue_max: int | None = None,
         queue_wait_max_seconds: float | None = None,
     ) -> None:
@@ -104,6 +109,8 @@ class GroupCommitter:
             queue_wait_max_seconds = limits.GROUP_COMMIT_QUEUE_WAIT_MAX_SECONDS
         if min(batch_size_max, inflight_max, queue_max) < 1 or queue_wait_max_seconds <= 0:
             raise ConfigurationError("group commit bounds must be positive")
+        if stagger_seconds < 0:
+            raise ConfigurationError("group commit stagger must not be negative")
         self.sessionmaker = sessionmaker
         self.batch_size_max = batch_size_max
         self.inflight_max = inflight_max
@@ -111,7 +118,10 @@ class GroupCommitter:
         self.queue_wait_max_seconds = queue_wait_max_seconds
         self.queue: list[Queued] = []
         self.inflight = 0
+        self.stagger_seconds = stagger_seconds
+        self.youngest_started = 0.0  # time.monotonic() when the youngest running batch started
         self.scheduled = False
+        self.stagger_timer: asyncio.TimerHandle | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         # Accounts the running batches lock (a count per batch that touches them).
         self.busy: collections.Counter[uuid.UUID] = collections.Counter()
@@ -244,13 +254,33 @@ class GroupCommitter:
             self.scheduled = True
             asyncio.get_running_loop().call_soon(self._start_batches)
 
+    def _staggered(self) -> bool:
+        """True when a batch runs that is younger than the stagger: then a timer looks at the
+        queue again once it is that old (unless a batch ends first and does)."""
+        if self.inflight == 0:
+            return False
+        wait = self.youngest_started + self.stagger_seconds - time.monotonic()
+        if wait <= 0:
+            return False
+        if self.stagger_timer is None:
+            self.stagger_timer = asyncio.get_running_loop().call_later(wait, self._stagger_over)
+        return True
+
+    def _stagger_over(self) -> None:
+        self.stagger_timer = None
+        if self.queue:
+            self._schedule()
+
     def _start_batches(self) -> None:
         self.scheduled = False
         while self.queue and self.inflight < self.inflight_max:
+            if self._staggered():
+                break  # the timer, or the end of a batch, looks again
             batch = self._take()
             if not batch:
                 break  # everything queued waits for accounts a running batch holds
             self.inflight += 1
+            self.youngest_started = time.monotonic()
             # A batch of one runs in its request's context (its trace and log ids); a larger
             # batch belongs to no single request: a clean context, and a span linking them all.
             alone = batch[0].context if len(batch) == 1 else None

@@ -106,6 +106,11 @@ CONSUMER_RETRY_BACKOFF_MAX_MS = 5_000
 # Group commit of single-transfer requests (transfers/group_commit.py).
 GROUP_COMMIT_BATCH_SIZE_MAX = 500  # transfers per shared transaction
 GROUP_COMMIT_INFLIGHT_MAX = 4  # shared transactions running at once per process
+# A second shared transaction starts only once the youngest running one is this old: until
+# then arrivals wait for it and join the next batch, which is larger (fewer commits, round trips
+# and statements per transfer). A batch still running after this long is waiting (a row lock,
+# a slow disk), and the next one may start beside it, up to GROUP_COMMIT_INFLIGHT_MAX.
+GROUP_COMMIT_STAGGER_SECONDS = 0.03
 # Requests queued and not started (single transfers, and batch requests waiting for their
 # accounts), per process, past which a new one is shed (503, Retry-After): eight full batches,
 # two rounds of every slot; they hold their bodies in memory meanwhile.
