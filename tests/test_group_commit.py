@@ -263,6 +263,15 @@ async def _funded_pairs(client: Any, pairs: int) -> list[tuple[uuid.UUID, uuid.U
     return result
 
 
+async def _running(committer: GroupCommitter) -> None:
+    """Returns once a batch has started (it then waits on the row lock the test holds)."""
+    for _ in range(3_000):
+        if committer.inflight:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no batch started within 30 s")
+
+
 def _command(pair: tuple[uuid.UUID, uuid.UUID]) -> Any:
     return to_command(TransferCreate(debit_account_id=pair[0], credit_account_id=pair[1], amount=1))
 
@@ -283,8 +292,7 @@ async def test_arrivals_while_a_young_batch_runs_leave_together_in_the_next_one(
         await blocker.execute("SELECT 1 FROM accounts WHERE id = %s FOR UPDATE", (pairs[0][0],))
         count_before, sum_before = _batch_stats()
         first = asyncio.create_task(committer.submit(_command(pairs[0]), ctx, None))
-        while committer.inflight == 0:
-            await asyncio.sleep(0.01)
+        await _running(committer)
         later = [
             asyncio.create_task(committer.submit(_command(pair), ctx, None)) for pair in pairs[1:]
         ]
@@ -318,8 +326,7 @@ async def test_a_batch_stuck_past_the_stagger_does_not_hold_up_the_others(
     try:
         await blocker.execute("SELECT 1 FROM accounts WHERE id = %s FOR UPDATE", (pairs[0][0],))
         stuck = asyncio.create_task(committer.submit(_command(pairs[0]), ctx, None))
-        while committer.inflight == 0:
-            await asyncio.sleep(0.01)
+        await _running(committer)
         others = [committer.submit(_command(pair), ctx, None) for pair in pairs[1:]]
         results = await asyncio.wait_for(asyncio.gather(*others), timeout=30)
         assert not stuck.done()  # still waiting on the lock, and the others were answered
