@@ -9,13 +9,14 @@ The standard for using all this is docs/logging.md."""
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import sys
 from collections.abc import Mapping, MutableMapping
+from functools import lru_cache
 from typing import IO, Any
 
+import msgspec
 import structlog
 from opentelemetry import trace
 
@@ -46,6 +47,7 @@ _LIBRARY_LEVEL_FLOORS = {
 LogFormat = str  # "json" | "console"
 
 
+@lru_cache(maxsize=4096)  # the same few dozen field names, on every line
 def _is_secret_key(key: str) -> bool:
     lowered = key.lower()
     return lowered in _SECRET_KEYS or lowered.endswith(_SECRET_KEY_SUFFIXES)
@@ -54,6 +56,9 @@ def _is_secret_key(key: str) -> bool:
 def redact(value: Any, depth: int = 0) -> Any:
     """The value with secrets masked: strings by pattern, containers recursively (bounded)."""
     if isinstance(value, str):
+        # Nearly every value has neither marker; the pattern runs only on those that do.
+        if "lk_" not in value and "earer" not in value:
+            return value
         return _SECRET_TEXT.sub(REDACTED, value)
     if depth >= _REDACT_DEPTH_MAX:
         return value
@@ -100,9 +105,13 @@ def add_trace_context(_: Any, __: str, event: MutableMapping[str, Any]) -> Mutab
     return event
 
 
+_JSON = msgspec.json.Encoder(enc_hook=str)
+
+
 def _json_dumps(value: Any, **kwargs: Any) -> str:
-    # UUIDs, datetimes and decimals render as their text, never as a repr.
-    return json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":"))
+    # UUIDs, datetimes (RFC 3339) and decimals render as their text, anything else unknown as
+    # its str(), never as a repr.
+    return _JSON.encode(value).decode()
 
 
 def default_format(stream: IO[str] | None = None) -> LogFormat:
