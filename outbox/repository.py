@@ -86,6 +86,22 @@ async def fetch_unpublished(db: Executor, limit: int) -> list[UnpublishedEvent]:
     ]
 
 
+MARK_PUBLISHED = """
+WITH base AS (
+    SELECT coalesce(max(position), 0) AS last FROM outbox_events
+), ordered AS (
+    SELECT o.id, row_number() OVER (ORDER BY o.id) AS rank
+    FROM unnest(CAST(:ids AS bigint[])) AS wanted(id)
+    JOIN outbox_events AS o ON o.id = wanted.id
+    WHERE coalesce(o.position, -1) = -1
+)
+UPDATE outbox_events AS o
+SET position = base.last + ordered.rank, published_at = :now
+FROM base, ordered
+WHERE o.id = ordered.id
+"""
+
+
 async def mark_published(db: Executor, ids: list[int], now: dt.datetime) -> int:
     """Give the rows the next feed positions in id order and stamp them published. Only the lock
     holder calls this; the unique index on position would refuse a second writer anyway.
@@ -99,22 +115,7 @@ async def mark_published(db: Executor, ids: list[int], now: dt.datetime) -> int:
     if not ids:
         return 0
     result = await db.execute(
-        sa.text(
-            """
-            WITH base AS (
-                SELECT coalesce(max(position), 0) AS last FROM outbox_events
-            ), ordered AS (
-                SELECT o.id, row_number() OVER (ORDER BY o.id) AS rank
-                FROM unnest(CAST(:ids AS bigint[])) AS wanted(id)
-                JOIN outbox_events AS o ON o.id = wanted.id
-                WHERE coalesce(o.position, -1) = -1
-            )
-            UPDATE outbox_events AS o
-            SET position = base.last + ordered.rank, published_at = :now
-            FROM base, ordered
-            WHERE o.id = ordered.id
-            """
-        ),
+        sa.text(MARK_PUBLISHED),
         {"ids": ids, "now": now},
     )
     return int(getattr(result, "rowcount", 0) or 0)
