@@ -4,8 +4,10 @@ outcome, idempotency, events and audit record."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import psycopg
@@ -272,8 +274,33 @@ async def _running(committer: GroupCommitter) -> None:
     raise AssertionError("no batch started within 30 s")
 
 
+CLI = WriteContext(actor=Actor.cli())
+
+
 def _command(pair: tuple[uuid.UUID, uuid.UUID]) -> Any:
     return to_command(TransferCreate(debit_account_id=pair[0], credit_account_id=pair[1], amount=1))
+
+
+@contextlib.asynccontextmanager
+async def _first_batch_held(
+    settings: Settings, db_url: str, pair: tuple[uuid.UUID, uuid.UUID], stagger_seconds: float
+) -> AsyncIterator[tuple[GroupCommitter, asyncio.Task[Any], psycopg.AsyncConnection[Any]]]:
+    """A committer whose first batch (one transfer on `pair`) has started and waits on a row lock
+    another connection holds: (the committer, the first request's task, that connection, whose
+    rollback lets the batch go on)."""
+    engine = create_engine(settings, pool_size=4)
+    committer = GroupCommitter(
+        create_sessionmaker(engine), inflight_max=4, stagger_seconds=stagger_seconds
+    )
+    blocker = await psycopg.AsyncConnection.connect(db_url)
+    try:
+        await blocker.execute("SELECT 1 FROM accounts WHERE id = %s FOR UPDATE", (pair[0],))
+        first = asyncio.create_task(committer.submit(_command(pair), CLI, None))
+        await _running(committer)
+        yield committer, first, blocker
+    finally:
+        await blocker.close()
+        await engine.dispose()
 
 
 async def test_arrivals_while_a_young_batch_runs_leave_together_in_the_next_one(
@@ -284,17 +311,10 @@ async def test_arrivals_while_a_young_batch_runs_leave_together_in_the_next_one(
     instead of one small batch each beside it. The running batch is held on a row lock taken
     from another connection, so it really is still running when they arrive."""
     pairs = await _funded_pairs(client, 4)
-    engine = create_engine(settings, pool_size=4)
-    committer = GroupCommitter(create_sessionmaker(engine), inflight_max=4, stagger_seconds=60)
-    ctx = WriteContext(actor=Actor.cli())
-    blocker = await psycopg.AsyncConnection.connect(db_url)
-    try:
-        await blocker.execute("SELECT 1 FROM accounts WHERE id = %s FOR UPDATE", (pairs[0][0],))
-        count_before, sum_before = _batch_stats()
-        first = asyncio.create_task(committer.submit(_command(pairs[0]), ctx, None))
-        await _running(committer)
+    count_before, sum_before = _batch_stats()
+    async with _first_batch_held(settings, db_url, pairs[0], 60) as (committer, first, blocker):
         later = [
-            asyncio.create_task(committer.submit(_command(pair), ctx, None)) for pair in pairs[1:]
+            asyncio.create_task(committer.submit(_command(pair), CLI, None)) for pair in pairs[1:]
         ]
         await asyncio.sleep(0.5)  # slots are free, the accounts are free: only the stagger holds
         assert committer.inflight == 1
@@ -303,9 +323,6 @@ async def test_arrivals_while_a_young_batch_runs_leave_together_in_the_next_one(
         await blocker.rollback()  # the first batch goes on and ends; the three leave together
         results = await asyncio.wait_for(asyncio.gather(first, *later), timeout=30)
         count_after, sum_after = _batch_stats()
-    finally:
-        await blocker.close()
-        await engine.dispose()
     assert [r.status for r in results if r is not None] == [201, 201, 201, 201]
     # Two batches: the first one alone, then the three together.
     assert (count_after - count_before, sum_after - sum_before) == (2, 4)
@@ -319,22 +336,12 @@ async def test_a_batch_stuck_past_the_stagger_does_not_hold_up_the_others(
     held elsewhere), the requests queued behind it start in a batch of their own and are
     answered while it still waits."""
     pairs = await _funded_pairs(client, 3)
-    engine = create_engine(settings, pool_size=4)
-    committer = GroupCommitter(create_sessionmaker(engine), inflight_max=4, stagger_seconds=0.2)
-    ctx = WriteContext(actor=Actor.cli())
-    blocker = await psycopg.AsyncConnection.connect(db_url)
-    try:
-        await blocker.execute("SELECT 1 FROM accounts WHERE id = %s FOR UPDATE", (pairs[0][0],))
-        stuck = asyncio.create_task(committer.submit(_command(pairs[0]), ctx, None))
-        await _running(committer)
-        others = [committer.submit(_command(pair), ctx, None) for pair in pairs[1:]]
+    async with _first_batch_held(settings, db_url, pairs[0], 0.2) as (committer, stuck, blocker):
+        others = [committer.submit(_command(pair), CLI, None) for pair in pairs[1:]]
         results = await asyncio.wait_for(asyncio.gather(*others), timeout=30)
         assert not stuck.done()  # still waiting on the lock, and the others were answered
         await blocker.rollback()
         stuck_result = await asyncio.wait_for(stuck, timeout=30)
-    finally:
-        await blocker.close()
-        await engine.dispose()
     assert [r.status for r in results if r is not None] == [201, 201]
     assert stuck_result is not None and stuck_result.status == 201
     assert await violations(settings) == []
