@@ -30,7 +30,7 @@ request with the same key still replays, another request gets its own key and is
 Malformed keys (the negative cases) are sent as drawn.
 
 Metadata depth: the contract bounds metadata at 8 levels of nesting (422 `validation_error`
-past it, pinned by tests/test_metadata_exact.py). JSON Schema has no keyword for depth: only one
+past it, pinned by tests/test_errors.py). JSON Schema has no keyword for depth: only one
 schema per level could say it, and unrolled that way the coverage phase drew fifteen times the
 cases for every body with metadata, so the document states the bound in the metadata schema's
 description. Schemathesis, reading only the keywords, now and then draws metadata nine deep and
