@@ -47,7 +47,7 @@ TREE_SIZE = Parameter(
 TreeSize = Annotated[
     str | None,
     Parameter(
-        pattern=r"^[1-9][0-9]{0,18}(?!\n)$",
+        pattern=params.positive_decimal_pattern(limits.AUDIT_PROOF_TREE_SIZE_MAX),
         description="a number of leaves of the tree (default: the latest checkpoint's)",
     ),
 ]

@@ -133,3 +133,25 @@ async def require_if_match(
     value = connection.headers.get("if-match")
     if value is None or not value.strip():
         if_match_version(value)
+
+
+def positive_decimal_pattern(maximum: int) -> str:
+    """A regular expression for the decimal spellings of 1..`maximum` (no sign, no leading zero),
+    for a number that travels as a string (an optional query parameter): the document then
+    states the exact bound the handler checks. A number of fewer digits than `maximum` is any;
+    one of as many digits is below it at its first smaller digit, or is `maximum` itself."""
+    if maximum < 1:
+        raise ValueError("the maximum must be positive")
+    digits = str(maximum)
+    width = len(digits)
+    choices = []
+    if width > 1:
+        choices.append(f"[1-9][0-9]{{0,{width - 2}}}")
+    for i, digit in enumerate(digits):
+        low = 1 if i == 0 else 0
+        if int(digit) > low:
+            rest = width - i - 1
+            tail = f"[0-9]{{{rest}}}" if rest else ""
+            choices.append(f"{digits[:i]}[{low}-{int(digit) - 1}]{tail}")
+    choices.append(digits)
+    return "^(?:" + "|".join(choices) + r")(?!\n)$"
