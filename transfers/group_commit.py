@@ -119,7 +119,9 @@ class GroupCommitter:
         self.queue: list[Queued] = []
         self.inflight = 0
         self.stagger_seconds = stagger_seconds
-        self.youngest_started = 0.0  # time.monotonic() when the youngest running batch started
+        # time.monotonic() when the latest batch started (it may have ended since, while an
+        # older one runs on: the stagger is then counted from the later start, never shorter)
+        self.youngest_started = 0.0
         self.scheduled = False
         self.stagger_timer: asyncio.TimerHandle | None = None
         self.tasks: set[asyncio.Task[None]] = set()
@@ -255,8 +257,9 @@ class GroupCommitter:
             asyncio.get_running_loop().call_soon(self._start_batches)
 
     def _staggered(self) -> bool:
-        """True when a batch runs that is younger than the stagger: then a timer looks at the
-        queue again once it is that old (unless a batch ends first and does)."""
+        """True when a batch runs and the latest batch started less than the stagger ago: then a
+        timer looks at the queue again once the stagger is over (unless a batch ends first and
+        does)."""
         if self.inflight == 0:
             return False
         wait = self.youngest_started + self.stagger_seconds - time.monotonic()
