@@ -263,3 +263,24 @@ async def test_a_node_planted_while_the_seal_transaction_runs_is_caught_in_it(
     await _until_signing(sealer, sync_db, record_count(sync_db))
     await assert_only_records_signed(client, sync_db)
     assert (await verify_http(client))["ok"] is True
+
+
+async def test_a_junk_row_where_the_sealer_signs_next_is_moved_aside(
+    client: httpx.AsyncClient,
+    settings: Settings,
+    sync_db: psycopg.Connection[Any],
+    sealer: AuditSealer,
+) -> None:
+    source, target = await _trail(client, 2)
+    await _passes(sealer)
+    records = record_count(sync_db)
+    sync_db.execute(
+        "INSERT INTO audit_checkpoints (tree_size, root_hash, timestamp, key_id, signature) "
+        "SELECT tree_size + 3, root_hash, timestamp, key_id, signature FROM audit_checkpoints "
+        "ORDER BY tree_size DESC LIMIT 1"
+    )
+    await batch_of_transfers(client, source, target, 3)
+    await _until_signing(sealer, sync_db, records + 3)
+    refused = sync_db.execute("SELECT tree_size, reason FROM audit_checkpoints_refused").fetchall()
+    assert [size for size, _ in refused] == [records + 3]
+    await assert_only_records_signed(client, sync_db)

@@ -129,12 +129,13 @@ async def _genuine_after(
 ) -> list[Checkpoint]:
     """Genuine checkpoints above `after`, oldest first, reading past refused rows: at most a
     batch of them, and at most AUDIT_CHECKPOINT_SCAN_MAX rows. Only rows up to the chain's head
-    are read (a genuine checkpoint is never larger), so refused rows passed over stay passed
-    over (`skipped`): none that is signed later can fall below them."""
+    are read (a genuine checkpoint is never larger). After a flood of refused rows (the scan
+    bound reached with nothing genuine) they stay passed over (`skipped`), below the head only:
+    the sealer signs at the head or above, so nothing genuine lands there later."""
     skipped_from, skipped_to = target.skipped
-    cursor = max(after, min(skipped_to, head)) if skipped_from == after else after
+    cursor = max(after, skipped_to) if skipped_from == after else after
     genuine: list[Checkpoint] = []
-    scanned = 0
+    scanned, flood = 0, True
     while scanned < limits.AUDIT_CHECKPOINT_SCAN_MAX:
         batch = limits.AUDIT_CHECKPOINT_DELIVERY_BATCH_MAX
         rows = await store.oldest_first(session, after_size=cursor, up_to_size=head, limit=batch)
@@ -149,9 +150,10 @@ async def _genuine_after(
                 return genuine
             cursor = row.tree_size
         if genuine or len(rows) < batch:
+            flood = False
             break
-    if not genuine:
-        target.skipped = (after, cursor)
+    if flood and not genuine:
+        target.skipped = (after, min(cursor, head - 1))
     return genuine
 
 
