@@ -56,11 +56,11 @@ async def seal_and_checkpoint(settings: Settings, signer: Signer | None = None) 
         await engine.dispose()
 
 
-async def deliver_to_file(settings: Settings, path: Path) -> int:
+async def deliver_to_file(settings: Settings, path: Path, keys: Keyring | None = None) -> int:
     """The worker's file delivery, run in this process until nothing is left; returns how many
     lines the file has."""
     engine = create_engine(settings, pool_size=1)
-    keys = session_keys()
+    keys = keys or session_keys()
     try:
         sessionmaker = create_sessionmaker(engine)
         target, send = file_target(path, keys), file_sender(path, keys)

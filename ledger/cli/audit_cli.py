@@ -235,7 +235,11 @@ async def verify_with_checkpoints(
     except InputRefused as exc:
         print(_one_line(f"audit checkpoints: {exc}"), file=sys.stderr)
         return 1
-    held_keys = _usable(configured(settings))
+    # The database's own rows: with the configured keys and those given.
+    mine = configured(settings)
+    held_keys = _usable(
+        Keyring(keys={**mine.keys, **keys.keys}, origin=mine.origin, signer=mine.signer)
+    )
     chain = await with_session(settings, lambda s: verify(s, held_keys))
     held = await with_session(settings, lambda s: verify_checkpoints(s, checkpoints, keys))
     body = msgspec.structs.asdict(chain)
