@@ -7,6 +7,7 @@ the records, and heals the table from them (`repair_nodes`, `delete_beyond`)."""
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -54,6 +55,46 @@ async def fetch_nodes(ex: Executor, keys: Iterable[merkle.NodeKey]) -> dict[merk
         {"levels": [k[0] for k in wanted], "idxs": [k[1] for k in wanted]},
     )
     return {(int(r.level), int(r.idx)): bytes(r.hash) for r in rows}
+
+
+def node_ranges(nodes: Sequence[Node]) -> dict[int, tuple[int, int]]:
+    """Per level, the first and last index among `nodes` (a page's nodes: contiguous per level)."""
+    ranges: dict[int, tuple[int, int]] = {}
+    for level, idx, _ in nodes:
+        low, high = ranges.get(level, (idx, idx))
+        ranges[level] = (min(low, idx), max(high, idx))
+    return ranges
+
+
+def nodes_digest(nodes: Sequence[Node]) -> bytes:
+    """What `stored_digest` answers when the stored rows are exactly `nodes`."""
+    ordered = sorted(nodes)
+    return hashlib.sha256(b"".join(n[2] for n in ordered)).digest()
+
+
+async def stored_digest(ex: Executor, ranges: dict[int, tuple[int, int]]) -> tuple[int, bytes]:
+    """How many nodes are stored in these index ranges per level, and the SHA-256 of their
+    hashes in (level, index) order: a page of the tree compared in one row, without sending
+    every hash back (the walk fetches them only when the digest differs)."""
+    levels = sorted(ranges)
+    row = (
+        await ex.execute(
+            sa.text(
+                "SELECT count(*) AS n, sha256(coalesce(string_agg(n.hash, ''::bytea "
+                "       ORDER BY w.level, n.idx), ''::bytea)) AS digest "
+                "FROM unnest(CAST(:levels AS smallint[]), CAST(:lows AS bigint[]), "
+                "            CAST(:highs AS bigint[])) AS w(level, low, high) "
+                "CROSS JOIN LATERAL (SELECT t.idx, t.hash FROM audit_tree_nodes AS t "
+                "  WHERE t.level = w.level AND t.idx BETWEEN w.low AND w.high) AS n"
+            ),
+            {
+                "levels": levels,
+                "lows": [ranges[lv][0] for lv in levels],
+                "highs": [ranges[lv][1] for lv in levels],
+            },
+        )
+    ).one()
+    return int(row.n), bytes(row.digest)
 
 
 async def insert_nodes(ex: Executor, nodes: Sequence[Node]) -> list[Node]:

@@ -187,6 +187,9 @@ class TreeWalk:
     async def _hold_nodes(self, ex: Executor, made: list[store.Node]) -> list[Problem]:
         if not made:
             return []
+        count, digest = await store.stored_digest(ex, store.node_ranges(made))
+        if count == len(made) and digest == store.nodes_digest(made):
+            return []  # the page's stored nodes are exactly the ones the records give
         stored = await store.fetch_nodes(ex, [(n[0], n[1]) for n in made])
         missing = [n for n in made if (n[0], n[1]) not in stored]
         differing = [n for n in made if stored.get((n[0], n[1]), n[2]) != n[2]]
