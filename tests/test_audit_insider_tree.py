@@ -174,7 +174,9 @@ async def test_a_deep_changed_node_is_found_by_the_recheck_and_healed(
     sync_db: psycopg.Connection[Any],
     sealer: AuditSealer,
     caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(limits, "AUDIT_TREE_RECHECK_INTERVAL_SECONDS", 0.0)
     await _trail(client, 12)
     await _passes(sealer)
     # Leaves 0..1 of a tree of 16: off the right edge, so only a walk over the records sees it.
@@ -184,7 +186,7 @@ async def test_a_deep_changed_node_is_found_by_the_recheck_and_healed(
     assert "(level 1, index 0)" in report["reason"]
 
     before = disagreements("tree_node")
-    for _ in range(STEPS_MAX):  # the re-check reads AUDIT_TREE_RECHECK_LEAVES_PER_STEP a pass
+    for _ in range(STEPS_MAX):  # the re-check reads AUDIT_TREE_RECHECK_LEAVES_PER_STEP a time
         await sealer.step()
         if disagreements("tree_node") > before and (await verify_http(client))["ok"]:
             break

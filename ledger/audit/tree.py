@@ -13,7 +13,8 @@ and grows it only from sealed records it read itself:
   same transaction as the seals; a stored row already in a place it fills is a disagreement;
 - after each pass, two cheap checks (the stored edge nodes are the edge's; no stored node covers
   a leaf past it), and a walk that re-checks the whole stored tree against the records,
-  AUDIT_TREE_RECHECK_LEAVES_PER_STEP leaves per pass, round and round.
+  AUDIT_TREE_RECHECK_LEAVES_PER_STEP leaves every AUDIT_TREE_RECHECK_INTERVAL_SECONDS, round
+  and round.
 
 Any disagreement raises the alarm (an error log line, `ledger_audit_tree_disagreements`,
 `ledger_audit_signing_halted`; `GET /v1/audit/verify` finds the same by itself), stops signing,
@@ -72,6 +73,7 @@ class SealerTree:
         self._walk: TreeWalk | None = None  # from the edge (or nothing) to the chain's head
         self._recheck: TreeWalk | None = None
         self._recheck_goal: tuple[int, bytes] = (0, merkle.EMPTY_ROOT)
+        self._recheck_at = 0.0  # monotonic time of the next re-check page
         self._rebuild = False  # a disagreement was found inside a transaction: rebuild after it
         self._retry_at = 0.0
         self._backoff = limits.AUDIT_TREE_FORK_RETRY_SECONDS
@@ -148,8 +150,9 @@ class SealerTree:
 
     async def _recheck_page(self, conn: AsyncConnection) -> None:
         edge = self._edge
-        if edge is None:
+        if edge is None or time.monotonic() < self._recheck_at:
             return
+        self._recheck_at = time.monotonic() + limits.AUDIT_TREE_RECHECK_INTERVAL_SECONDS
         if self._recheck is None:
             self._recheck = TreeWalk(self.keys, repair=True)
             self._recheck_goal = (edge.size, edge.root())
