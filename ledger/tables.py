@@ -5,7 +5,12 @@ from __future__ import annotations
 from accounts.categories.models import Category, CategoryAccount
 from ledger.apikeys.models import ApiKey
 from ledger.audit.models import AuditRecord, AuditSeal
-from ledger.audit.tree_models import AuditCheckpoint, AuditCheckpointDelivery, AuditTreeNode
+from ledger.audit.tree_models import (
+    AuditCheckpoint,
+    AuditCheckpointRefused,
+    AuditCheckpointTarget,
+    AuditTreeNode,
+)
 from ledger.console.models import ConsoleSecret, ConsoleSession
 from ledger.core.db import Base
 from ledger.idempotency.models import IdempotencyRecord
@@ -18,7 +23,8 @@ __all__ = [
     "AccountMonitor",
     "ApiKey",
     "AuditCheckpoint",
-    "AuditCheckpointDelivery",
+    "AuditCheckpointRefused",
+    "AuditCheckpointTarget",
     "AuditRecord",
     "AuditSeal",
     "AuditTreeNode",

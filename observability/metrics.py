@@ -87,6 +87,25 @@ AUDIT_SEALED_LATE = Counter(
     "ledger_audit_sealed_late",
     "Audit records whose transaction began long after their own time (verify names them)",
 )
+# The audit's alarms (docs/operations.md): what the database held disagreed with the records or
+# with the public keys. `problem`: tree_node, tree_beyond_head, checkpoint_signature,
+# checkpoint_root (ledger/audit/tree_walk.py).
+AUDIT_TREE_DISAGREEMENTS = Counter(
+    "ledger_audit_tree_disagreements",
+    "Disagreements the sealer found between the stored tree or checkpoints and the records",
+    ["problem"],
+)
+AUDIT_SIGNING_HALTED = Gauge(
+    "ledger_audit_signing_halted",
+    "1 while this process's sealer signs no checkpoint because of a disagreement, else 0",
+    multiprocess_mode="livemax",
+)
+# `where`: file, kafka (delivery), sealer (a row in the place of its next checkpoint).
+AUDIT_CHECKPOINTS_REFUSED = Counter(
+    "ledger_audit_checkpoints_refused",
+    "Checkpoint rows whose signatures did not hold under the configured public keys",
+    ["where"],
+)
 
 
 GROUP_COMMIT_BATCH_SIZE = Histogram(

@@ -15,16 +15,23 @@ import rfc8785
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from ledger.audit.keys import Keyring
 from ledger.audit.sealer import AuditSealer
 from ledger.audit.signing import Signer, load_signer, public_pem
 from ledger.core.db import create_engine, create_sessionmaker
 from ledger.core.settings import Settings
-from ledger.worker.checkpoints import FILE_TARGET, deliver_step, file_sender
+from ledger.worker.checkpoints import deliver_step, file_sender, file_target
 from tests.helpers import AUDIT_KEY_ENV, create_account, transfer
 
 
 def session_signer() -> Signer:
     return load_signer(os.environ[AUDIT_KEY_ENV])
+
+
+def session_keys(signer: Signer | None = None) -> Keyring:
+    """The keyring a worker with the session's key (and no other) builds."""
+    signer = signer or session_signer()
+    return Keyring(keys={signer.key_id: signer.public}, signer=signer)
 
 
 def write_public_key(tmp_path: Path, signer: Signer | None = None) -> Path:
@@ -49,13 +56,15 @@ async def seal_and_checkpoint(settings: Settings, signer: Signer | None = None) 
         await engine.dispose()
 
 
-async def deliver_to_file(settings: Settings, path: Path) -> int:
+async def deliver_to_file(settings: Settings, path: Path, keys: Keyring | None = None) -> int:
     """The worker's file delivery, run in this process until nothing is left; returns how many
     lines the file has."""
     engine = create_engine(settings, pool_size=1)
+    keys = keys or session_keys()
     try:
         sessionmaker = create_sessionmaker(engine)
-        while await deliver_step(sessionmaker, FILE_TARGET, file_sender(path)):
+        target, send = file_target(path, keys), file_sender(path, keys)
+        while await deliver_step(sessionmaker, target, send, keys):
             pass
     finally:
         await engine.dispose()

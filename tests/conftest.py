@@ -91,7 +91,11 @@ def db_url(pg_server: str, template_db: str) -> str:
 @pytest.fixture
 def settings(db_url: str) -> Settings:
     return Settings(
-        database_url=db_url, admin_key="lk_test_admin_secret_0123456789", log_format="json"
+        database_url=db_url,
+        admin_key="lk_test_admin_secret_0123456789",
+        log_format="json",
+        # As `serve` always has one: the API answers only checkpoints its keys verify.
+        audit_signing_key=os.environ.get(AUDIT_KEY_ENV),
     )
 
 

@@ -123,7 +123,10 @@ async def app_client(
     settings: Settings, secret: str | None = None
 ) -> AsyncIterator[httpx.AsyncClient]:
     """Like the `client` fixture, for tests that build their own settings (another database, a
-    shorter lock timeout, ...)."""
+    shorter lock timeout, ...). Without a signing key of their own they get the session's, as
+    `serve` always has one."""
+    if settings.audit_signing_key is None and AUDIT_KEY_ENV in os.environ:
+        settings = settings.with_(audit_signing_key=os.environ[AUDIT_KEY_ENV])
     app = create_app(settings)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)  # type: ignore[arg-type]
     try:

@@ -20,7 +20,7 @@ from ledger.core.db import create_engine, create_sessionmaker
 from ledger.core.errors import ServiceUnavailable
 from ledger.core.settings import Settings
 from ledger.embedded import EmbeddedBroker
-from ledger.worker.checkpoints import KAFKA_TARGET, KafkaCheckpoints, deliver_step
+from ledger.worker.checkpoints import KafkaCheckpoints, deliver_step, kafka_target
 from outbox.kafka import KafkaOptions
 from tests.audit_helpers import LEDGER, cli_env
 from tests.audit_merkle_helpers import (
@@ -29,6 +29,7 @@ from tests.audit_merkle_helpers import (
     funded_accounts,
     line_count,
     seal_and_checkpoint,
+    session_keys,
 )
 from tests.test_events import read_topic
 
@@ -63,13 +64,14 @@ async def test_checkpoints_made_while_the_broker_is_paused_reach_the_topic_after
 ) -> None:
     ksettings = _checkpoint_settings(settings, broker)
     kafka = KafkaCheckpoints(ksettings, options=FAST)
+    to_kafka, keys = kafka_target(ksettings.kafka_checkpoint_topic), session_keys()
     engine = create_engine(settings, pool_size=2)
     sessionmaker = create_sessionmaker(engine)
     file = tmp_path / "checkpoints.jsonl"
     try:
         source, target = await funded_accounts(client)
         await seal_and_checkpoint(settings)
-        await deliver_step(sessionmaker, KAFKA_TARGET, kafka.send)
+        await deliver_step(sessionmaker, to_kafka, kafka.send, keys)
         assert await _topic_sizes(ksettings) == _db_sizes(sync_db)  # connected, topic made
 
         broker.pause()
@@ -78,21 +80,20 @@ async def test_checkpoints_made_while_the_broker_is_paused_reach_the_topic_after
                 await batch_of_transfers(client, source, target, count)
                 await seal_and_checkpoint(settings)
                 with pytest.raises(ServiceUnavailable):
-                    await deliver_step(sessionmaker, KAFKA_TARGET, kafka.send)
+                    await deliver_step(sessionmaker, to_kafka, kafka.send, keys)
                 assert await deliver_to_file(settings, file) == len(_db_sizes(sync_db))
-            undelivered = sync_db.execute(
-                "SELECT count(*) FROM audit_checkpoints c WHERE NOT EXISTS (SELECT 1 FROM "
-                "audit_checkpoint_deliveries d WHERE d.tree_size = c.tree_size "
-                "AND d.target = 'kafka')"
+            position = sync_db.execute(
+                "SELECT delivered_size FROM audit_checkpoint_targets WHERE target = %s",
+                (to_kafka.name,),
             ).fetchone()
-            assert undelivered == (3,)
+            assert position == (_db_sizes(sync_db)[0],)  # three behind it wait for the broker
         finally:
             broker.resume()
 
         stop_at = time.monotonic() + DEADLINE_SECONDS
         while True:
             try:
-                await deliver_step(sessionmaker, KAFKA_TARGET, kafka.send)
+                await deliver_step(sessionmaker, to_kafka, kafka.send, keys)
                 break
             except ServiceUnavailable:  # the broker takes a moment to answer again
                 assert time.monotonic() < stop_at, "the broker never came back"

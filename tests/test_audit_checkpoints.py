@@ -19,6 +19,7 @@ from psycopg.rows import dict_row
 
 from ledger.audit import chain
 from ledger.audit import checkpoints as service
+from ledger.audit.keys import keyring
 from ledger.audit.sealer import sealer_engine
 from ledger.audit.signing import generate_key, key_id_of, load_signer
 from ledger.audit.tree import SealerTree
@@ -129,7 +130,9 @@ async def _rebuild_stored_tree(settings: Settings, conn: psycopg.Connection[Any]
     engine = sealer_engine(create_engine(settings).url)
     try:
         async with engine.connect() as sealer_conn:
-            await SealerTree(None).catch_up(sealer_conn)
+            tree = SealerTree(None)
+            while tree.size is None:
+                await tree.advance(sealer_conn)
     finally:
         await engine.dispose()
 
@@ -210,7 +213,7 @@ async def test_chain_state_for_the_console(
 
     async def state(s: Settings = keyed) -> service.ChainState:
         return await run_in_transaction(
-            sessionmaker, lambda session: service.chain_state(session, s)
+            sessionmaker, lambda session: service.chain_state(session, keyring(s))
         )
 
     try:

@@ -32,6 +32,7 @@ from tests.audit_merkle_helpers import (
     funded_accounts,
     independent_leaf_hash,
     seal_and_checkpoint,
+    session_keys,
     session_signer,
 )
 from tests.test_api_accounts import assert_problem
@@ -47,7 +48,8 @@ async def _proofs_for(settings: Settings, ids: list[uuid.UUID], size: int) -> li
     try:
 
         async def work(session: Any) -> list[Any]:
-            return [await service.inclusion_proof(session, i, size) for i in ids]
+            keys = session_keys()
+            return [await service.inclusion_proof(session, keys, i, size) for i in ids]
 
         return await run_in_transaction(create_sessionmaker(engine), work)
     finally:

@@ -9,6 +9,7 @@ from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.audit import leaf, service
+from ledger.audit.keys import keyring_for
 from ledger.audit.schemas import AuditPage, AuditRecordOut, AuditVerifyOut
 from ledger.core.errors import AuditVerifyBusy
 from ledger.http import params
@@ -68,12 +69,14 @@ class AuditController(Controller):
 
     @get("/verify", operation_id="verifyAuditTrail", problems=(AuditVerifyBusy,))
     async def verify(self, request: Request[Any, Any, Any]) -> Response[AuditVerifyOut]:
-        """Recompute the hash chain: `ok` false names the first bad record (200 either way).
+        """Recompute the hash chain, then the Merkle tree from the records against the stored
+        tree and the checkpoint rows: `ok` false names the first problem (200 either way).
         One verification at a time per process: another is refused unstarted (503)."""
         services = services_of(request)
+        keys = keyring_for(services.settings)
 
         async def work(session: AsyncSession) -> AuditVerifyOut:
-            return await service.verify(session)
+            return await service.verify(session, keys)
 
         async with _verify_gate(services).place():
             report = await services.run(work)

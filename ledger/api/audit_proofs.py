@@ -13,6 +13,7 @@ from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.audit import checkpoints as service
+from ledger.audit.keys import Keyring, keyring_for
 from ledger.audit.schemas import (
     CheckpointOut,
     CheckpointPage,
@@ -30,13 +31,22 @@ from ledger.core.errors import (
 from ledger.http import params
 from ledger.http.auth import requires
 from ledger.http.bodies import get, typed
-from ledger.http.pagination import Limit, SequenceCursor, decode_int_cursor, page
+from ledger.http.pagination import Limit, SequenceCursor, decode_int_cursor, encode_cursor
 from ledger.http.responses import json_response
-from ledger.http.state import services_of
+from ledger.http.state import Services, services_of
+
+JSON = "application/json"
+TEXT = "text/plain"
 
 
 def _out(checkpoint: Checkpoint) -> CheckpointOut:
     return CheckpointOut(**checkpoint.as_dict())
+
+
+def _keys(services: Services) -> Keyring:
+    """The configured public keys (the signing key's own among them): only a checkpoint whose
+    signatures hold under them is answered."""
+    return keyring_for(services.settings)
 
 
 TREE_SIZE = Parameter(
@@ -62,25 +72,49 @@ class AuditProofController(Controller):
     async def list_checkpoints(
         self, request: Request[Any, Any, Any], cursor: SequenceCursor = None, limit: Limit = 100
     ) -> Response[CheckpointPage]:
-        """Signed checkpoints, newest first."""
+        """Signed checkpoints, newest first: only rows whose signatures hold under the
+        configured public keys (a page may come back short, with a cursor, past rows that do
+        not)."""
         params.list_limit(limit)
         before = decode_int_cursor("checkpoints", cursor)
+        services = services_of(request)
+        keys = _keys(services)
 
-        async def work(session: AsyncSession) -> list[Checkpoint]:
-            return await service.list_checkpoints(session, before_size=before, limit=limit)
+        async def work(session: AsyncSession) -> service.CheckpointPage:
+            return await service.list_checkpoints(session, keys, before_size=before, limit=limit)
 
-        items = [_out(c) for c in await services_of(request).run(work)]
-        body = page(items, limit, lambda c: str(c.tree_size), "checkpoints")
+        found = await services.run(work)
+        next_before = found.next_before
+        if next_before is None and len(found.items) == limit:
+            next_before = found.items[-1].tree_size
+        body = {
+            "data": [_out(c) for c in found.items],
+            "next_cursor": None
+            if next_before is None
+            else encode_cursor("checkpoints", str(next_before)),
+        }
         return typed(json_response(body), CheckpointPage)
 
     @get(
         "/checkpoints/latest",
         operation_id="getLatestAuditCheckpoint",
         problems=(AuditCheckpointNotFound,),
+        answers_text="the checkpoint as a C2SP signed note (c2sp.org/tlog-checkpoint)",
     )
     async def latest_checkpoint(self, request: Request[Any, Any, Any]) -> Response[CheckpointOut]:
-        """The newest signed checkpoint; 404 `audit_checkpoint_not_found` before the first."""
-        checkpoint = await services_of(request).run(service.latest)
+        """The newest signed checkpoint; 404 `audit_checkpoint_not_found` before the first. With
+        `Accept: text/plain`, its C2SP signed note (origin, size, root, signature line)."""
+        services = services_of(request)
+        keys = _keys(services)
+
+        async def work(session: AsyncSession) -> Checkpoint:
+            return await service.latest(session, keys)
+
+        checkpoint = await services.run(work)
+        note = keys.with_note(checkpoint).note  # one signed before notes gets it now
+        if note is not None and request.accept.best_match([JSON, TEXT], default=JSON) == TEXT:
+            text = Response(content=note.encode(), media_type="text/plain; charset=utf-8")
+            return typed(text, CheckpointOut)
         return typed(json_response(_out(checkpoint)), CheckpointOut)
 
     @get(
@@ -101,10 +135,13 @@ class AuditProofController(Controller):
 
         size = None if tree_size is None else int(tree_size)
 
-        async def work(session: AsyncSession) -> service.InclusionProof:
-            return await service.inclusion_proof(session, record_id, size)
+        services = services_of(request)
+        keys = _keys(services)
 
-        proof = await services_of(request).run(work)
+        async def work(session: AsyncSession) -> service.InclusionProof:
+            return await service.inclusion_proof(session, keys, record_id, size)
+
+        proof = await services.run(work)
         body = InclusionProofOut(
             leaf_index=proof.leaf_index,
             tree_size=proof.tree_size,
@@ -126,9 +163,12 @@ class AuditProofController(Controller):
     ) -> Response[ConsistencyProofOut]:
         """The proof that the tree of `first` leaves is a prefix of the tree of `second`."""
 
-        async def work(session: AsyncSession) -> service.ConsistencyProof:
-            return await service.consistency_proof(session, first, second)
+        services = services_of(request)
+        keys = _keys(services)
 
-        proof = await services_of(request).run(work)
+        async def work(session: AsyncSession) -> service.ConsistencyProof:
+            return await service.consistency_proof(session, keys, first, second)
+
+        proof = await services.run(work)
         body = ConsistencyProofOut(first=proof.first, second=proof.second, proof=proof.proof)
         return typed(json_response(body), ConsistencyProofOut)

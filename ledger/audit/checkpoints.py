@@ -2,7 +2,8 @@
 proofs (RFC 9162 2.1.3 and 2.1.4), and the chain's state for the console.
 
 Every answer here reads O(log n) stored subtree hashes (ledger/audit/merkle.py), never the
-trail itself."""
+trail itself. A checkpoint row is answered only when its signatures hold under the configured
+public keys (ledger/audit/keys.py): a row anyone else inserted is skipped, never shown."""
 
 from __future__ import annotations
 
@@ -11,20 +12,20 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ledger.audit import checkpoint_store as checkpoints
 from ledger.audit import merkle
 from ledger.audit import repository as repo
 from ledger.audit import tree_store as store
-from ledger.audit.signing import Checkpoint, load_signer, signature_holds
+from ledger.audit.keys import Keyring
+from ledger.audit.signing import Checkpoint
 from ledger.core import limits
 from ledger.core.errors import (
     AuditCheckpointNotFound,
     AuditRecordNotFound,
     AuditRecordNotSealed,
     AuditTreeSizeUnavailable,
-    ConfigurationError,
     ValidationFailed,
 )
-from ledger.core.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +45,9 @@ class ConsistencyProof:
 
 @dataclass(frozen=True, slots=True)
 class ChainState:
-    """For the console: the latest checkpoint; whether its signature checks with the configured
-    key AND the database reproduces its root at its size (None: no checkpoint yet); how many
-    records are sealed and how many wait for the sealer."""
+    """For the console: the newest checkpoint row; whether its signatures hold (with the key its
+    `key_id` names, among the configured ones) AND the stored tree reproduces its root at its
+    size (None: no checkpoint yet); how many records are sealed and how many wait."""
 
     latest: Checkpoint | None
     latest_verified: bool | None
@@ -64,17 +65,40 @@ def _invalid(field: str, message: str) -> ValidationFailed:
     return ValidationFailed(f"{field}: {message}", errors=[{"field": field, "message": message}])
 
 
-async def latest(session: AsyncSession) -> Checkpoint:
-    found = await store.latest_checkpoint(session)
-    if found is None:
-        raise AuditCheckpointNotFound("the worker has not signed a checkpoint yet")
-    return found
+@dataclass(frozen=True, slots=True)
+class CheckpointPage:
+    """Genuine checkpoints, newest first, and the size to continue below (None: no more)."""
+
+    items: list[Checkpoint]
+    next_before: int | None
 
 
 async def list_checkpoints(
-    session: AsyncSession, *, before_size: int | None, limit: int
-) -> list[Checkpoint]:
-    return await store.list_checkpoints(session, before_size=before_size, limit=limit)
+    session: AsyncSession, keys: Keyring, *, before_size: int | None, limit: int
+) -> CheckpointPage:
+    """Up to `limit` genuine checkpoints below `before_size`, newest first. Rows that do not
+    verify are skipped; past AUDIT_CHECKPOINT_SCAN_MAX rows read the page ends short, with a
+    cursor past what was read, so a flood of inserted rows costs each request a bound."""
+    found: list[Checkpoint] = []
+    scanned, before = 0, before_size
+    while len(found) < limit and scanned < limits.AUDIT_CHECKPOINT_SCAN_MAX:
+        want = min(limit - len(found), limits.AUDIT_CHECKPOINT_SCAN_MAX - scanned)
+        rows = await checkpoints.newest_first(session, before_size=before, limit=want)
+        scanned += len(rows)
+        found.extend(r for r in rows if keys.problem(r) is None)
+        if len(rows) < want:
+            return CheckpointPage(found, None)
+        before = rows[-1].tree_size
+    return CheckpointPage(found, before)
+
+
+async def latest(session: AsyncSession, keys: Keyring) -> Checkpoint:
+    """The newest genuine checkpoint; 404 before the first (or past a bound of rows that do not
+    verify, which the sealer's alarm reports)."""
+    page = await list_checkpoints(session, keys, before_size=None, limit=1)
+    if not page.items:
+        raise AuditCheckpointNotFound("the worker has not signed a checkpoint yet")
+    return page.items[0]
 
 
 async def root_at(session: AsyncSession, size: int) -> bytes | None:
@@ -87,11 +111,13 @@ async def root_at(session: AsyncSession, size: int) -> bytes | None:
     return merkle.fold([nodes[k] for k in keys])
 
 
-async def _bounded_size(session: AsyncSession, tree_size: int | None, field: str) -> int:
+async def _bounded_size(
+    session: AsyncSession, keys: Keyring, tree_size: int | None, field: str
+) -> int:
     """The size asked for (default: the latest checkpoint's), within bounds. Whether the tree
     has that many leaves is known from the nodes fetched for the proof (`_require_size`)."""
     if tree_size is None:
-        return (await latest(session)).tree_size
+        return (await latest(session, keys)).tree_size
     if not 1 <= tree_size <= limits.AUDIT_PROOF_TREE_SIZE_MAX:
         raise _invalid(field, f"must be 1..{limits.AUDIT_PROOF_TREE_SIZE_MAX}")
     return tree_size
@@ -107,7 +133,7 @@ def _require_size(
 
 
 async def inclusion_proof(
-    session: AsyncSession, record_id: uuid.UUID, tree_size: int | None
+    session: AsyncSession, keyring: Keyring, record_id: uuid.UUID, tree_size: int | None
 ) -> InclusionProof:
     """The audit path of a record's leaf in the tree of `tree_size` leaves (default: the latest
     checkpoint's)."""
@@ -116,7 +142,7 @@ async def inclusion_proof(
         raise AuditRecordNotFound(f"no audit record {record_id}")
     if position.seal_seq is None:
         raise AuditRecordNotSealed(f"audit record {record_id} is not sealed yet")
-    size = await _bounded_size(session, tree_size, "tree_size")
+    size = await _bounded_size(session, keyring, tree_size, "tree_size")
     index = position.seal_seq - 1
     if index >= size:
         raise AuditRecordNotSealed(
@@ -136,11 +162,13 @@ async def inclusion_proof(
     )
 
 
-async def consistency_proof(session: AsyncSession, first: int, second: int) -> ConsistencyProof:
+async def consistency_proof(
+    session: AsyncSession, keyring: Keyring, first: int, second: int
+) -> ConsistencyProof:
     """RFC 9162 2.1.4.1 PROOF(first, D[second]); an empty proof when first == second."""
     if not 1 <= first <= limits.AUDIT_PROOF_TREE_SIZE_MAX:
         raise _invalid("first", f"must be 1..{limits.AUDIT_PROOF_TREE_SIZE_MAX}")
-    second = await _bounded_size(session, second, "second")
+    second = await _bounded_size(session, keyring, second, "second")
     if first > second:
         raise _unavailable("first", "must not be larger than second")
     ranges = merkle.consistency_ranges(first, second)
@@ -154,25 +182,22 @@ async def consistency_proof(session: AsyncSession, first: int, second: int) -> C
     )
 
 
-async def chain_state(session: AsyncSession, settings: Settings) -> ChainState:
-    """The console's view of the chain. `latest_verified` uses stored hashes (O(log n) reads):
-    a full recomputation from the records is `ledger audit verify --checkpoints`."""
-    checkpoint = await store.latest_checkpoint(session)
+async def chain_state(session: AsyncSession, keys: Keyring) -> ChainState:
+    """The console's view of the chain: the newest checkpoint row, verified with the key its
+    `key_id` names among the configured ones (a row that does not verify shows as such: an
+    alarm in plain sight), and the stored tree's root at its size (O(log n) reads): a full
+    recomputation from the records is `GET /v1/audit/verify`."""
+    rows = await checkpoints.newest_first(session, before_size=None, limit=1)
+    checkpoint = rows[0] if rows else None
     head = await repo.chain_head(session)
     sealed = head.seq if head is not None else 0
     unsealed = await repo.unsealed_count(session)
     verified: bool | None = None
     if checkpoint is not None:
-        verified = await _holds(session, settings, checkpoint)
+        root = await root_at(session, checkpoint.tree_size)
+        verified = (
+            keys.problem(checkpoint) is None
+            and root is not None
+            and root.hex() == checkpoint.root_hash.lower()
+        )
     return ChainState(checkpoint, verified, sealed, unsealed)
-
-
-async def _holds(session: AsyncSession, settings: Settings, checkpoint: Checkpoint) -> bool:
-    try:
-        signer = load_signer(settings.audit_signing_key)
-    except ConfigurationError:
-        return False
-    if not signature_holds(checkpoint, {signer.key_id: signer.public}):
-        return False
-    root = await root_at(session, checkpoint.tree_size)
-    return root is not None and root.hex() == checkpoint.root_hash

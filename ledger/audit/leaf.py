@@ -103,7 +103,10 @@ def canonical(text: bytes | str) -> bytes:
     """The canonical bytes of one JSON text, by the rule in this module's docstring. Raises
     ValueError only for text that is not JSON."""
     raw = text.encode("utf-8") if isinstance(text, str) else text
-    if _NOT_PLAIN.search(raw) is None:
+    # ASCII with no escape at all is plain without asking the pattern (both checks run at C
+    # speed, about ten times faster than the pattern over a whole item).
+    plain = raw.isascii() and b"\\u" not in raw
+    if plain or _NOT_PLAIN.search(raw) is None:
         fast = _canonical_plain(raw)
         if fast is not None:
             return fast

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
+
+# What `GET /v1/audit/verify` names when it fails (docs/audit.md): the hash chain, or the tree
+# and checkpoints recomputed from the records (ledger/audit/tree_walk.py).
+VerifyProblem = Literal[
+    "chain", "tree_node", "tree_beyond_head", "checkpoint_signature", "checkpoint_root"
+]
 
 
 class AuditActor(msgspec.Struct):
@@ -31,7 +37,7 @@ class AuditRecordOut(msgspec.Struct):
 
 
 class AuditVerifyOut(msgspec.Struct, omit_defaults=True):
-    """`first_invalid_id` and `reason` appear only when `ok` is false."""
+    """`problem`, `first_invalid_id` and `reason` appear only when `ok` is false."""
 
     ok: bool
     checked: int
@@ -40,6 +46,7 @@ class AuditVerifyOut(msgspec.Struct, omit_defaults=True):
     head_hash: str
     first_invalid_id: uuid.UUID | None = None
     reason: str | None = None
+    problem: VerifyProblem | None = None
 
 
 class AuditPage(msgspec.Struct):
@@ -50,15 +57,18 @@ class AuditPage(msgspec.Struct):
 # -- verifiable audit (contract 8.3) ----------------------------------------------------------
 
 
-class CheckpointOut(msgspec.Struct):
+class CheckpointOut(msgspec.Struct, omit_defaults=True):
     """A signed checkpoint: `signature` is base64 Ed25519 over the RFC 8785 bytes of the other
-    four members; `key_id` is the hex SHA-256 of the signing public key's DER."""
+    members (`note` among them); `key_id` is the hex SHA-256 of the signing public key's DER.
+    `note` is the same tree head as a C2SP signed note (c2sp.org/tlog-checkpoint) by the same
+    key; a checkpoint signed before notes existed has none."""
 
     tree_size: int
     root_hash: str
     timestamp: str
     key_id: str
     signature: str
+    note: str | None = None
 
 
 class CheckpointPage(msgspec.Struct):

@@ -40,6 +40,7 @@ from sqlalchemy.pool import NullPool
 
 from ledger.audit import chain
 from ledger.audit import repository as repo
+from ledger.audit.keys import Keyring
 from ledger.audit.signing import Signer
 from ledger.audit.tree import SealerTree
 from ledger.core import limits
@@ -104,6 +105,7 @@ class AuditSealer:
         batch_size: int = limits.AUDIT_SEAL_BATCH_SIZE,
         grace_seconds: float | None = None,
         signer: Signer | None = None,
+        keys: Keyring | None = None,
         checkpoint_interval_seconds: float = limits.AUDIT_CHECKPOINT_INTERVAL_SECONDS,
     ) -> None:
         if not 1 <= batch_size <= 100_000:
@@ -117,8 +119,10 @@ class AuditSealer:
         # None until this sealer leads: it then starts from the chain head's horizon.
         self._horizon: int | None = None
         # The Merkle tree's right edge and checkpoints (ledger/audit/tree.py); no signer: leaves
-        # only (tests that seal in-process), `ledger worker` always has one.
-        self.tree = SealerTree(signer, checkpoint_interval_seconds=checkpoint_interval_seconds)
+        # only (tests that seal in-process), `ledger worker` always has one, and its keyring.
+        self.tree = SealerTree(
+            signer, keys=keys, checkpoint_interval_seconds=checkpoint_interval_seconds
+        )
 
     @property
     def leading(self) -> bool:
@@ -130,8 +134,9 @@ class AuditSealer:
             conn = await self._lead()
             if conn is None:
                 return 0
-            await self.tree.catch_up(conn)
+            await self.tree.advance(conn)
             done = await self._seal_visible(conn)
+            await self.tree.check_stored(conn)
             await self.tree.maybe_checkpoint(conn)
         except BaseException as exc:
             # Whatever broke (the database, a cancelled statement, a shutdown in the middle of a
@@ -148,9 +153,10 @@ class AuditSealer:
     async def paced_step(self) -> int:
         """The worker loop's step. A pass leaves no known backlog (it seals until a batch comes
         back short), so it reports none and the loop waits its interval: the next pass then seals
-        what committed meanwhile in one go, rather than one busy pass per commit."""
+        what committed meanwhile in one go, rather than one busy pass per commit. While the tree
+        is being recomputed from the records it reports work, so the walk goes on at once."""
         await self.step()
-        return 0
+        return 1 if self._leading and self.tree.building else 0
 
     async def close(self) -> None:
         await self._drop_connection()
@@ -219,6 +225,7 @@ class AuditSealer:
                 links = [] if stamp is None else _chain(rows, head, *stamp)
                 await repo.insert_seals(conn, links)
                 await self.tree.append(conn, 0 if head is None else head.seq, rows[: len(links)])
+            self.tree.committed()
             self._warn_inserted(rows, [head_facts, stamp])
             if links:
                 done.sealed += len(links)

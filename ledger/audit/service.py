@@ -6,12 +6,14 @@ import contextlib
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.audit import repository as repo
+from ledger.audit.keys import Keyring
 from ledger.audit.leaf import record_out
-from ledger.audit.schemas import AuditRecordOut, AuditVerifyOut
+from ledger.audit.schemas import AuditRecordOut, AuditVerifyOut, VerifyProblem
 from ledger.audit.verify import verify_chain
 from ledger.core import limits
 from ledger.core.errors import AuditVerifyBusy, ValidationFailed
@@ -144,9 +146,10 @@ class VerifyGate:
             self.running -= 1
 
 
-async def verify(session: AsyncSession) -> AuditVerifyOut:
-    report = await verify_chain(session)
+async def verify(session: AsyncSession, keys: Keyring | None = None) -> AuditVerifyOut:
+    report = await verify_chain(session, keys=keys)
     return AuditVerifyOut(
+        problem=cast(VerifyProblem | None, report.problem),
         ok=report.ok,
         checked=report.checked,
         unsealed=report.unsealed,

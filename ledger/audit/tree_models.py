@@ -37,13 +37,40 @@ class AuditCheckpoint(Base):
     key_id: Mapped[str] = mapped_column(sa.String(64))
     signature: Mapped[str] = mapped_column(sa.String(128))
     created_at: Mapped[dt.datetime] = mapped_column(server_default=sa.func.now())
+    # The C2SP signed note of the same tree head (migration 0015; NULL on older checkpoints):
+    # the log's name, and the base64 of the note signature (4-byte key hash || Ed25519).
+    origin: Mapped[str | None] = mapped_column(sa.Text)
+    note_signature: Mapped[str | None] = mapped_column(sa.String(128))
 
 
-class AuditCheckpointDelivery(Base):
-    """A checkpoint delivered to one target (`kafka`, `file`): the checkpoints' own outbox."""
+class AuditCheckpointRefused(Base):
+    """A row of `audit_checkpoints` whose signatures did not hold under the configured public
+    keys, moved here (with why) by the worker that met it: never delivered. Insert-only."""
 
-    __tablename__ = "audit_checkpoint_deliveries"
+    __tablename__ = "audit_checkpoints_refused"
 
-    tree_size: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True, autoincrement=False)
-    target: Mapped[str] = mapped_column(sa.String(16), primary_key=True)
-    delivered_at: Mapped[dt.datetime]
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(always=True), primary_key=True)
+    tree_size: Mapped[int] = mapped_column(sa.BigInteger)
+    root_hash: Mapped[str] = mapped_column(sa.Text)
+    timestamp: Mapped[str] = mapped_column(sa.Text)
+    key_id: Mapped[str] = mapped_column(sa.Text)
+    signature: Mapped[str] = mapped_column(sa.Text)
+    origin: Mapped[str | None] = mapped_column(sa.Text)
+    note_signature: Mapped[str | None] = mapped_column(sa.Text)
+    created_at: Mapped[dt.datetime | None]
+    refused_at: Mapped[dt.datetime] = mapped_column(server_default=sa.func.now())
+    reason: Mapped[str] = mapped_column(sa.Text)
+
+
+class AuditCheckpointTarget(Base):
+    """How far one delivery target got (migration 0015): its kind and identity (`kafka:<topic>`,
+    `file:<host>:<path>`), the size of the newest checkpoint delivered there. Kafka's position is
+    this row; a file's is its own last line (the row only reports it)."""
+
+    __tablename__ = "audit_checkpoint_targets"
+
+    target: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    delivered_size: Mapped[int] = mapped_column(sa.BigInteger)
+    updated_at: Mapped[dt.datetime]
+
+    __table_args__ = (sa.CheckConstraint("delivered_size >= 0", name="size"),)

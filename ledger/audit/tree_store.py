@@ -1,8 +1,13 @@
-"""Every SQL statement of the Merkle tree and its checkpoints (tables of migration 0010)."""
+"""Every SQL statement of the Merkle tree's stored nodes (migration 0010) and of the records its
+leaves are made of. Checkpoints: checkpoint_store.py.
+
+The rows of `audit_tree_nodes` are a cache of what the records give, never a source: anyone with
+the service's database role can write them. The sealer recomputes every node it signs over from
+the records, and heals the table from them (`repair_nodes`, `delete_beyond`)."""
 
 from __future__ import annotations
 
-import datetime as dt
+import hashlib
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -13,13 +18,11 @@ import sqlalchemy as sa
 from ledger.audit import merkle
 from ledger.audit.models import AuditRecord, AuditSeal
 from ledger.audit.repository import Executor, data_as_stored
-from ledger.audit.signing import Checkpoint
-from ledger.audit.tree_models import AuditCheckpoint, AuditCheckpointDelivery, AuditTreeNode
-from ledger.core.locks import LockClass
+from ledger.audit.tree_models import AuditTreeNode
+
+Node = tuple[int, int, bytes]  # (level, index, hash)
 
 nodes_t = cast(sa.Table, AuditTreeNode.__table__)
-checkpoints_t = cast(sa.Table, AuditCheckpoint.__table__)
-deliveries_t = cast(sa.Table, AuditCheckpointDelivery.__table__)
 records_t = cast(sa.Table, AuditRecord.__table__)
 seals_t = cast(sa.Table, AuditSeal.__table__)
 
@@ -54,18 +57,62 @@ async def fetch_nodes(ex: Executor, keys: Iterable[merkle.NodeKey]) -> dict[merk
     return {(int(r.level), int(r.idx)): bytes(r.hash) for r in rows}
 
 
-async def insert_nodes(ex: Executor, nodes: Sequence[tuple[int, int, bytes]]) -> None:
+def node_ranges(nodes: Sequence[Node]) -> dict[int, tuple[int, int]]:
+    """Per level, the first and last index among `nodes` (a page's nodes: contiguous per level)."""
+    ranges: dict[int, tuple[int, int]] = {}
+    for level, idx, _ in nodes:
+        low, high = ranges.get(level, (idx, idx))
+        ranges[level] = (min(low, idx), max(high, idx))
+    return ranges
+
+
+def nodes_digest(nodes: Sequence[Node]) -> bytes:
+    """What `stored_digest` answers when the stored rows are exactly `nodes`."""
+    ordered = sorted(nodes)
+    return hashlib.sha256(b"".join(n[2] for n in ordered)).digest()
+
+
+async def stored_digest(ex: Executor, ranges: dict[int, tuple[int, int]]) -> tuple[int, bytes]:
+    """How many nodes are stored in these index ranges per level, and the SHA-256 of their
+    hashes in (level, index) order: a page of the tree compared in one row, without sending
+    every hash back (the walk fetches them only when the digest differs)."""
+    levels = sorted(ranges)
+    row = (
+        await ex.execute(
+            sa.text(
+                "SELECT count(*) AS n, sha256(coalesce(string_agg(n.hash, ''::bytea "
+                "       ORDER BY w.level, n.idx), ''::bytea)) AS digest "
+                "FROM unnest(CAST(:levels AS smallint[]), CAST(:lows AS bigint[]), "
+                "            CAST(:highs AS bigint[])) AS w(level, low, high) "
+                "CROSS JOIN LATERAL (SELECT t.idx, t.hash FROM audit_tree_nodes AS t "
+                "  WHERE t.level = w.level AND t.idx BETWEEN w.low AND w.high) AS n"
+            ),
+            {
+                "levels": levels,
+                "lows": [ranges[lv][0] for lv in levels],
+                "highs": [ranges[lv][1] for lv in levels],
+            },
+        )
+    ).one()
+    return int(row.n), bytes(row.digest)
+
+
+async def insert_nodes(ex: Executor, nodes: Sequence[Node]) -> list[Node]:
+    """Insert the nodes whose place is free; returns those whose place was taken by a row that
+    differs (a node the sealer did not write: the caller raises the alarm). One round trip, plus
+    one when a place was taken."""
     if not nodes:
-        return
+        return []
     # The hashes go as one bytea, cut into 32-byte pieces server-side: a bytea[] parameter
     # is quoted element by element on the client, which cost more than hashing the leaves.
-    await ex.execute(
+    result = await ex.execute(
         sa.text(
             "INSERT INTO audit_tree_nodes (level, idx, hash) "
             "SELECT w.level, w.idx, "
             "       substring(CAST(:hashes AS bytea) FROM CAST(w.n AS int) * 32 - 31 FOR 32) "
             "FROM unnest(CAST(:levels AS smallint[]), CAST(:idxs AS bigint[])) "
-            "     WITH ORDINALITY AS w(level, idx, n)"
+            "     WITH ORDINALITY AS w(level, idx, n) "
+            "ON CONFLICT (level, idx) DO NOTHING RETURNING level, idx"
         ),
         {
             "levels": [n[0] for n in nodes],
@@ -73,17 +120,80 @@ async def insert_nodes(ex: Executor, nodes: Sequence[tuple[int, int, bytes]]) ->
             "hashes": b"".join(n[2] for n in nodes),
         },
     )
+    inserted = {(int(r.level), int(r.idx)) for r in result}
+    if len(inserted) == len(nodes):
+        return []
+    taken = [n for n in nodes if (n[0], n[1]) not in inserted]
+    stored = await fetch_nodes(ex, [(n[0], n[1]) for n in taken])
+    return [n for n in taken if stored.get((n[0], n[1])) != n[2]]
+
+
+async def allow_repair(ex: Executor) -> None:
+    """Let this transaction delete tree nodes and checkpoints (migration 0015's trigger)."""
+    await ex.execute(sa.text("SELECT set_config('ledger.audit_repair', 'on', true)"))
+
+
+async def repair_nodes(ex: Executor, nodes: Sequence[Node]) -> None:
+    """Replace the stored rows at these places by these hashes (recomputed from the records)."""
+    if not nodes:
+        return
+    await allow_repair(ex)
+    await ex.execute(
+        sa.text(
+            "DELETE FROM audit_tree_nodes AS t USING unnest(CAST(:levels AS smallint[]), "
+            "CAST(:idxs AS bigint[])) AS w(level, idx) WHERE t.level = w.level AND t.idx = w.idx"
+        ),
+        {"levels": [n[0] for n in nodes], "idxs": [n[1] for n in nodes]},
+    )
+    await insert_nodes(ex, nodes)
+
+
+# A stored node (level, idx) is complete inside a tree of `size` leaves when idx < size >> level:
+# anything else covers a leaf no seal has. One index probe per level (the primary key).
+_BEYOND = (
+    "SELECT l.level, n.idx FROM generate_series(0, 63) AS l(level) "
+    "CROSS JOIN LATERAL (SELECT t.idx FROM audit_tree_nodes AS t WHERE t.level = l.level "
+    "                    AND t.idx >= (CAST(:size AS bigint) >> l.level) "
+    "                    ORDER BY t.idx LIMIT :limit) AS n "
+    "ORDER BY l.level, n.idx LIMIT :limit"
+)
+
+
+async def nodes_beyond(ex: Executor, size: int, limit: int = 10) -> list[merkle.NodeKey]:
+    """Stored nodes that cover a leaf at or past `size`: forged, or left by a cut chain."""
+    rows = await ex.execute(sa.text(_BEYOND), {"size": size, "limit": limit})
+    return [(int(r.level), int(r.idx)) for r in rows]
+
+
+async def delete_beyond(ex: Executor, size: int) -> int:
+    """Remove every stored node that covers a leaf at or past `size` (one probe per level)."""
+    await allow_repair(ex)
+    result = await ex.execute(
+        sa.text(
+            "DELETE FROM audit_tree_nodes AS t USING generate_series(0, 63) AS l(level) "
+            "WHERE t.level = l.level AND t.idx >= (CAST(:size AS bigint) >> l.level)"
+        ),
+        {"size": size},
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def _record_columns() -> list[Any]:
-    return [c for c in records_t.c if c.name != "data_text"]
+    # `data` parsed is not needed: the leaf covers the text as stored (`data_as_stored`), and
+    # parsing it too cost more than the rest of the read.
+    return [c for c in records_t.c if c.name not in ("data_text", "data")]
 
 
 async def sealed_records(ex: Executor, *, after_seq: int, limit: int) -> Sequence[sa.Row[Any]]:
     """Seals after `after_seq` in order, each with its record's columns and `data_as_stored`
     (NULL columns when the record is gone): what the tree's leaves are made of."""
     query = (
-        sa.select(seals_t.c.seq.label("seal_seq"), *_record_columns(), data_as_stored)
+        sa.select(
+            seals_t.c.seq.label("seal_seq"),
+            *_record_columns(),
+            sa.null().label("data"),
+            data_as_stored,
+        )
         .select_from(seals_t.outerjoin(records_t, records_t.c.id == seals_t.c.record_id))
         .where(seals_t.c.seq > after_seq)
         .order_by(seals_t.c.seq)
@@ -110,96 +220,3 @@ async def leaf_position(ex: Executor, record_id: uuid.UUID) -> LeafPosition:
     if row is None:
         return LeafPosition(False, None)
     return LeafPosition(True, None if row.seq is None else int(row.seq))
-
-
-# -- checkpoints ----------------------------------------------------------------------------------
-
-
-def _checkpoint(row: Any) -> Checkpoint:
-    return Checkpoint(
-        tree_size=int(row.tree_size),
-        root_hash=row.root_hash,
-        timestamp=row.timestamp,
-        key_id=row.key_id,
-        signature=row.signature,
-    )
-
-
-_CHECKPOINT_COLUMNS = (
-    checkpoints_t.c.tree_size,
-    checkpoints_t.c.root_hash,
-    checkpoints_t.c.timestamp,
-    checkpoints_t.c.key_id,
-    checkpoints_t.c.signature,
-)
-
-
-async def insert_checkpoint(ex: Executor, checkpoint: Checkpoint) -> None:
-    await ex.execute(
-        sa.insert(checkpoints_t).values(
-            tree_size=checkpoint.tree_size,
-            root_hash=checkpoint.root_hash,
-            timestamp=checkpoint.timestamp,
-            key_id=checkpoint.key_id,
-            signature=checkpoint.signature,
-        )
-    )
-
-
-async def latest_checkpoint(ex: Executor) -> Checkpoint | None:
-    query = sa.select(*_CHECKPOINT_COLUMNS).order_by(checkpoints_t.c.tree_size.desc()).limit(1)
-    row = (await ex.execute(query)).first()
-    return None if row is None else _checkpoint(row)
-
-
-async def latest_checkpoint_created_at(ex: Executor) -> dt.datetime | None:
-    query = (
-        sa.select(checkpoints_t.c.created_at).order_by(checkpoints_t.c.tree_size.desc()).limit(1)
-    )
-    value = (await ex.execute(query)).scalar()
-    return value if isinstance(value, dt.datetime) else None
-
-
-async def list_checkpoints(
-    ex: Executor, *, before_size: int | None, limit: int
-) -> list[Checkpoint]:
-    """Newest first (by tree size); keyset pagination on the size."""
-    query = sa.select(*_CHECKPOINT_COLUMNS).order_by(checkpoints_t.c.tree_size.desc()).limit(limit)
-    if before_size is not None:
-        query = query.where(checkpoints_t.c.tree_size < before_size)
-    return [_checkpoint(r) for r in await ex.execute(query)]
-
-
-async def undelivered(ex: Executor, target: str, limit: int) -> list[Checkpoint]:
-    """Checkpoints not yet delivered to `target`, oldest first."""
-    delivered = sa.exists().where(
-        (deliveries_t.c.tree_size == checkpoints_t.c.tree_size) & (deliveries_t.c.target == target)
-    )
-    query = (
-        sa.select(*_CHECKPOINT_COLUMNS)
-        .where(~delivered)
-        .order_by(checkpoints_t.c.tree_size)
-        .limit(limit)
-    )
-    return [_checkpoint(r) for r in await ex.execute(query)]
-
-
-async def mark_delivered(ex: Executor, target: str, sizes: Sequence[int], now: dt.datetime) -> None:
-    if not sizes:
-        return
-    await ex.execute(
-        sa.text(
-            "INSERT INTO audit_checkpoint_deliveries (tree_size, target, delivered_at) "
-            "SELECT s, :target, :now FROM unnest(CAST(:sizes AS bigint[])) AS s "
-            "ON CONFLICT DO NOTHING"
-        ),
-        {"target": target, "now": now, "sizes": list(sizes)},
-    )
-
-
-async def try_delivery_lock(ex: Executor, key: int) -> bool:
-    """One delivery per target at a time (until the transaction ends)."""
-    query = sa.select(
-        sa.func.pg_try_advisory_xact_lock(int(LockClass.AUDIT_CHECKPOINT_DELIVERY), key)
-    )
-    return bool((await ex.execute(query)).scalar())

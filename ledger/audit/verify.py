@@ -16,6 +16,10 @@ Rules, in the order they are checked (docs/audit.md says why):
 6. After the chain, no unsealed record is one the sealer can never have missed: its transaction
    ended before a pass that scanned to the end (the chain head's `horizon_xid`), or it fails
    rule 5. Other unsealed records are only counted: they wait for the next pass.
+7. Then the Merkle tree, recomputed from the records (ledger/audit/tree_walk.py): every stored
+   node is the one the records give, none covers a leaf past the chain, every checkpoint row's
+   signatures hold under the configured public keys, and each genuine one's root is the root
+   the records give at its size. `problem` names the kind of the first disagreement.
 
 The hashing is CPU work: each page is checked in a worker thread, so an API process keeps
 answering other requests meanwhile (the database reads are awaited on the loop as usual).
@@ -34,6 +38,8 @@ import sqlalchemy as sa
 
 from ledger.audit import chain
 from ledger.audit import repository as repo
+from ledger.audit.keys import Keyring
+from ledger.audit.tree_walk import verify_tree
 from ledger.core import limits
 
 
@@ -46,6 +52,7 @@ class VerifyReport:
     reason: str | None = None
     head_seq: int = 0
     head_hash: str = chain.GENESIS_HASH
+    problem: str | None = None  # "chain", or the tree's (tree_walk.PROBLEMS)
 
 
 @dataclass(slots=True)
@@ -64,10 +71,12 @@ async def verify_chain(
     *,
     grace_seconds: float | None = None,
     batch_size: int | None = None,
+    keys: Keyring | None = None,
 ) -> VerifyReport:
     """Check the whole trail in one read-only snapshot. Must be the first work of its transaction
     (it sets the isolation level). Defaults: limits.AUDIT_INSERTION_GRACE_SECONDS and
-    limits.AUDIT_VERIFY_BATCH_SIZE, read when called."""
+    limits.AUDIT_VERIFY_BATCH_SIZE, read when called. Without `keys`, checkpoint rows are not
+    checked (nothing to check them with); the stored tree still is."""
     grace = dt.timedelta(
         seconds=limits.AUDIT_INSERTION_GRACE_SECONDS if grace_seconds is None else grace_seconds
     )
@@ -94,6 +103,13 @@ async def verify_chain(
     )
     if failure is not None:
         report.first_invalid_id, report.reason = failure
+        report.problem = "chain"
+        return report
+    tree = await verify_tree(
+        ex, keys, page_size=page_size, scan_max=limits.AUDIT_CHECKPOINT_SCAN_MAX
+    )
+    if tree is not None:
+        report.ok, report.reason, report.problem = False, tree.detail, tree.code
     return report
 
 

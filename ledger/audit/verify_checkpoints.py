@@ -5,8 +5,9 @@ The hash chain lives in the database, so a superuser can rewrite it consistently
 tail, and the chain alone still verifies. Checkpoints kept outside (the file, the Kafka topic)
 cannot be rewritten with it. For each checkpoint, in tree-size order, this checks
 
-1. its signature, with the public key its `key_id` names (old keys stay valid for the
-   checkpoints they signed: pass every public key that ever signed);
+1. its signature (and its C2SP note's, when the line carries one), with the public key its
+   `key_id` names (old keys stay valid for the checkpoints they signed: pass every public key
+   that ever signed);
 2. that the trail has at least `tree_size` sealed records (a cut tail fails here);
 3. that the root recomputed *from the records* (each leaf from the record's item, as the API
    shows it, not from stored hashes) equals `root_hash` (an edited, inserted or removed record
@@ -24,13 +25,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from ledger.audit import merkle
 from ledger.audit import repository as repo
 from ledger.audit import tree_store as store
+from ledger.audit.keys import Keyring
 from ledger.audit.leaf import row_leaf_hash
-from ledger.audit.signing import Checkpoint, signature_holds
+from ledger.audit.signing import Checkpoint
 from ledger.core import limits
 
 
@@ -46,7 +46,7 @@ class CheckpointReport:
 async def verify_checkpoints(
     ex: repo.Executor,
     checkpoints: Sequence[Checkpoint],
-    keys: dict[str, Ed25519PublicKey],
+    keys: Keyring,
     *,
     batch_size: int = limits.AUDIT_VERIFY_BATCH_SIZE,
 ) -> CheckpointReport:
@@ -69,12 +69,12 @@ async def verify_checkpoints(
                 broken = f"the trail has only {edge.size} sealed records"
         if failure is None and edge.size < checkpoint.tree_size:
             failure = f"{broken}: the database no longer holds what it signed"
-        if failure is None and edge.root().hex() != checkpoint.root_hash:
+        if failure is None and edge.root().hex() != checkpoint.root_hash.lower():
             failure = "the records no longer hash to its root: a record was changed, added or "
             failure += "removed after it was signed"
         if failure is None:
             stored = await _stored_root(ex, checkpoint.tree_size)
-            if stored != checkpoint.root_hash:
+            if stored != checkpoint.root_hash.lower():
                 failure = "the stored Merkle tree no longer gives its root"
         if failure is not None:
             report.ok = False
@@ -85,12 +85,11 @@ async def verify_checkpoints(
     return report
 
 
-def _signature_failure(checkpoint: Checkpoint, keys: dict[str, Ed25519PublicKey]) -> str | None:
-    if checkpoint.key_id not in keys:
+def _signature_failure(checkpoint: Checkpoint, keys: Keyring) -> str | None:
+    """Its signature (and its note's, when it carries one), with the key its `key_id` names."""
+    if checkpoint.key_id not in keys.keys:
         return f"signed by key {checkpoint.key_id}, which is not among the public keys given"
-    if not signature_holds(checkpoint, keys):
-        return "its signature does not check"
-    return None
+    return keys.problem(checkpoint)
 
 
 def _add_leaves(edge: merkle.CompactRange, rows: Sequence[Any]) -> str | None:

@@ -72,10 +72,12 @@ async def ensure_admin_key(settings: Settings) -> None:
 
 
 def _require_signing_key(settings: Settings) -> None:
-    """`serve` and `worker` refuse to start without a usable audit checkpoint signing key."""
+    """`serve` and `worker` refuse to start without a usable audit checkpoint signing key, or
+    with a LEDGER_AUDIT_PUBLIC_KEYS file that is no public key (never a 500 later)."""
+    from ledger.audit.keys import keyring
     from ledger.audit.signing import load_signer
 
-    load_signer(settings.audit_signing_key)
+    keyring(settings, load_signer(settings.audit_signing_key))
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
@@ -35,6 +36,11 @@ class Settings:
     audit_signing_key: str | None = None
     kafka_checkpoint_topic: str = "ledger.audit.checkpoints"
     audit_checkpoint_file: str | None = None
+    # LEDGER_AUDIT_PUBLIC_KEYS: PEM files (comma-separated paths) of keys that signed checkpoints
+    # before a rotation; the signing key's own public key is always trusted besides them.
+    audit_public_keys: tuple[str, ...] = ()
+    # LEDGER_AUDIT_LOG_NAME: the origin line (and key name) of the checkpoints' C2SP notes.
+    audit_log_name: str = "ledger/audit"
 
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -80,6 +86,32 @@ def _metrics_port(value: str | None) -> int | None:
     return int(text)
 
 
+def _public_keys(value: str | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    return tuple(path.strip() for path in value.split(",") if path.strip())
+
+
+def log_name_problem(name: str) -> str | None:
+    """Why `name` cannot be a log's origin and note key name, or None: non-empty, bounded, and
+    no space of any kind, no `+`, no control character (the C2SP signed-note key name rules)."""
+    if not 1 <= len(name) <= limits.AUDIT_LOG_NAME_LENGTH_MAX:
+        return f"must be 1..{limits.AUDIT_LOG_NAME_LENGTH_MAX} characters"
+    for char in name:
+        if char == "+" or char.isspace() or unicodedata.category(char) in ("Cc", "Zs", "Cs"):
+            return "must hold no space, no '+' and no control character"
+    return None
+
+
+def _log_name(value: str | None) -> str:
+    if value is None or value == "":
+        return "ledger/audit"
+    problem = log_name_problem(value)
+    if problem is not None:
+        raise ConfigurationError(f"LEDGER_AUDIT_LOG_NAME {problem}")
+    return value
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if environ is None else environ
     level = env.get("LEDGER_LOG_LEVEL", "info").strip().lower() or "info"
@@ -112,4 +144,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         kafka_checkpoint_topic=env.get("LEDGER_KAFKA_CHECKPOINT_TOPIC")
         or "ledger.audit.checkpoints",
         audit_checkpoint_file=env.get("LEDGER_AUDIT_CHECKPOINT_FILE") or None,
+        audit_public_keys=_public_keys(env.get("LEDGER_AUDIT_PUBLIC_KEYS")),
+        audit_log_name=_log_name(env.get("LEDGER_AUDIT_LOG_NAME")),
     )

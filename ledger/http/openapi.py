@@ -64,6 +64,9 @@ LINKS_OPT = (
 )
 EXAMPLE_OPT = "example"  # a request body to show: `example={"code": "cash", ...}`
 ETAG_OPT = "answers_etag"  # a route that answers the ETag: `answers_etag=True`
+# A route whose 200 is also plain text when the client's Accept prefers it:
+# `answers_text="what the text is"`.
+TEXT_OPT = "answers_text"
 REQUEST_ID_PATTERN = "^[A-Za-z0-9._:-]{1,128}$"  # observability/middleware.py::_REQUEST_ID
 IDEMPOTENCY_KEY_PATTERN = f"^[!-~]{{1,{limits.IDEMPOTENCY_KEY_LENGTH_MAX}}}$"
 
@@ -204,6 +207,7 @@ class RouteFacts:
     problems: tuple[ProblemKind, ...]
     links: dict[str, dict[str, str]]
     example: dict[str, Any] | None
+    text: str | None = None
 
     @classmethod
     def of(cls, handler: HTTPRouteHandler) -> RouteFacts:
@@ -218,6 +222,7 @@ class RouteFacts:
             problems=tuple(ProblemKind.of(error) for error in declared),
             links=dict(handler.opt.get(LINKS_OPT, {})),
             example=handler.opt.get(EXAMPLE_OPT),
+            text=handler.opt.get(TEXT_OPT),
         )
 
 
@@ -287,6 +292,10 @@ def _complete_operation(method: str, operation: dict[str, Any], route: RouteFact
                 target: {"operationId": target, "parameters": parameters}
                 for target, parameters in route.links.items()
             }
+    if route.text is not None and "200" in responses:
+        responses["200"].setdefault("content", {})["text/plain"] = {
+            "schema": {"type": "string", "description": route.text}
+        }
     for code, group in _by_status(kinds).items():
         if str(code) not in responses:
             responses[str(code)] = _problem_response(code, group)

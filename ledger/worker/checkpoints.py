@@ -1,14 +1,22 @@
-"""Delivery of signed audit checkpoints to Kafka and to the append-only file: their own outbox.
+"""Delivery of signed audit checkpoints to Kafka and to append-only files: their own outbox.
 
 The sealer inserts each checkpoint in the database (ledger/audit/tree.py); these jobs deliver
-them afterwards, oldest first, and record each delivery (`audit_checkpoint_deliveries`) in the
-transaction that read them. A broker that is down or paused only delays a checkpoint: it stays
-undelivered and is sent on a later step, once the broker answers. Delivery is at least once: a
-step that fails after sending sends again, so readers drop duplicates by `tree_size` (the file
-job skips what the file's last line already covers).
+them afterwards, oldest first. Two rules make every copy whole and genuine:
 
-One delivery per target at a time (a transaction-level advisory lock per target), so two workers
-never interleave their lines in one file or their records on the topic.
+- **Per target.** Delivery state belongs to one target, named by its kind and its identity
+  (`kafka:<topic>`, `file:<host>:<absolute path>`), as Kafka consumer groups keep offsets per
+  group: two workers with two files each write every checkpoint to their own. A file's position
+  is its own last genuine line (the database's row only reports it), so nothing written in the
+  database can make a file skip or repeat a checkpoint; Kafka's is `audit_checkpoint_targets`.
+- **Only what the keys signed.** A row goes out only when its signatures hold under the
+  configured public keys (ledger/audit/keys.py). Any other row is reported (an error log line,
+  `ledger_audit_checkpoints_refused`, `GET /v1/audit/verify`) and passed over: genuine
+  checkpoints after it go out as usual.
+
+A broker that is down or paused only delays a checkpoint: the target's position does not move
+and a later step sends it. Delivery is at least once: readers drop duplicates by `tree_size`.
+One delivery per target at a time (a transaction-level advisory lock keyed by the target's
+name; a file is also locked with `flock` while a step appends to it).
 """
 
 from __future__ import annotations
@@ -16,9 +24,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import fcntl
+import hashlib
 import json
 import os
+import socket
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
@@ -26,90 +38,198 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from ledger.audit import tree_store as store
-from ledger.audit.signing import Checkpoint
+from ledger.audit import checkpoint_store as store
+from ledger.audit import repository as repo
+from ledger.audit.keys import Keyring
+from ledger.audit.signing import Checkpoint, checkpoint_from
 from ledger.core import limits
 from ledger.core.db import run_in_transaction
 from ledger.core.errors import ServiceUnavailable
 from ledger.core.settings import Settings
+from observability import metrics
 from outbox.kafka import KafkaOptions, start_producer
 
 log = structlog.get_logger("ledger.worker.checkpoints")
 
-KAFKA_TARGET = "kafka"
-FILE_TARGET = "file"
-# The delivery lock's key per target (class AUDIT_CHECKPOINT_DELIVERY of ledger/core/locks.py).
-TARGET_LOCK_KEYS = {KAFKA_TARGET: 1, FILE_TARGET: 2}
 CHECKPOINT_RECORD_KEY = b"ledger.audit.checkpoint"  # one key: one partition, in order
+REPORTED_MAX = 10_000  # refused rows one target remembers having reported
 
 Send = Callable[[Sequence[Checkpoint]], Awaitable[None]]
 
 
+@dataclass(slots=True)
+class Target:
+    """One place checkpoints go: its kind, its identity, and what this process knows of it."""
+
+    kind: str  # "kafka" or "file"
+    identity: str
+    # The file's own position (None: the target's row in the database is its position).
+    position: Callable[[], Awaitable[int]] | None = None
+    # (position, size): from that position, the rows up to that size were read and refused
+    # (never past the chain's head, where a later genuine checkpoint could land).
+    skipped: tuple[int, int] = (0, 0)
+    reported: set[tuple[int, str]] = field(default_factory=set)
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}:{self.identity}"
+
+    @property
+    def lock_key(self) -> int:
+        """A signed 32-bit key from the name: two names rarely share one (then they only take
+        turns)."""
+        value = int.from_bytes(hashlib.sha256(self.name.encode()).digest()[:4], "big")
+        return value - (1 << 32) if value >= (1 << 31) else value
+
+
+def kafka_target(topic: str) -> Target:
+    return Target("kafka", topic)
+
+
+def file_target(path: Path, keys: Keyring) -> Target:
+    absolute = Path(os.path.abspath(path))
+
+    async def position() -> int:
+        return await asyncio.to_thread(last_size_in_file, absolute, keys)
+
+    return Target("file", f"{socket.gethostname()}:{absolute}", position=position)
+
+
 async def deliver_step(
-    sessionmaker: async_sessionmaker[AsyncSession], target: str, send: Send
+    sessionmaker: async_sessionmaker[AsyncSession], target: Target, send: Send, keys: Keyring
 ) -> int:
-    """Deliver one bounded batch to `target`; returns how many (the loop runs again at once
-    while a batch came back full)."""
+    """Deliver one bounded batch of genuine checkpoints to `target`; returns how many (the loop
+    runs again at once while a batch came back full)."""
 
     async def work(session: AsyncSession) -> int:
-        if not await store.try_delivery_lock(session, TARGET_LOCK_KEYS[target]):
+        if not await store.try_delivery_lock(session, target.lock_key):
             return 0
-        batch_max = limits.AUDIT_CHECKPOINT_DELIVERY_BATCH_MAX
-        pending = await store.undelivered(session, target, batch_max)
-        if not pending:
+        if target.position is not None:
+            after = await target.position()
+        else:
+            after = await store.target_position(session, target.name)
+        head = await repo.chain_head(session)
+        head_seq = 0 if head is None else head.seq
+        genuine = await _genuine_after(session, target, keys, after, head_seq)
+        if not genuine:
             return 0
-        await send(pending)
-        sizes = [c.tree_size for c in pending]
-        await store.mark_delivered(session, target, sizes, dt.datetime.now(dt.UTC))
-        return len(pending)
+        await send(genuine)
+        newest = genuine[-1].tree_size
+        await store.set_target_position(session, target.name, newest, dt.datetime.now(dt.UTC))
+        return len(genuine)
 
     delivered = await run_in_transaction(sessionmaker, work)
     if delivered:
-        log.info("audit.checkpoints_delivered", target=target, count=delivered)
+        log.info("audit.checkpoints_delivered", target=target.name, count=delivered)
     return delivered if delivered >= limits.AUDIT_CHECKPOINT_DELIVERY_BATCH_MAX else 0
+
+
+async def _genuine_after(
+    session: AsyncSession, target: Target, keys: Keyring, after: int, head: int
+) -> list[Checkpoint]:
+    """Genuine checkpoints above `after`, oldest first, reading past refused rows: at most a
+    batch of them, and at most AUDIT_CHECKPOINT_SCAN_MAX rows. Only rows up to the chain's head
+    are read (a genuine checkpoint is never larger). After a flood of refused rows (the scan
+    bound reached with nothing genuine) they stay passed over (`skipped`), below the head only:
+    the sealer signs at the head or above, so nothing genuine lands there later."""
+    skipped_from, skipped_to = target.skipped
+    cursor = max(after, skipped_to) if skipped_from == after else after
+    genuine: list[Checkpoint] = []
+    scanned, flood = 0, True
+    while scanned < limits.AUDIT_CHECKPOINT_SCAN_MAX:
+        batch = limits.AUDIT_CHECKPOINT_DELIVERY_BATCH_MAX
+        rows = await store.oldest_first(session, after_size=cursor, up_to_size=head, limit=batch)
+        scanned += len(rows)
+        for row in rows:
+            why = keys.problem(row)
+            if why is None:
+                genuine.append(row)
+            else:
+                _report(target, row, why)
+            if len(genuine) == batch:
+                return genuine
+            cursor = row.tree_size
+        if genuine or len(rows) < batch:
+            flood = False
+            break
+    if flood and not genuine:
+        target.skipped = (after, min(cursor, head - 1))
+    return genuine
+
+
+def _report(target: Target, row: Checkpoint, why: str) -> None:
+    seen = (row.tree_size, row.signature)
+    if seen in target.reported:
+        return
+    if len(target.reported) >= REPORTED_MAX:
+        target.reported.clear()
+    target.reported.add(seen)
+    metrics.AUDIT_CHECKPOINTS_REFUSED.labels(where=target.kind).inc()
+    log.error(
+        "audit.checkpoint_refused",
+        target=target.name,
+        tree_size=row.tree_size,
+        key_id=row.key_id[:64],
+        reason=why,
+        detail="not delivered: its signatures do not hold under the configured public keys",
+    )
 
 
 # -- the file -------------------------------------------------------------------------------------
 
 
-def last_size_in_file(path: Path) -> int:
-    """The tree size of the file's last complete line (0 for none): lines are appended in size
-    order, so a checkpoint at or below it is in the file already."""
+def last_size_in_file(path: Path, keys: Keyring) -> int:
+    """The tree size of the file's last line that is a genuine checkpoint (0 for none): lines
+    are appended in size order, so a checkpoint at or below it is in the file already. Lines
+    that do not verify (a partial line, or one a version that did not check wrote) are passed
+    over, reading back from the end a chunk at a time."""
     try:
         with path.open("rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            length = handle.tell()
-            handle.seek(max(0, length - limits.AUDIT_CHECKPOINT_FILE_TAIL_BYTES))
-            tail = handle.read()
+            end = handle.seek(0, os.SEEK_END)
+            tail = b""
+            while end > 0:
+                start = max(0, end - limits.AUDIT_CHECKPOINT_FILE_TAIL_BYTES)
+                handle.seek(start)
+                tail = handle.read(end - start) + tail
+                lines = tail.split(b"\n")
+                head, lines = (lines[0], lines[1:]) if start > 0 else (b"", lines)
+                for line in reversed(lines):
+                    size = _genuine_size(line, keys)
+                    if size is not None:
+                        return size
+                tail, end = head, start
     except FileNotFoundError:
         return 0
-    for line in reversed(tail.split(b"\n")):
-        with contextlib.suppress(ValueError, AttributeError, TypeError):
-            size = json.loads(line).get("tree_size")
-            if isinstance(size, int):
-                return size
     return 0
 
 
-def append_to_file(path: Path, checkpoints: Sequence[Checkpoint]) -> None:
-    """Append one JSON line per checkpoint not in the file yet, then fsync (a blocking call:
-    run it in a thread)."""
-    done = last_size_in_file(path)
-    lines = [c.json_line() + b"\n" for c in checkpoints if c.tree_size > done]
-    if not lines:
-        return
+def _genuine_size(line: bytes, keys: Keyring) -> int | None:
+    with contextlib.suppress(ValueError, RecursionError):
+        checkpoint = checkpoint_from(json.loads(line))
+        if keys.problem(checkpoint) is None:
+            return checkpoint.tree_size
+    return None
+
+
+def append_to_file(path: Path, checkpoints: Sequence[Checkpoint], keys: Keyring) -> None:
+    """Append one JSON line per checkpoint not in the file yet, then fsync, holding the file's
+    lock (a blocking call: run it in a thread)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, b"".join(lines))
-        os.fsync(fd)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        done = last_size_in_file(path, keys)
+        lines = [c.json_line() + b"\n" for c in checkpoints if c.tree_size > done]
+        if lines:
+            os.write(fd, b"".join(lines))
+            os.fsync(fd)
     finally:
         os.close(fd)
 
 
-def file_sender(path: Path) -> Send:
+def file_sender(path: Path, keys: Keyring) -> Send:
     async def send(checkpoints: Sequence[Checkpoint]) -> None:
-        await asyncio.to_thread(append_to_file, path, checkpoints)
+        await asyncio.to_thread(append_to_file, path, checkpoints, keys)
 
     return send
 
@@ -156,5 +276,5 @@ class KafkaCheckpoints:
 
 
 class CheckpointNotDelivered(ServiceUnavailable):
-    """The broker did not take a checkpoint: the transaction rolls back, nothing is marked, and
-    the worker loop logs it as a step that found its target unavailable."""
+    """The broker did not take a checkpoint: the transaction rolls back, the target's position
+    stays, and the worker loop logs it as a step that found its target unavailable."""

@@ -145,12 +145,14 @@ def audit_sealer_job(
     """Seals new audit records into the hash chain and the Merkle tree, and signs checkpoints
     with LEDGER_AUDIT_SIGNING_KEY (`ledger worker` refuses to start without it); one active
     sealer per database."""
+    from ledger.audit.keys import keyring
     from ledger.audit.sealer import AuditSealer, engine_of
     from ledger.audit.signing import load_signer
 
     key = None if settings is None else settings.audit_signing_key
     signer = None if key is None else load_signer(key)
-    sealer = AuditSealer(engine_of(sessionmaker), signer=signer)
+    keys = None if settings is None or signer is None else keyring(settings, signer)
+    sealer = AuditSealer(engine_of(sessionmaker), signer=signer, keys=keys)
     return Job(
         "audit-sealer", sealer.paced_step, limits.AUDIT_SEAL_INTERVAL_SECONDS, close=sealer.close
     )
@@ -159,34 +161,41 @@ def audit_sealer_job(
 def checkpoint_jobs(
     settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> list[Job]:
-    """Delivery of signed checkpoints to the file and to Kafka, when each is configured."""
+    """Delivery of signed checkpoints to the file and to Kafka, when each is configured: only
+    those whose signatures hold under the configured public keys."""
     from pathlib import Path
 
+    from ledger.audit.keys import keyring
     from ledger.worker.checkpoints import (
-        FILE_TARGET,
-        KAFKA_TARGET,
         KafkaCheckpoints,
         deliver_step,
         file_sender,
+        file_target,
+        kafka_target,
     )
 
     interval = limits.AUDIT_CHECKPOINT_DELIVERY_INTERVAL_SECONDS
-    jobs = []
+    jobs: list[Job] = []
+    if not settings.audit_checkpoint_file and settings.kafka_bootstrap_servers is None:
+        return jobs
+    keys = keyring(settings)
     if settings.audit_checkpoint_file:
-        send_file = file_sender(Path(settings.audit_checkpoint_file))
+        path = Path(settings.audit_checkpoint_file)
+        to_file, send_file = file_target(path, keys), file_sender(path, keys)
         jobs.append(
             Job(
                 "checkpoint-file",
-                lambda: deliver_step(sessionmaker, FILE_TARGET, send_file),
+                lambda: deliver_step(sessionmaker, to_file, send_file, keys),
                 interval,
             )
         )
     if settings.kafka_bootstrap_servers is not None:
         kafka = KafkaCheckpoints(settings)
+        to_kafka = kafka_target(settings.kafka_checkpoint_topic)
         jobs.append(
             Job(
                 "checkpoint-kafka",
-                lambda: deliver_step(sessionmaker, KAFKA_TARGET, kafka.send),
+                lambda: deliver_step(sessionmaker, to_kafka, kafka.send, keys),
                 interval,
                 close=kafka.close,
             )
