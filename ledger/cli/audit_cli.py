@@ -22,6 +22,7 @@ from ledger.audit.signing import (
     signature_holds,
 )
 from ledger.core.errors import ConfigurationError
+from ledger.core.json_text import duplicate_name
 
 
 def add_commands(audit_sub: Any) -> None:
@@ -124,6 +125,9 @@ def _proof_failure(args: argparse.Namespace) -> str | None:
         leaf_hash = leaf.leaf_hash(leaf.canonical(record))
     except (OSError, ValueError) as exc:
         return f"the record is not readable JSON ({exc})"
+    twice = duplicate_name(record)  # one meaning per text: no reader may see another record
+    if twice is not None:
+        return f"the record writes the member name {twice!r} twice"
     proof = _read_json(args.proof, "--proof")
     try:
         index, size = int(proof["leaf_index"]), int(proof["tree_size"])
