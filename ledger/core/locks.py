@@ -44,6 +44,7 @@ class ClientIdKind(enum.IntEnum):
 
     TRANSFER = 1  # every operation on one transfer id (create, post, void, reverse, expire)
     EXCHANGE = 2  # one exchange id, around the creation of its two legs
+    ACCOUNT_MEMBERSHIPS = 3  # one account's category memberships, while one is added
 
 
 def client_id_locks_sql(ids_param: str, kind: ClientIdKind) -> str:

@@ -163,6 +163,14 @@ async def insert_monitor(session: AsyncSession, monitor: MonitorState) -> None:
     )
 
 
+async def count_monitors(session: AsyncSession, account_id: uuid.UUID, limit: int) -> int:
+    """The account's monitors, counted up to `limit` (its index, at most `limit` entries)."""
+    some = (
+        sa.select(sa.literal(1)).where(monitors_t.c.account_id == account_id).limit(limit)
+    ).subquery()
+    return int((await session.execute(sa.select(sa.func.count()).select_from(some))).scalar_one())
+
+
 async def list_monitors(
     session: AsyncSession, account_id: uuid.UUID, after: uuid.UUID | None, limit: int
 ) -> list[MonitorState]:
