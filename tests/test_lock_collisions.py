@@ -6,7 +6,8 @@ half equal, both halves crossed, halves that XOR alike), every operation keyed b
 is tried on an id Y while another request holds the lock of an id X built from Y that way, and
 that request waits on an account row locked from another connection: a create with an id, a
 post, a void (of a pending transfer and of an id never seen), a reversal, an exchange, an
-account and a category created with an id. Each Y request must answer while every X request
+account and a category created with an id, an account with that id joining a category (its
+memberships' lock). Each Y request must answer while every X request
 is still waiting: X requests can only end once the row is released (or after the database's
 lock timeout, 30 s, when they fail), so a Y request that waited on an X lock would finish only
 after its X had ended, and the test sees that order. No clock is read."""
@@ -94,6 +95,7 @@ PROBES = [
     "exchange",
     "account",
     "category",
+    "membership",
 ]
 BLOCKERS = ["create", "post", "void", "reverse", "exchange"]
 LOCKED = [f"L{index}" for index in range(len(PROBES))]  # one locked account per blocker
@@ -164,14 +166,22 @@ async def prepare_blocker(
 
 
 async def prepare_probe(ledger: Ledger, kind: str, y: uuid.UUID) -> Callable[[], Any]:
+    client = ledger.client
+    code = f"probe:{y.hex[:12]}"
+    if kind == "membership":  # an account with id y joins a category: y's membership lock
+        body = {"id": str(y), "code": code, "currency": "USD", "normal_balance": "credit"}
+        assert (await client.post("/v1/accounts", json=body)).status_code == 201
+        group = {"code": f"group:{y.hex[:12]}", "currency": "USD", "normal_balance": "credit"}
+        made = await client.post("/v1/categories", json=group)
+        assert made.status_code == 201, made.text
+        path = f"/v1/categories/{made.json()['id']}/accounts/{y}"
+        return lambda: client.put(path)
     if kind in ("post", "void"):
         made = await ledger.transfer("C", "D", id=str(y), pending=True)
         assert made.status_code == 201, made.text
     elif kind == "reverse":
         made = await ledger.transfer("C", "D", id=str(y))
         assert made.status_code == 201, made.text
-    client = ledger.client
-    code = f"probe:{y.hex[:12]}"
     return {
         "create": lambda: ledger.transfer("C", "D", id=str(y)),
         "post": lambda: client.post(f"/v1/transfers/{y}/post"),
