@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from accounts import monitor_service as service
 from accounts.monitor_schemas import MonitorCreate, MonitorOut, MonitorPage, monitor_out
 from ledger.core.context import WriteContext
-from ledger.core.errors import AccountNotFound, MonitorNotFound
+from ledger.core.errors import AccountNotFound, MonitorLimitReached, MonitorNotFound
 from ledger.http import params
 from ledger.http.auth import requires, write_context
 from ledger.http.bodies import delete, get, post, typed
@@ -31,13 +31,13 @@ class MonitorController(Controller):
         guards=[requires("write")],
         operation_id="createMonitor",
         status_code=201,
-        problems=(AccountNotFound,),
+        problems=(AccountNotFound, MonitorLimitReached),
     )
     async def create(
         self, request: Request[Any, Any, Any], account_id: uuid.UUID, data: MonitorCreate
     ) -> Response[MonitorOut]:
         """A balance monitor: event `ledger.account.monitor_triggered` each time a change makes
-        its condition true."""
+        its condition true. Monitors per account are bounded (`monitor_limit_reached`)."""
 
         async def effect(session: AsyncSession, ctx: WriteContext) -> tuple[int, Any]:
             return 201, monitor_out(await service.create_monitor(session, account_id, data, ctx))

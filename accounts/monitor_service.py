@@ -11,8 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from accounts.monitor_schemas import MonitorCreate
 from ledger.audit.writer import AuditEntry, write_audit
+from ledger.core import limits
 from ledger.core.context import WriteContext
-from ledger.core.errors import AccountNotFound, MonitorNotFound
+from ledger.core.errors import AccountNotFound, MonitorLimitReached, MonitorNotFound
 from ledger.core.ids import new_id
 from ledger.posting import movement_repository as repo
 from ledger.posting.events import monitor_data
@@ -39,6 +40,10 @@ async def create_monitor(
 ) -> MonitorState:
     if not await repo.lock_account(session, account_id):
         raise AccountNotFound(f"account {account_id} not found")
+    # Counted under the account's row lock: two creates cannot both see room for one.
+    limit = limits.MONITORS_PER_ACCOUNT_MAX
+    if await repo.count_monitors(session, account_id, limit) >= limit:
+        raise MonitorLimitReached(f"account {account_id} has {limit} monitors already")
     monitor = MonitorState(
         id=new_id(),
         account_id=account_id,

@@ -169,12 +169,13 @@ async def list_entries(
 async def balance_as_of(
     session: AsyncSession, account_id: uuid.UUID, as_of: dt.datetime
 ) -> tuple[int, int] | None:
-    """(posted balance, sequence) of the last entry at or before `as_of`."""
+    """(posted balance, sequence) of the last entry at or before `as_of`: the entry the reports
+    read for the same instant (one probe of ix_entries_account_id_posted_at_sequence)."""
     row = (
         await session.execute(
             sa.select(entries_t.c.balance_after, entries_t.c.sequence)
             .where(entries_t.c.account_id == account_id, entries_t.c.posted_at <= as_of)
-            .order_by(entries_t.c.sequence.desc())
+            .order_by(entries_t.c.posted_at.desc(), entries_t.c.sequence.desc())
             .limit(1)
         )
     ).first()

@@ -13,6 +13,7 @@ from ledger.audit.tree_models import (
 )
 from ledger.console.models import ConsoleSecret, ConsoleSession
 from ledger.core.db import Base
+from ledger.core.lock_models import LockKeySecret
 from ledger.idempotency.models import IdempotencyRecord
 from ledger.posting.models import Account, Entry, Transfer, VoidedTransferId
 from ledger.posting.movement_models import AccountMonitor, Exchange, PeriodLock
@@ -38,6 +39,7 @@ __all__ = [
     "Entry",
     "Exchange",
     "IdempotencyRecord",
+    "LockKeySecret",
     "OutboxEvent",
     "PeriodLock",
     "Transfer",

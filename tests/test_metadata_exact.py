@@ -566,11 +566,19 @@ json_strings = st.tuples(
     st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=12),
     st.booleans(),
 ).map(lambda pair: json.dumps(pair[0], ensure_ascii=pair[1]))
+
+
+def _name(member: tuple[str, str]) -> str:
+    name: str = json.loads(member[0])
+    return name
+
+
 json_texts = st.recursive(
     st.one_of(json_numbers, json_strings, st.sampled_from(["true", "false", "null"])),
     lambda inner: st.one_of(
         st.lists(inner, max_size=4).map(lambda items: "[" + ",".join(items) + "]"),
-        st.lists(st.tuples(json_strings, inner), max_size=4).map(
+        # Each name once per object (as read, escapes aside): a name written twice is refused.
+        st.lists(st.tuples(json_strings, inner), max_size=4, unique_by=_name).map(
             lambda members: "{" + ",".join(f"{k}:{v}" for k, v in members) + "}"
         ),
     ),
@@ -587,7 +595,7 @@ def depth(value: Any) -> int:
 
 
 json_objects = (
-    st.lists(st.tuples(json_strings, json_texts), max_size=6)
+    st.lists(st.tuples(json_strings, json_texts), max_size=6, unique_by=_name)
     .map(lambda members: ("{" + ",".join(f"{k}:{v}" for k, v in members) + "}").encode())
     .filter(lambda text: depth(json.loads(text)) <= limits.METADATA_DEPTH_MAX)
 )

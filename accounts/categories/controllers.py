@@ -24,12 +24,16 @@ from accounts.categories.schemas import (
 )
 from ledger.core.context import WriteContext
 from ledger.core.errors import (
+    AccountCategoriesLimitReached,
     AccountNotFound,
+    CategoryAccountsLimitReached,
+    CategoryChildrenLimitReached,
     CategoryCodeExists,
     CategoryCycle,
     CategoryExistsWithDifferentFields,
     CategoryMembershipNotFound,
     CategoryNotFound,
+    CategoryTooDeep,
     CurrencyMismatch,
 )
 from ledger.http import params
@@ -56,6 +60,8 @@ class CategoryController(Controller):
             CategoryCodeExists,
             CategoryExistsWithDifferentFields,
             CurrencyMismatch,
+            CategoryTooDeep,
+            CategoryChildrenLimitReached,
         ),
     )
     async def create(
@@ -106,7 +112,13 @@ class CategoryController(Controller):
         "/{category_id:uuid}",
         guards=[requires("write")],
         operation_id="patchCategory",
-        problems=(CategoryNotFound, CategoryCycle, CurrencyMismatch),
+        problems=(
+            CategoryNotFound,
+            CategoryCycle,
+            CurrencyMismatch,
+            CategoryTooDeep,
+            CategoryChildrenLimitReached,
+        ),
     )
     async def patch_one(
         self, request: Request[Any, Any, Any], category_id: uuid.UUID, data: CategoryPatch
@@ -126,7 +138,13 @@ class CategoryController(Controller):
         operation_id="addCategoryAccount",
         status_code=201,
         responses={200: ResponseSpec(MembershipOut, description="the account was in already")},
-        problems=(CategoryNotFound, AccountNotFound, CurrencyMismatch),
+        problems=(
+            CategoryNotFound,
+            AccountNotFound,
+            CurrencyMismatch,
+            CategoryAccountsLimitReached,
+            AccountCategoriesLimitReached,
+        ),
     )
     async def add_account(
         self,

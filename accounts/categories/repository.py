@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from accounts.categories.models import Category, CategoryAccount
 from ledger.core import limits
-from ledger.core.locks import SINGLETON_KEY, LockClass
+from ledger.core.locks import SINGLETON_KEY, ClientIdKind, LockClass, client_id_locks_sql
 from ledger.posting.categories import CategoryState
 
 categories_t = cast(sa.Table, Category.__table__)
@@ -140,6 +140,81 @@ async def is_descendant(
         },
     )
     return found.first() is not None
+
+
+_ANCESTRY = sa.text(
+    """
+    WITH RECURSIVE up(id, parent_id, level) AS (
+        SELECT id, parent_id, 1 FROM categories WHERE id = :category_id
+        UNION ALL
+        SELECT c.id, c.parent_id, u.level + 1 FROM categories c JOIN up u ON c.id = u.parent_id
+         WHERE u.level <= :levels_max
+    )
+    SELECT coalesce(max(level), 0) FROM up
+    """
+)
+_HEIGHT = sa.text(_TREE + "SELECT max(depth) + 1 FROM tree")
+_ACCOUNT_LOCK = client_id_locks_sql(":ids", ClientIdKind.ACCOUNT_MEMBERSHIPS)
+
+
+async def level_of(session: AsyncSession, category_id: uuid.UUID) -> int:
+    """The category's level (a root is 1), counted up to just past CATEGORY_LEVELS_MAX."""
+    found = await session.execute(
+        _ANCESTRY, {"category_id": category_id, "levels_max": limits.CATEGORY_LEVELS_MAX}
+    )
+    return int(found.scalar_one())
+
+
+async def height_of(session: AsyncSession, category_id: uuid.UUID) -> int:
+    """Levels of the category's subtree, itself included (a leaf is 1), counted up to just past
+    CATEGORY_LEVELS_MAX."""
+    found = await session.execute(
+        _HEIGHT, {"category_id": category_id, "depth_max": limits.CATEGORY_LEVELS_MAX}
+    )
+    return int(found.scalar_one())
+
+
+async def _count(session: AsyncSession, column: sa.Column[Any], value: Any, limit: int) -> int:
+    some = sa.select(sa.literal(1)).where(column == value).limit(limit).subquery()
+    return int((await session.execute(sa.select(sa.func.count()).select_from(some))).scalar_one())
+
+
+async def count_children(session: AsyncSession, category_id: uuid.UUID, limit: int) -> int:
+    return await _count(session, categories_t.c.parent_id, category_id, limit)
+
+
+async def count_members(session: AsyncSession, category_id: uuid.UUID, limit: int) -> int:
+    return await _count(session, members_t.c.category_id, category_id, limit)
+
+
+async def count_memberships(session: AsyncSession, account_id: uuid.UUID, limit: int) -> int:
+    return await _count(session, members_t.c.account_id, account_id, limit)
+
+
+async def is_member(session: AsyncSession, category_id: uuid.UUID, account_id: uuid.UUID) -> bool:
+    found = await session.execute(
+        sa.select(members_t.c.account_id).where(
+            members_t.c.category_id == category_id, members_t.c.account_id == account_id
+        )
+    )
+    return found.first() is not None
+
+
+async def lock_parent(session: AsyncSession, parent_id: uuid.UUID) -> None:
+    """A create under `parent_id`: moves in the tree wait for it (and it for them), so the
+    levels it counts stay true; creates under one parent count its children one at a time."""
+    await session.execute(
+        sa.select(sa.func.pg_advisory_xact_lock_shared(int(LockClass.CATEGORY_TREE), SINGLETON_KEY))
+    )
+    await session.execute(
+        sa.select(categories_t.c.id).where(categories_t.c.id == parent_id).with_for_update()
+    )
+
+
+async def lock_account_memberships(session: AsyncSession, account_id: uuid.UUID) -> None:
+    """Two memberships of one account added at once count its categories one at a time: the
+    account id's own lock (a keyed hash: no other id shares it)."""
+    await session.execute(sa.text(_ACCOUNT_LOCK), {"ids": [account_id]})
 
 
 async def add_member(

@@ -19,14 +19,19 @@ from accounts.categories import repository as repo
 from accounts.categories.repository import Rollup
 from accounts.categories.schemas import CategoryCreate, CategoryPatch
 from ledger.audit.writer import AuditEntry, write_audit
+from ledger.core import limits
 from ledger.core.context import WriteContext
 from ledger.core.errors import (
+    AccountCategoriesLimitReached,
     AccountNotFound,
+    CategoryAccountsLimitReached,
+    CategoryChildrenLimitReached,
     CategoryCodeExists,
     CategoryCycle,
     CategoryExistsWithDifferentFields,
     CategoryMembershipNotFound,
     CategoryNotFound,
+    CategoryTooDeep,
     CurrencyMismatch,
 )
 from ledger.core.ids import new_id
@@ -120,6 +125,8 @@ async def create_category(
         return CategoryResult(existing, created=False)
     if request.parent_id is not None:
         await _parent(session, request.parent_id, request.currency)
+        await repo.lock_parent(session, request.parent_id)
+        await _check_room_under(session, request.parent_id, height=1)
     category = CategoryState(
         id=request.id or new_id(),
         code=request.code,
@@ -187,6 +194,25 @@ async def _check_move(session: AsyncSession, category: CategoryState, parent_id:
         raise CategoryCycle(
             f"category {parent_id} is below category {category.id}: the move would make a cycle"
         )
+    await repo.lock_parent(session, parent_id)
+    await _check_room_under(session, parent_id, height=await repo.height_of(session, category.id))
+
+
+async def _check_room_under(session: AsyncSession, parent_id: uuid.UUID, height: int) -> None:
+    """A subtree `height` levels high fits under `parent_id`: the tree stays within
+    CATEGORY_LEVELS_MAX levels and the parent within CATEGORY_CHILDREN_MAX children. Called
+    with the parent locked (`lock_parent`): what it counts holds until the commit."""
+    levels = await repo.level_of(session, parent_id) + height
+    if levels > limits.CATEGORY_LEVELS_MAX:
+        raise CategoryTooDeep(
+            f"under category {parent_id} the tree would be {levels} levels deep, "
+            f"more than {limits.CATEGORY_LEVELS_MAX}"
+        )
+    children = limits.CATEGORY_CHILDREN_MAX
+    if await repo.count_children(session, parent_id, children) >= children:
+        raise CategoryChildrenLimitReached(
+            f"category {parent_id} has {children} child categories already"
+        )
 
 
 async def change_membership(
@@ -211,6 +237,7 @@ async def change_membership(
                 f"account {account_id} is in {account.currency}, "
                 f"category {category_id} in {category.currency}"
             )
+        await _check_room_for_member(session, category_id, account_id)
         changed = await repo.add_member(session, category_id, account_id, ctx.now)
     else:
         changed = await repo.remove_member(session, category_id, account_id)
@@ -227,6 +254,25 @@ async def change_membership(
     action = "category.add_account" if add else "category.remove_account"
     await _record(session, event, action, category, {"result": event.data}, ctx)
     return category, True
+
+
+async def _check_room_for_member(
+    session: AsyncSession, category_id: uuid.UUID, account_id: uuid.UUID
+) -> None:
+    """A new member fits: the category (locked by the caller) holds fewer than
+    CATEGORY_ACCOUNTS_MAX accounts, and the account (its memberships' lock taken here) is in
+    fewer than ACCOUNT_CATEGORIES_MAX categories. A member already in is no new member."""
+    await repo.lock_account_memberships(session, account_id)
+    if await repo.is_member(session, category_id, account_id):
+        return
+    members = limits.CATEGORY_ACCOUNTS_MAX
+    if await repo.count_members(session, category_id, members) >= members:
+        raise CategoryAccountsLimitReached(f"category {category_id} holds {members} accounts")
+    memberships = limits.ACCOUNT_CATEGORIES_MAX
+    if await repo.count_memberships(session, account_id, memberships) >= memberships:
+        raise AccountCategoriesLimitReached(
+            f"account {account_id} is in {memberships} categories already"
+        )
 
 
 async def list_categories(

@@ -36,8 +36,11 @@ _NOW = f"""
      WHERE a.currency = %(currency)s
      ORDER BY a.code COLLATE "C"
 """
-# Each account that existed at the instant, with the posted balance after its last entry at or
-# before it (posted_at never decreases as sequence grows: that entry is the last by both).
+# Each account that existed at the instant or has an entry at or before it (history imported
+# into an account created later counts at its own instants: contract 9.1), with the posted
+# balance after its last entry at or before it (posted_at never decreases as sequence grows:
+# that entry is the last by both). One probe of ix_entries_account_id_posted_at_sequence per
+# account of the currency: the report reads its accounts, never the entries between.
 _AS_OF = f"""
     SELECT a.id, a.code, a.normal_balance, {_SIDES.format(posted="coalesce(e.balance_after, 0)")}
       FROM accounts a
@@ -47,7 +50,8 @@ _AS_OF = f"""
             ORDER BY posted_at DESC, sequence DESC
             LIMIT 1
       ) e ON true
-     WHERE a.currency = %(currency)s AND a.created_at <= %(as_of)s
+     WHERE a.currency = %(currency)s
+       AND (a.created_at <= %(as_of)s OR e.balance_after IS NOT NULL)
      ORDER BY a.code COLLATE "C"
 """
 

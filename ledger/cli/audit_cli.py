@@ -32,6 +32,7 @@ from ledger.audit.signing import (
 )
 from ledger.core import limits
 from ledger.core.errors import ConfigurationError
+from ledger.core.json_text import duplicate_name
 
 HASH_HEX = re.compile(r"[0-9a-f]{64}")
 AUDIT_PATH_LENGTH_MAX = 64  # a tree of at most 2**64 leaves
@@ -125,9 +126,13 @@ def load_record(path: str) -> bytes:
     """The record file (its `GET /v1/audit` item) as the canonical bytes its leaf hashes."""
     data = _read_bytes(path, "--record")
     try:
-        return leaf.canonical(data)
+        canonical = leaf.canonical(data)
     except (ValueError, RecursionError) as exc:
         raise InputRefused(f"--record {path}: not a JSON record ({type(exc).__name__})") from exc
+    twice = duplicate_name(data)  # one meaning per text: no reader may see another record
+    if twice is not None:
+        raise InputRefused(f"--record {path}: the record writes the member name {twice!r} twice")
+    return canonical
 
 
 def load_proof(path: str) -> tuple[int, int, list[bytes], str | None]:

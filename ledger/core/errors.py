@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from ledger.core import limits
+
 # How every refusal is sent (RFC 9457), and replayed from a stored Idempotency-Key response.
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
@@ -351,6 +353,39 @@ class CategoryMembershipNotFound(LedgerError):
     status = 404
     code = "category_membership_not_found"
     title = "Account is not in this category"
+
+
+# -- bounds on what a client can grow (contract 9.1) ------------------------------------------
+
+
+class MonitorLimitReached(LedgerError):
+    status = 422
+    code = "monitor_limit_reached"
+    title = f"An account has at most {limits.MONITORS_PER_ACCOUNT_MAX} monitors"
+
+
+class CategoryTooDeep(LedgerError):
+    status = 422
+    code = "category_too_deep"
+    title = f"A category tree is at most {limits.CATEGORY_LEVELS_MAX} levels deep"
+
+
+class CategoryChildrenLimitReached(LedgerError):
+    status = 422
+    code = "category_children_limit_reached"
+    title = f"A category has at most {limits.CATEGORY_CHILDREN_MAX} child categories"
+
+
+class CategoryAccountsLimitReached(LedgerError):
+    status = 422
+    code = "category_accounts_limit_reached"
+    title = f"A category holds at most {limits.CATEGORY_ACCOUNTS_MAX} accounts"
+
+
+class AccountCategoriesLimitReached(LedgerError):
+    status = 422
+    code = "account_categories_limit_reached"
+    title = f"An account is in at most {limits.ACCOUNT_CATEGORIES_MAX} categories"
 
 
 # -- verifiable audit (signed checkpoints, Merkle proofs) -----------------------------------------

@@ -194,3 +194,16 @@ METADATA_FILTER_KEY_CHARS_MAX = 128
 METADATA_FILTER_VALUE_CHARS_MAX = 1_024
 # A category's ancestry: the tree walk of a patch, and the database trigger's own bound.
 CATEGORY_DEPTH_MAX = 10_000
+
+# -- what a client can grow (contract 9.1: every bound stated and enforced, 422 past it) --------
+# Each monitor of an account is loaded, compared and may fire one event inside every posting's
+# lock window on that account: a transfer touches two accounts, so twice this many at most.
+# Balance alerts need a handful; 100 keeps the window's added work a few milliseconds
+# (docs/api.md measures it).
+MONITORS_PER_ACCOUNT_MAX = 100
+# Levels of a category tree, root included: a create walks its parent's ancestry, a move also
+# its own subtree, each at most this deep. Charts of accounts are under a dozen levels deep.
+CATEGORY_LEVELS_MAX = 100
+CATEGORY_CHILDREN_MAX = 1_000  # direct child categories of one category
+CATEGORY_ACCOUNTS_MAX = 100_000  # accounts directly in one category
+ACCOUNT_CATEGORIES_MAX = 100  # categories one account is directly in

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from typing import Annotated, Any, TypeVar
@@ -11,6 +10,7 @@ import msgspec
 
 from ledger.core import limits
 from ledger.core.errors import ValidationFailed
+from ledger.core.json_text import duplicate_name, text_form
 
 T = TypeVar("T")
 
@@ -89,6 +89,9 @@ def decode_body(body: bytes, kind: type[T]) -> T:
         raise ValidationFailed(
             "a JSON body is required", errors=[{"field": "", "message": "empty"}]
         )
+    # First: which value a field holds, and so any other error, depends on the reader when a
+    # name is written twice.
+    refuse_duplicate_names(body)
     try:
         value = msgspec.json.decode(body, type=kind, strict=True)
     except msgspec.ValidationError as exc:
@@ -105,6 +108,17 @@ def decode_body(body: bytes, kind: type[T]) -> T:
             "the body nests too deeply", errors=[{"field": "", "message": "too deep"}]
         ) from exc
     return value
+
+
+def refuse_duplicate_names(body: bytes) -> None:
+    """One meaning per text (RFC 7493): a member name written twice in one object, anywhere in
+    the body (its metadata, a batch item), is a `validation_error` naming that field."""
+    path = duplicate_name(body)
+    if path is not None:
+        raise ValidationFailed(
+            f"{path or 'a member name'} is written twice in one object",
+            errors=[{"field": path, "message": "duplicate member name"}],
+        )
 
 
 def check_metadata(metadata: msgspec.Raw, field: str = "metadata") -> msgspec.Raw:
@@ -189,29 +203,14 @@ def _holds_nul(value: Any) -> bool:
 def same_metadata(kept: msgspec.Raw, asked: msgspec.Raw) -> bool:
     """Whether a retry asks for the metadata already kept (both as `check_metadata` returns).
 
-    The same text is the same. Otherwise the same members in another order, or strings written
-    with other escapes (`\\u00e9` for `é`), are the same too; a number is the same only with
-    the same text (`1` is not `1.0`): the retry would otherwise be answered with a number text it
-    did not send. Both sides passed `check_metadata`, so they parse and nest at most 8 deep."""
+    The same form (`text_form`) is the same: the same members in another order, or strings
+    written with other escapes (`\\u00e9` for `é`), are the same; a number is the same only
+    with the same text (`1` is not `1.0`, `1.0` is not `1.00`): the retry would otherwise be
+    answered with a number text it did not send. The Idempotency-Key fingerprint compares
+    bodies by the same form, so a same-id retry and a same-key retry agree."""
     if bytes(kept) == bytes(asked):
         return True
-    return bool(_members(kept) == _members(asked))
-
-
-class _Number(str):
-    """A number's token text: numbers compare by text, never equal to a string."""
-
-    __slots__ = ()
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Number) and str.__eq__(self, other)
-
-    def __hash__(self) -> int:
-        return str.__hash__(self)
-
-
-def _members(metadata: msgspec.Raw) -> Any:
-    return json.loads(bytes(metadata), parse_int=_Number, parse_float=_Number)
+    return text_form(bytes(kept)) == text_form(bytes(asked))
 
 
 def _depth(value: Any, limit: int = limits.METADATA_DEPTH_MAX) -> int:

@@ -10,6 +10,7 @@ from litestar import Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.core.context import Actor, WriteContext
+from ledger.core.json_text import text_form
 from ledger.http.auth import write_context
 from ledger.http.state import services_of
 from ledger.idempotency.store import (
@@ -23,11 +24,10 @@ from observability import metrics
 
 
 def canonical(body: bytes) -> bytes:
-    """The body as a canonical JSON text: the same request always fingerprints the same."""
-    try:
-        return msgspec.json.encode(msgspec.json.decode(body), order="sorted")
-    except (msgspec.DecodeError, RecursionError):
-        return body
+    """The body's form (`text_form`): the same JSON, whitespace and member order aside, with
+    every value spelled the same (`1.0` is not `1.00`), always fingerprints the same; any other
+    text fingerprints otherwise, so its key is 422 `idempotency_key_reused`, never a replay."""
+    return text_form(body)
 
 
 def claim_of(request: Request[Any, Any, Any], body: bytes) -> IdempotencyClaim | None:

@@ -164,7 +164,8 @@ class Entry(Base):
         sa.CheckConstraint("amount > 0", name="amount_positive"),
         sa.UniqueConstraint("account_id", "sequence"),
         sa.Index("ix_entries_transfer_id", "transfer_id"),
-        sa.Index("ix_entries_account_id_posted_at", "account_id", "posted_at"),
+        # "The last entry at or before T" of an account in one probe (balance?as_of, reports).
+        sa.Index("ix_entries_account_id_posted_at_sequence", "account_id", "posted_at", "sequence"),
     )
 
 

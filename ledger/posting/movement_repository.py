@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.core.bulk import BulkWriter, json_rows
-from ledger.core.locks import SINGLETON_KEY, LockClass, int4_key
+from ledger.core.locks import SINGLETON_KEY, ClientIdKind, LockClass, client_id_locks_sql
 from ledger.core.pipeline import Statement
 from ledger.posting.models import Account, Entry
 from ledger.posting.monitors import MonitorState
@@ -28,6 +28,7 @@ accounts_t = cast(sa.Table, Account.__table__)
 
 _PERIOD_LOCK_KEY = f"{int(LockClass.PERIOD_LOCK)}, {SINGLETON_KEY}"
 
+_EXCHANGE_ID_LOCK = client_id_locks_sql(":ids", ClientIdKind.EXCHANGE)
 # Taken first by every posting transaction (before any row lock, so that a transaction waiting
 # for it holds nothing another posting needs); moving the lock takes it exclusively.
 PERIOD_SHARE = Statement(f"SELECT pg_advisory_xact_lock_shared({_PERIOD_LOCK_KEY})")
@@ -162,6 +163,14 @@ async def insert_monitor(session: AsyncSession, monitor: MonitorState) -> None:
     )
 
 
+async def count_monitors(session: AsyncSession, account_id: uuid.UUID, limit: int) -> int:
+    """The account's monitors, counted up to `limit` (its index, at most `limit` entries)."""
+    some = (
+        sa.select(sa.literal(1)).where(monitors_t.c.account_id == account_id).limit(limit)
+    ).subquery()
+    return int((await session.execute(sa.select(sa.func.count()).select_from(some))).scalar_one())
+
+
 async def list_monitors(
     session: AsyncSession, account_id: uuid.UUID, after: uuid.UUID | None, limit: int
 ) -> list[MonitorState]:
@@ -215,10 +224,7 @@ async def load_exchange(
     lock is taken shared before it, in the order every posting takes its locks (the engine
     takes it again for the legs: a shared lock held twice is still one holder)."""
     await session.execute(sa.text(PERIOD_SHARE.sql))
-    await session.execute(
-        sa.text("SELECT pg_advisory_xact_lock(:cls, :key)"),
-        {"cls": int(LockClass.TRANSFER_ID), "key": int4_key(exchange_id)},
-    )
+    await session.execute(sa.text(_EXCHANGE_ID_LOCK), {"ids": [exchange_id]})
     row = (
         await session.execute(
             sa.select(

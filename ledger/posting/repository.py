@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ledger.core import pipeline
 from ledger.core.bulk import BulkWriter, json_rows
 from ledger.core.errors import InvariantViolation
-from ledger.core.locks import LockClass, int4_key
+from ledger.core.locks import ClientIdKind, client_id_locks_sql
 from ledger.core.pipeline import Statement
 from ledger.posting import movement_repository as movement
 from ledger.posting.models import Account, Entry, Transfer, VoidedTransferId
@@ -67,9 +67,7 @@ def _select(table: sa.Table, names: tuple[str, ...]) -> str:
 
 
 # The engine's reads, in psycopg's placeholder style: they run in pipelines (ledger.pipeline).
-_ADVISORY_LOCKS = (
-    f"SELECT pg_advisory_xact_lock({int(LockClass.TRANSFER_ID)}, k) FROM unnest(%s::int[]) AS k"
-)
+_ADVISORY_LOCKS = client_id_locks_sql("%s", ClientIdKind.TRANSFER)
 _LOAD_ACCOUNTS = _select(accounts_t, ACCOUNT_NAMES)
 _LOCK_ACCOUNTS = _LOAD_ACCOUNTS + " FOR UPDATE"
 _LOAD_TRANSFERS = _select(transfers_t, TRANSFER_NAMES)
@@ -90,9 +88,10 @@ def clock_of(rows: list[Any] | None) -> dt.datetime:
 
 def lock_ids_statement(ids: Iterable[uuid.UUID]) -> Statement | None:
     """Serialise every operation on the same transfer id (create, post, void, reverse, expire),
-    including the TCC case where the id does not exist yet. Taken before any row lock."""
-    keys = sorted({int4_key(i) for i in ids})
-    return Statement(_ADVISORY_LOCKS, (keys,)) if keys else None
+    including the TCC case where the id does not exist yet. Taken before any row lock; each
+    id's key is a keyed hash of the whole id (`ledger.core.locks`), so no other id shares it."""
+    wanted = sorted(set(ids))
+    return Statement(_ADVISORY_LOCKS, (wanted,)) if wanted else None
 
 
 def lock_accounts_statement(ids: Iterable[uuid.UUID]) -> Statement | None:
