@@ -142,17 +142,21 @@ def load_proof(path: str) -> tuple[int, int, list[bytes], str | None]:
         raise InputRefused(f"--proof {path}: not a JSON object")
     index, size = proof.get("leaf_index"), proof.get("tree_size")
     audit_path, claimed = proof.get("audit_path"), proof.get("leaf_hash")
-    for name, value in (("leaf_index", index), ("tree_size", size)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise InputRefused(f"--proof {path}: {name} is not a non-negative integer")
+    index = _non_negative_int(index, f"--proof {path}: leaf_index")
+    size = _non_negative_int(size, f"--proof {path}: tree_size")
     if not isinstance(audit_path, list) or len(audit_path) > AUDIT_PATH_LENGTH_MAX:
         raise InputRefused(f"--proof {path}: audit_path is not a list of at most 64 hashes")
     if not all(isinstance(h, str) and HASH_HEX.fullmatch(h) for h in audit_path):
         raise InputRefused(f"--proof {path}: audit_path holds a value that is not a hex hash")
     if claimed is not None and not (isinstance(claimed, str) and HASH_HEX.fullmatch(claimed)):
         raise InputRefused(f"--proof {path}: leaf_hash is not a hex hash")
-    assert isinstance(index, int) and isinstance(size, int)
     return index, size, [bytes.fromhex(h) for h in audit_path], claimed
+
+
+def _non_negative_int(value: object, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise InputRefused(f"{what} is not a non-negative integer")
+    return value
 
 
 def load_checkpoint(path: str) -> Checkpoint:
