@@ -1,7 +1,7 @@
 """hostile values: a secret for client-id lock keys, reports that read by entry, stated bounds
 
 Revision ID: 0016_hostile_values
-Revises: 0014_console
+Revises: 0015_audit_trust
 Create Date: 2026-12-07 01:00:00.000000
 
 - `lock_key_secret`: one row, 32 bytes from PostgreSQL's strong random source (two v4 UUIDs,
