@@ -26,8 +26,8 @@ _FILTER = re.compile(r"metadata\[(?P<key>[^\[\]]+)\]")
 # Control characters (jsonb refuses NUL; none belongs in a filter) and lone surrogates.
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 # The same rule for the document: a key or value is printable text (no `[` or `]` in a key).
-_PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f]*$"
-_KEY_PATTERN = r"^[^\x00-\x1f\x7f\[\]]+$"
+PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+KEY_PATTERN = r"^[^\x00-\x1f\x7f\[\]]+$"
 
 MetadataFilters = list[tuple[str, str]]
 
@@ -89,13 +89,13 @@ class MetadataFilterOperation(LedgerOperation):
                     additional_properties=Schema(
                         type=OpenAPIType.STRING,
                         max_length=limits.METADATA_FILTER_VALUE_CHARS_MAX,
-                        pattern=_PRINTABLE_PATTERN,
+                        pattern=PRINTABLE_PATTERN,
                     ),
                     property_names=Schema(
                         type=OpenAPIType.STRING,
                         min_length=1,
                         max_length=limits.METADATA_FILTER_KEY_CHARS_MAX,
-                        pattern=_KEY_PATTERN,
+                        pattern=KEY_PATTERN,
                     ),
                     max_properties=limits.METADATA_FILTERS_MAX,
                 ),
