@@ -33,6 +33,8 @@ from ledger.http.bodies import StrictBody, StrictSchemaPlugin, handle_body_excep
 from ledger.http.openapi import ContractJsonPlugin, schema_not_found_as_problem
 from ledger.http.problems import handle_ledger_error, handle_unexpected
 from ledger.http.state import Services
+from ledger.webhooks.controllers import POLICY_KEY, WebhookController
+from ledger.webhooks.service import WebhookPolicy
 from observability.middleware import telemetry_config
 from observability.tracing import configure_tracing
 from outbox.notifier import NOTIFIER_SESSION_KEY, OutboxNotifier
@@ -49,6 +51,7 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
     services = Services(settings=settings, sessionmaker=sessionmaker, authenticate=authenticate)
     if settings.group_commit:
         install_group_commit(services, GroupCommitter(sessionmaker))
+    services.extensions[POLICY_KEY] = WebhookPolicy.of(settings)
 
     # The auditor console under /console: its own router, sessions and CSRF (ledger/console/).
     web_console = console(services)
@@ -75,6 +78,7 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
             CategoryController,
             ReportController,
             AuditProofController,
+            WebhookController,
             *(extra_route_handlers or []),
         ],
         template_config=web_console.template_config,

@@ -11,6 +11,7 @@ from ledger.core.db import Base
 from ledger.idempotency.models import IdempotencyRecord
 from ledger.posting.models import Account, Entry, Transfer, VoidedTransferId
 from ledger.posting.movement_models import AccountMonitor, Exchange, PeriodLock
+from ledger.webhooks.models import WebhookDelivery, WebhookEndpoint, WebhookSecret
 from outbox.models import ConsumerBalance, ConsumerInbox, OutboxEvent
 
 __all__ = [
@@ -36,4 +37,7 @@ __all__ = [
     "PeriodLock",
     "Transfer",
     "VoidedTransferId",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookSecret",
 ]
