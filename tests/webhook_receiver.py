@@ -38,6 +38,7 @@ class Receiver:
     open_requests: int = 0  # requests read and not answered (a hanging receiver's count)
     bytes_written: int = 0  # of the answers (the endless one's count)
     redirect_to: str = ""
+    delay_seconds: float = 0.0  # before each answer: a receiver that takes its time
     port: int = 0
     _server: asyncio.Server | None = None
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -78,6 +79,8 @@ class Receiver:
     async def _answer(self, received: Received, writer: asyncio.StreamWriter) -> bool:
         """Answer one request; False when the connection is done."""
         what = self.behaviour(received)
+        if self.delay_seconds:
+            await asyncio.sleep(self.delay_seconds)
         if isinstance(what, int):
             writer.write(f"HTTP/1.1 {what} X\r\ncontent-length: 2\r\n\r\nok".encode())
             await writer.drain()
