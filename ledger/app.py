@@ -21,6 +21,7 @@ from ledger.api.audit_proofs import AuditProofController
 from ledger.api.events import EventController
 from ledger.api.period_lock import PeriodLockController
 from ledger.api.system import health, metrics_endpoint, ready
+from ledger.api.webhook_document import webhooks_section
 from ledger.apikeys.controllers import ApiKeyController
 from ledger.apikeys.service import authenticate
 from ledger.console.mount import console
@@ -100,7 +101,7 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
             path="/schema",
             # The completed document (ledger/http/openapi.py); every unknown /schema/... path
             # is a problem 404, as everywhere else.
-            render_plugins=[SwaggerRenderPlugin(), ContractJsonPlugin()],
+            render_plugins=[SwaggerRenderPlugin(), ContractJsonPlugin(webhooks_section)],
             openapi_router=Router(
                 "/schema",
                 route_handlers=[],

@@ -170,8 +170,7 @@ WEBHOOK_DELIVERIES = Counter(
 )
 WEBHOOK_RETRYING = Gauge(
     "ledger_webhook_retrying",
-    "Pending deliveries of an endpoint (waiting for a retry or behind one), counted up to "
-    "10,000",
+    "Pending deliveries of an endpoint (waiting for a retry or behind one), counted up to 10,000",
     ["endpoint"],
     multiprocess_mode="mostrecent",
 )

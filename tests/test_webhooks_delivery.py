@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 import httpx
+import jsonschema
 import psycopg
 import pytest
 from standardwebhooks.webhooks import Webhook
@@ -89,6 +90,16 @@ async def test_every_matching_event_is_delivered_signed_in_feed_order(
         for received in receiver.requests:
             by_subject.setdefault(received.event["subject"], []).append(order[received.event["id"]])
         assert all(positions == sorted(positions) for positions in by_subject.values())
+    # Each body is what the OpenAPI document's `webhooks` section says for its type.
+    document = (await client.get("/schema/openapi.json")).json()
+    for received in everything.requests:
+        operation = document["webhooks"][received.event["type"]]["post"]
+        schema = operation["requestBody"]["content"]["application/json"]["schema"]
+        jsonschema.Draft202012Validator(
+            {**schema, "components": document["components"]},
+            format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER,
+        ).validate(received.event)
+        assert {p["name"] for p in operation["parameters"]} <= set(received.headers)
     log = await client.get(f"/v1/webhooks/{only['id']}/deliveries?status=delivered&limit=1000")
     assert log.status_code == 200
     assert len(log.json()["data"]) == len(wanted)

@@ -38,10 +38,10 @@ from ledger.webhooks.schemas import (
     DeliveryOut,
     DeliveryPage,
     DeliveryStatus,
-    EmptyBody,
     ReplayAccepted,
     WebhookCreate,
     WebhookCreated,
+    WebhookEmptyBody,
     WebhookOut,
     WebhookPage,
     WebhookPatch,
@@ -170,7 +170,7 @@ class WebhookController(Controller):
         self,
         request: Request[Any, Any, Any],
         webhook_id: uuid.UUID,
-        data: EmptyBody | None = None,
+        data: WebhookEmptyBody | None = None,
     ) -> Response[WebhookCreated]:
         """A new secret, in this answer only; the one it replaces keeps signing beside it for
         24 h (each request then carries both signatures)."""
@@ -248,7 +248,7 @@ class WebhookController(Controller):
         request: Request[Any, Any, Any],
         webhook_id: uuid.UUID,
         event_id: uuid.UUID,
-        data: EmptyBody | None = None,
+        data: WebhookEmptyBody | None = None,
     ) -> Response[DeliveryOut]:
         """Send one failed event again (at once, then with the usual backoff for 72 h)."""
 

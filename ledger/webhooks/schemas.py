@@ -16,8 +16,8 @@ from ledger.http.pagination import SEQUENCE_CURSOR_PATTERN
 UNSET: msgspec.UnsetType = msgspec.UNSET
 
 # `(?!\n)` before `$`: Python's `$` also matches before a final newline (ledger/core/schemas.py).
-# A URL: printable ASCII without spaces; the scheme, host and the rest are checked by the service.
-URL_PATTERN = r"^[!-~]+(?!\n)$"
+# A URL: http(s), printable ASCII without spaces; the service checks the rest (ledger/webhooks/rules.py).
+URL_PATTERN = r"^https?://[!-~]+(?!\n)$"
 # An event type (`ledger.transfer.posted`) or a prefix of one ending in `*` (`ledger.transfer.*`,
 # `*` for every type).
 EVENT_TYPE_PATTERN = r"^[a-z0-9_.]*\*?(?!\n)$"
@@ -61,7 +61,7 @@ DeliveryStatus = Literal["pending", "delivered", "failed"]
 
 class WebhookCreate(Strict):
     url: Url
-    event_types: EventTypes | msgspec.UnsetType = UNSET  # absent: ["*"]
+    event_types: EventTypes = msgspec.field(default_factory=lambda: ["*"])
     description: Description = ""
     enabled: bool = True
 
@@ -125,5 +125,5 @@ class ReplayAccepted(msgspec.Struct):
     after: str  # the feed cursor every matching event after which is sent again
 
 
-class EmptyBody(Strict):
-    """A retry takes no fields: an empty object or no body at all."""
+class WebhookEmptyBody(Strict):
+    """A rotation or a retry takes no fields: an empty object or no body at all."""
