@@ -16,7 +16,7 @@ from ledger.http.pagination import SEQUENCE_CURSOR_PATTERN
 UNSET: msgspec.UnsetType = msgspec.UNSET
 
 # `(?!\n)` before `$`: Python's `$` also matches before a final newline (ledger/core/schemas.py).
-# A URL: http(s), printable ASCII without spaces; the service checks the rest (ledger/webhooks/rules.py).
+# A URL: http(s), printable ASCII, no spaces; the service checks the rest (webhooks/rules.py).
 URL_PATTERN = r"^https?://[!-~]+(?!\n)$"
 # An event type (`ledger.transfer.posted`) or a prefix of one ending in `*` (`ledger.transfer.*`,
 # `*` for every type).

@@ -91,9 +91,7 @@ async def create_endpoint(
     """A new endpoint and its secret. It starts at the feed's head: events fed before it was
     created are sent to it only by a replay."""
     url = policy.url(request.url)
-    event_types = normal_event_types(
-        None if request.event_types is msgspec.UNSET else request.event_types
-    )
+    event_types = normal_event_types(request.event_types)
     await repo.lock_creations(session)
     if await repo.count_live(session, limits.WEBHOOK_ENDPOINTS_MAX) >= limits.WEBHOOK_ENDPOINTS_MAX:
         raise WebhookEndpointsLimit(
