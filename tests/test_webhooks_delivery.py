@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -33,6 +34,18 @@ from tests.webhook_receiver import Received, receiving
 @pytest.fixture
 def settings(db_url: str) -> Settings:
     return receiver_settings(db_url)
+
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "webhooks.md"
+
+
+def documented_receiver(secret: str) -> Any:
+    """The `handle` of the receiver example in docs/webhooks.md, with `secret`."""
+    text = DOCS.read_text()
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {"__name__": "docs_example"}
+    exec(compile(code.replace('"whsec_..."', repr(secret)), str(DOCS), "exec"), namespace)  # noqa: S102
+    return namespace["handle"]
 
 
 def verified(received: Received, secret: str) -> dict[str, Any]:
@@ -100,6 +113,12 @@ async def test_every_matching_event_is_delivered_signed_in_feed_order(
             format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER,
         ).validate(received.event)
         assert {p["name"] for p in operation["parameters"]} <= set(received.headers)
+    # The receiver example of docs/webhooks.md takes a real delivery, once, and refuses a forgery.
+    handle = documented_receiver(all_types["secret"])
+    sample = everything.requests[0]
+    assert handle(sample.body, sample.headers) == 204
+    assert handle(sample.body, sample.headers) == 204  # the duplicate, dropped
+    assert handle(sample.body.replace(b'"ledger"', b'"forged"'), sample.headers) == 400
     log = await client.get(f"/v1/webhooks/{only['id']}/deliveries?status=delivered&limit=1000")
     assert log.status_code == 200
     assert len(log.json()["data"]) == len(wanted)
