@@ -20,6 +20,7 @@ from ledger.cli.main import ensure_admin_key
 from ledger.core import migrate
 from ledger.embedded import EmbeddedPostgres
 from tests.helpers import app_client, create_account
+from tests.log_capture import find_secrets
 from tests.processes import LEDGER, ledger_env
 from tests.webhook_helpers import create_endpoint, feed_envelopes, receiver_settings, wait_for
 from tests.webhook_receiver import receiving
@@ -145,3 +146,8 @@ async def test_worker_killed_and_database_restarted_mid_burst_lose_no_event(
             seen_ids.add(event["id"])
             first_positions.setdefault(event["subject"], []).append(expected[event["id"]])
     assert all(p == sorted(p) for p in first_positions.values())
+    # The workers logged their work (leading, lanes, takeover), and never the secret.
+    logs = "".join(path.read_text() for path in tmp_path.glob("*.log"))
+    assert '"webhook.dispatcher_leading"' in logs
+    secret = endpoint["secret"]
+    assert find_secrets(logs.splitlines(), ["whsec_", secret.removeprefix("whsec_")]) == []
