@@ -99,7 +99,7 @@ async def test_urls_are_refused_before_anything_is_sent(client: httpx.AsyncClien
         "https://169.254.169.254/latest/meta-data",  # link-local: cloud metadata
         "https://localhost:8443/x",
         "https://[::ffff:192.168.0.1]/x",
-        "ftp://hooks.example/x",
+        "https://hooks.example/x#part",
     ]
     for url in refused:
         response = await client.post("/v1/webhooks", json={"url": url})
@@ -107,6 +107,7 @@ async def test_urls_are_refused_before_anything_is_sent(client: httpx.AsyncClien
         assert response.json()["code"] == "webhook_url_refused", url
     for body in (
         {"url": "not a url"},
+        {"url": "ftp://hooks.example/x"},
         {"url": HOOK, "event_types": []},
         {"url": HOOK, "event_types": ["Ledger.*"]},
         {"url": HOOK, "event_types": ["ledger.*.posted"]},
@@ -170,3 +171,28 @@ async def test_only_admin_keys(client: httpx.AsyncClient) -> None:
         for method, path in (("GET", "/v1/webhooks"), ("POST", "/v1/webhooks")):
             response = await client.request(method, path, headers=headers, json={"url": HOOK})
             assert response.status_code == 403, (role, method, response.text)
+
+
+async def test_console_shows_each_endpoints_health(
+    client: httpx.AsyncClient, settings: Settings, sync_db: psycopg.Connection[Any]
+) -> None:
+    from tests.console_helpers import browser, sign_in
+
+    failing = (await create(client, description="partner")).json()
+    await create(client, url="https://hooks.example/quiet")
+    sync_db.execute(
+        "INSERT INTO webhook_deliveries (endpoint_id, position, event_id, event_type, subject,"
+        " status, attempts, next_attempt_at, deadline_at, last_attempt_at, last_status_code,"
+        " last_error, envelope, created_at, updated_at) VALUES (%s, 1, gen_random_uuid(),"
+        " 'ledger.account.created', 's', 'pending', 3, now(), now() + interval '1 day', now(),"
+        " 503, 'status 503', '{}', now(), now())",
+        (failing["id"],),
+    )
+    async with browser(settings) as web:
+        assert (await sign_in(web, settings.admin_key or "")).status_code == 303
+        page = await web.get("/console/webhooks")
+    assert page.status_code == 200, page.text
+    row = page.text.split(f'data-endpoint="{failing["id"]}"', 1)[1].split("</tr>", 1)[0]
+    assert "retrying" in row and "status 503" in row and '<td class="num">1</td>' in row
+    assert "healthy" in page.text  # the other one
+    assert "whsec_" not in page.text

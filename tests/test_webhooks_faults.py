@@ -60,6 +60,10 @@ async def _spawn_worker(database_url: str, log_path: Path) -> asyncio.subprocess
         )
 
 
+def worker_logs(folder: Path) -> str:
+    return "".join(path.read_text() for path in sorted(folder.glob("*.log")))
+
+
 def _query(url: str, sql: str) -> list[tuple[Any, ...]]:
     """A fresh connection per query: the server goes away in the middle of the test."""
     try:
@@ -147,7 +151,7 @@ async def test_worker_killed_and_database_restarted_mid_burst_lose_no_event(
             first_positions.setdefault(event["subject"], []).append(expected[event["id"]])
     assert all(p == sorted(p) for p in first_positions.values())
     # The workers logged their work (leading, lanes, takeover), and never the secret.
-    logs = "".join(path.read_text() for path in tmp_path.glob("*.log"))
+    logs = worker_logs(tmp_path)
     assert '"webhook.dispatcher_leading"' in logs
     secret = endpoint["secret"]
     assert find_secrets(logs.splitlines(), ["whsec_", secret.removeprefix("whsec_")]) == []

@@ -308,3 +308,66 @@ async def delete_of_endpoint(db: Executor, endpoint_id: uuid.UUID, limit: int) -
         .where(deliveries_t.c.position.in_(some))
     )
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+# -- health (the console) ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    pending: int  # counted up to the cap
+    failed: int  # counted up to the cap
+    last_delivered_at: dt.datetime | None
+    last_error: str | None  # of the most recent failed attempt still pending
+    oldest_pending_at: dt.datetime | None
+
+
+async def health(db: Executor, endpoint_id: uuid.UUID, cap: int) -> Health:
+    """Each figure one bounded read of an index of the endpoint's deliveries."""
+
+    def count(status: str) -> Any:
+        inner = (
+            sa.select(deliveries_t.c.position)
+            .where(deliveries_t.c.endpoint_id == endpoint_id)
+            .where(deliveries_t.c.status == status)
+            .limit(cap)
+            .subquery()
+        )
+        return sa.select(sa.func.count()).select_from(inner).scalar_subquery()
+
+    def newest(status: str, column: Any) -> Any:
+        return (
+            sa.select(column)
+            .where(deliveries_t.c.endpoint_id == endpoint_id)
+            .where(deliveries_t.c.status == status)
+            .order_by(deliveries_t.c.position.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+
+    oldest_pending = (
+        sa.select(deliveries_t.c.created_at)
+        .where(deliveries_t.c.endpoint_id == endpoint_id)
+        .where(deliveries_t.c.status == PENDING)
+        .order_by(deliveries_t.c.position)
+        .limit(1)
+        .scalar_subquery()
+    )
+    row = (
+        await db.execute(
+            sa.select(
+                count(PENDING).label("pending"),
+                count(FAILED).label("failed"),
+                newest(DELIVERED, deliveries_t.c.updated_at).label("last_delivered_at"),
+                newest(PENDING, deliveries_t.c.last_error).label("last_error"),
+                oldest_pending.label("oldest_pending_at"),
+            )
+        )
+    ).one()
+    return Health(
+        pending=int(row.pending),
+        failed=int(row.failed),
+        last_delivered_at=row.last_delivered_at,
+        last_error=row.last_error,
+        oldest_pending_at=row.oldest_pending_at,
+    )

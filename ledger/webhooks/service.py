@@ -263,3 +263,14 @@ async def retry_delivery(
         {"request": {"event_id": str(event_id)}, "result": reopened.public()},
     )
     return reopened
+
+
+async def endpoints_with_health(
+    session: AsyncSession, *, after: uuid.UUID | None, limit: int
+) -> list[tuple[repo.Endpoint, delivery_repo.Health]]:
+    """A page of endpoints, each with its delivery health (the console's list)."""
+    endpoints = await repo.list_endpoints(session, after=after, limit=limit)
+    return [
+        (e, await delivery_repo.health(session, e.id, limits.WEBHOOK_PENDING_COUNT_MAX))
+        for e in endpoints
+    ]
