@@ -15,6 +15,7 @@ import httpx
 import jsonschema
 import psycopg
 import pytest
+from prometheus_client import REGISTRY
 from standardwebhooks.webhooks import Webhook
 
 from ledger.core.settings import Settings
@@ -46,6 +47,11 @@ def documented_receiver(secret: str) -> Any:
     namespace: dict[str, Any] = {"__name__": "docs_example"}
     exec(compile(code.replace('"whsec_..."', repr(secret)), str(DOCS), "exec"), namespace)  # noqa: S102
     return namespace["handle"]
+
+
+def metric(name: str, endpoint: str, **labels: str) -> float | None:
+    value: float | None = REGISTRY.get_sample_value(name, {"endpoint": endpoint, **labels})
+    return value
 
 
 def verified(received: Received, secret: str) -> dict[str, Any]:
@@ -84,6 +90,18 @@ async def test_every_matching_event_is_delivered_signed_in_feed_order(
         wanted = [(p, e) for p, e in fed if json.loads(e)["type"].startswith("ledger.transfer.")]
         await wait_for(lambda: len(everything.requests) >= len(fed), "every event")
         await wait_for(lambda: len(transfers.requests) >= len(wanted), "every transfer event")
+        # The worker's metrics, per endpoint: every delivery counted, each one's lag observed.
+        await wait_for(
+            lambda: (
+                metric("ledger_webhook_deliveries_total", only["id"], outcome="delivered")
+                == len(wanted)
+            ),
+            "the deliveries to be counted",
+        )
+        assert metric("ledger_webhook_lag_seconds_count", only["id"]) == len(wanted)
+        assert metric("ledger_webhook_retrying", only["id"]) == 0
+    # A lane that stops (here: the dispatcher closed) takes its series away: labels stay bounded.
+    assert metric("ledger_webhook_deliveries_total", only["id"], outcome="delivered") is None
     for receiver, endpoint, expected in (
         (everything, all_types, fed),
         (transfers, only, wanted),
@@ -157,6 +175,7 @@ async def test_failures_are_retried_and_hold_their_subject_back(
             )
 
         await wait_for(delivered_both, "the hold's posted event after its retried pending one")
+        assert metric("ledger_webhook_deliveries_total", endpoint["id"], outcome="retrying") == 2
     kinds = [(r.event["subject"], r.event["type"]) for r in receiver.requests]
     hold_events = [t for s, t in kinds if s == hold_id["id"]]
     # Two failed attempts, the delivery, and only then the later event of the same subject.
