@@ -82,9 +82,9 @@ async def _measure(options: BenchOptions) -> tuple[dict[str, Any], list[str]]:
     try:
         async with open_client(options.url, options.key, options.clients) as http:
             try:
-                if hooks is not None:
-                    await hooks.start(http)
                 ledger = await prepare_ledger(http, options)
+                if hooks is not None:  # after the setup: endpoints start at the feed's head
+                    await hooks.start(http)
                 started = dt.datetime.now(dt.UTC)
                 await observer.start()
                 tally, elapsed_s = await run_load(ledger, options)

@@ -1,7 +1,7 @@
 """`ledger bench --webhooks N`: N loopback receivers, each an endpoint subscribed to every event,
 and how far behind the worker's webhook delivery ran (contract 9.2).
 
-Before the load the bench starts N HTTP servers on 127.0.0.1 (aiohttp, in the bench's process:
+Between the setup and the load the bench starts N HTTP servers on 127.0.0.1 (aiohttp, in the bench's process:
 their CPU is the client's) and registers each as an endpoint (`POST /v1/webhooks`, an admin
 key; the service must run with LEDGER_WEBHOOK_ALLOW_HTTP and LEDGER_WEBHOOK_ALLOW_PRIVATE, as
 for any loopback receiver). A receiver answers 204 at once and records when each event arrived.

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -77,6 +78,7 @@ class Lane:
         self.label = str(config.endpoint_id)
         self._slots = asyncio.Semaphore(bounds.concurrency)
         self._said_secrets = False
+        self._counted_at = 0.0
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -262,6 +264,10 @@ class Lane:
             metrics.WEBHOOK_DELIVERIES.labels(self.label, "retrying").inc()
 
     async def _count_pending(self) -> None:
+        """The retrying gauge, read at most once per WEBHOOK_LANE_IDLE_SECONDS."""
+        if time.monotonic() - self._counted_at < limits.WEBHOOK_LANE_IDLE_SECONDS:
+            return
+        self._counted_at = time.monotonic()
         endpoint_id = self.config.endpoint_id
 
         async def count(conn: AsyncConnection) -> int:
