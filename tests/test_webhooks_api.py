@@ -196,3 +196,70 @@ async def test_console_shows_each_endpoints_health(
     assert "retrying" in row and "status 503" in row and '<td class="num">1</td>' in row
     assert "healthy" in page.text  # the other one
     assert "whsec_" not in page.text
+
+
+async def test_retention_removes_old_finished_deliveries_and_deleted_endpoints(
+    client: httpx.AsyncClient, settings: Settings, sync_db: psycopg.Connection[Any]
+) -> None:
+    from ledger.core.db import create_engine, create_sessionmaker
+    from ledger.webhooks.delivery.retention import retention_step
+    from ledger.worker.jobs import webhook_jobs
+
+    kept = (await create(client)).json()
+    gone = (await create(client, url="https://hooks.example/gone")).json()
+    insert = (
+        "INSERT INTO webhook_deliveries (endpoint_id, position, event_id, event_type, subject,"
+        " status, attempts, deadline_at, envelope, created_at, updated_at) VALUES (%s, %s,"
+        " gen_random_uuid(), 't', 's', %s, 1, now(), '{}', now() - %s::interval,"
+        " now() - %s::interval)"
+    )
+    old, new = "200 hours", "1 hour"  # the retention is LEDGER_EVENT_RETENTION_HOURS, 168
+    for position, status, age in (
+        (1, "delivered", old),
+        (2, "failed", old),
+        (3, "pending", old),  # still being delivered: kept, however old
+        (4, "delivered", new),
+    ):
+        sync_db.execute(insert, (kept["id"], position, status, age, age))
+    sync_db.execute(insert, (gone["id"], 1, "pending", new, new))
+    assert (await client.delete(f"/v1/webhooks/{gone['id']}")).status_code == 200
+    engine = create_engine(settings, pool_size=1)
+    try:
+        assert await retention_step(settings, create_sessionmaker(engine)) == 0  # under a batch
+    finally:
+        await engine.dispose()
+    left = sync_db.execute(
+        "SELECT endpoint_id::text, position FROM webhook_deliveries ORDER BY 1, 2"
+    ).fetchall()
+    assert left == [(kept["id"], 3), (kept["id"], 4)]
+    endpoints = sync_db.execute("SELECT id::text FROM webhook_endpoints").fetchall()
+    assert endpoints == [(kept["id"],)]
+    # A worker with LEDGER_WEBHOOK_DELIVERY=off keeps the cleanup and leaves delivery to others.
+    names = [job.name for job in webhook_jobs(settings.with_(webhook_delivery=False), None)]  # type: ignore[arg-type]
+    assert names == ["webhook-retention"]
+
+
+def test_settings_read_the_webhook_variables(tmp_path: Any) -> None:
+    from ledger.core.errors import ConfigurationError
+    from ledger.core.settings import load_settings
+    from ledger.webhooks.secrets import UNSEALED_KEY_ID, secret_box
+
+    assert load_settings({}).webhook_allow_http is False
+    read = load_settings(
+        {
+            "LEDGER_WEBHOOK_ALLOW_HTTP": "true",
+            "LEDGER_WEBHOOK_ALLOW_PRIVATE": "true",
+            "LEDGER_WEBHOOK_DELIVERY": "off",
+        }
+    )
+    assert (read.webhook_allow_http, read.webhook_allow_private) == (True, True)
+    assert read.webhook_delivery is False
+    key_file = tmp_path / "webhook.key"
+    key_file.write_bytes(os.urandom(32).hex().encode())
+    own = secret_box(Settings(webhook_secret_key=str(key_file)))
+    derived = secret_box(Settings(audit_signing_key=os.environ[AUDIT_KEY_ENV]))
+    assert UNSEALED_KEY_ID not in (own.key_id, derived.key_id) and own.key_id != derived.key_id
+    short = tmp_path / "short.key"
+    short.write_bytes(b"too short")
+    with pytest.raises(ConfigurationError):
+        secret_box(Settings(webhook_secret_key=str(short)))
