@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from standardwebhooks.webhooks import Webhook
 
 from ledger.core.settings import Settings
 from ledger.webhooks.delivery.lane import LaneBounds
+from ledger.webhooks.secrets import SecretBox
 from tests.helpers import create_account, funded_pair, transfer
 from tests.webhook_helpers import (
     create_endpoint,
@@ -288,3 +290,20 @@ async def test_replay_and_the_retry_of_a_failed_delivery(
         await wait_for(
             lambda: sorted(receiver.event_ids()[seen:]) == sorted(everything), "the replay"
         )
+
+
+async def test_a_secret_sealed_under_another_key_holds_events_back_and_loses_none(
+    client: httpx.AsyncClient, settings: Settings, sync_db: psycopg.Connection[Any]
+) -> None:
+    """A worker whose key does not open the secret sends nothing (it never signs with garbage);
+    the events wait after the endpoint's cursor, and a worker with the right key sends them."""
+    async with receiving() as receiver:
+        async with delivering(settings, box=SecretBox(os.urandom(32))):
+            endpoint = await create_endpoint(client, receiver.url)
+            await create_account(client)
+            await wait_for(lambda: unfed(sync_db) == 0, "the event to be fed")
+            await asyncio.sleep(1.5)  # past a refresh and a lane step
+            assert receiver.requests == []
+        async with delivering(settings):
+            await wait_for(lambda: len(receiver.requests) == 1, "the event, under the right key")
+    verified(receiver.requests[0], endpoint["secret"])

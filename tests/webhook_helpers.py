@@ -16,6 +16,7 @@ import psycopg
 from ledger.core.settings import Settings
 from ledger.webhooks.delivery.dispatcher import WebhookDispatcher
 from ledger.webhooks.delivery.lane import LaneBounds
+from ledger.webhooks.secrets import SecretBox
 from outbox.relay import Relay
 from tests.helpers import AUDIT_KEY_ENV
 
@@ -46,12 +47,12 @@ async def _loop(step: Callable[[], Any], stop: asyncio.Event) -> None:
 
 @contextlib.asynccontextmanager
 async def delivering(
-    settings: Settings, bounds: LaneBounds | None = None
+    settings: Settings, bounds: LaneBounds | None = None, box: SecretBox | None = None
 ) -> AsyncIterator[WebhookDispatcher]:
     """The relay (no Kafka: it gives events their feed positions) and a dispatcher, stepping
     as `ledger worker` steps them, until the block ends."""
     relay = Relay(settings)
-    dispatcher = WebhookDispatcher(settings, bounds=bounds)
+    dispatcher = WebhookDispatcher(settings, bounds=bounds, box=box)
     stop = asyncio.Event()
     tasks = [
         asyncio.create_task(_loop(relay.step, stop)),
