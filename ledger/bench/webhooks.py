@@ -1,17 +1,17 @@
 """`ledger bench --webhooks N`: N loopback receivers, each an endpoint subscribed to every event,
 and how far behind the worker's webhook delivery ran (contract 9.2).
 
-Between the setup and the load the bench starts N HTTP servers on 127.0.0.1 (aiohttp, in the bench's process:
-their CPU is the client's) and registers each as an endpoint (`POST /v1/webhooks`, an admin
-key; the service must run with LEDGER_WEBHOOK_ALLOW_HTTP and LEDGER_WEBHOOK_ALLOW_PRIVATE, as
-for any loopback receiver). A receiver answers 204 at once and records when each event arrived.
-After the load it waits until every receiver has every event of the load window (counted in the
-database when the bench has its URL; else until nothing arrives for LAG_STALL_SECONDS, at most
-LAG_DRAIN_SECONDS), then reports `webhook_lag_p99_ms`: the 99th percentile, over every receiver,
-of arrival time minus the event's `time` (taken when the API built it, a few ms before commit),
-`webhook_deliveries` (requests received for window events, duplicates included) and
-`webhook_backlog` (window events some receiver still lacked). The endpoints are deleted at the
-end. Signatures are not checked here (the tests check them).
+Between the setup and the load the bench starts N HTTP servers on 127.0.0.1 (aiohttp, in the
+bench's process: their CPU is the client's) and registers each as an endpoint (`POST
+/v1/webhooks`, an admin key; the service must run with LEDGER_WEBHOOK_ALLOW_HTTP and
+LEDGER_WEBHOOK_ALLOW_PRIVATE, as for any loopback receiver). A receiver answers 204 at once and
+records when each event arrived. After the load it waits until every receiver has every event
+of the load window (counted in the database when the bench has its URL; else until nothing
+arrives for LAG_STALL_SECONDS, at most LAG_DRAIN_SECONDS), then reports `webhook_lag_p99_ms`:
+the 99th percentile, over every receiver, of arrival time minus the event's `time` (taken when
+the API built it, a few ms before commit), `webhook_deliveries` (requests received for window
+events, duplicates included) and `webhook_backlog` (window events some receiver still lacked).
+The endpoints are deleted at the end. Signatures are not checked here (the tests check them).
 """
 
 from __future__ import annotations

@@ -197,9 +197,11 @@ WEBHOOK_RESPONSE_BYTES_MAX = 64 * 1024
 WEBHOOK_RETRY_INITIAL_MS = 1_000  # the first retry after about 1 s, doubling ...
 WEBHOOK_RETRY_MAX_MS = 60 * 60 * 1000  # ... to at most 1 h apart ...
 WEBHOOK_RETRY_WINDOW_SECONDS = 72 * 60 * 60  # ... for 72 h from when the event was taken
-# Requests in flight per endpoint: a hanging endpoint holds at most this many connections, and
-# all endpoints together at most WEBHOOK_ENDPOINTS_MAX times it.
-WEBHOOK_ENDPOINT_CONCURRENCY_MAX = 4
+# Requests in flight per endpoint (one connection each), so that a receiver far away (50 ms a
+# round trip) still takes a few hundred events a second; all endpoints together hold at most
+# WEBHOOK_ENDPOINTS_MAX times it. While an endpoint fails, it gets one request at a time: a
+# hanging one holds one connection once its first attempts have timed out.
+WEBHOOK_ENDPOINT_CONCURRENCY_MAX = 16
 WEBHOOK_BATCH_EVENTS_MAX = 200  # events one lane takes from the feed per step
 WEBHOOK_BATCH_BYTES_MAX = 1024 * 1024  # envelope bytes one lane holds at once (about)
 WEBHOOK_RETRY_BATCH_MAX = 50  # due retries one lane sends per step

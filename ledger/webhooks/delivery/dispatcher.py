@@ -180,12 +180,15 @@ class WebhookDispatcher:
         )
 
     def _start_lane(self, config: LaneConfig) -> None:
-        client = guarded_client(
-            allow_private=self.settings.webhook_allow_private,
-            connections_max=self.bounds.concurrency,
-            timeout_seconds=self.bounds.attempt_timeout_seconds,
-        )
-        lane = Lane(config, self.run, client, self.bounds)
+        clients = [
+            guarded_client(
+                allow_private=self.settings.webhook_allow_private,
+                connections_max=1,
+                timeout_seconds=self.bounds.attempt_timeout_seconds,
+            )
+            for _ in range(self.bounds.concurrency)
+        ]
+        lane = Lane(config, self.run, clients, self.bounds)
         task = asyncio.create_task(lane.run_forever(), name=f"webhook-lane-{config.endpoint_id}")
         self._lanes[config.endpoint_id] = (lane, task)
         log.info("webhook.lane_started", endpoint_id=str(config.endpoint_id))
@@ -195,8 +198,9 @@ class WebhookDispatcher:
         task.cancel()
         with contextlib.suppress(BaseException):
             await task
-        with contextlib.suppress(Exception):
-            await lane.client.aclose()
+        for client in lane.clients:
+            with contextlib.suppress(Exception):
+                await client.aclose()
         lane.forget_metrics()
         log.info("webhook.lane_stopped", endpoint_id=str(endpoint_id))
 

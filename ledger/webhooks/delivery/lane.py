@@ -1,5 +1,5 @@
-"""One endpoint's lane: its own task, its own HTTP client and its own bounds, so that what
-happens to one endpoint (slow, failing, hanging) is its own business.
+"""One endpoint's lane: its own task, its own HTTP connections and its own bounds, so that
+what happens to one endpoint (slow, failing, hanging) is its own business.
 
 A step first retries the due deliveries (the oldest pending one of each subject whose time has
 come), then takes the next events from the feed after the endpoint's cursor:
@@ -66,17 +66,27 @@ class Lane:
         self,
         config: LaneConfig,
         run: RunOnLeader[Any],
-        client: httpx.AsyncClient,
+        clients: list[httpx.AsyncClient],
         bounds: LaneBounds,
     ) -> None:
         self.config = config
         self.run = run
-        self.client = client
         self.bounds = bounds
+        # One client per request in flight, each with one connection: taking a client is taking
+        # a slot (the concurrency bound). httpcore's pool checks every connection it holds each
+        # time it places a request (a poll of each socket), so one pool of N connections cost
+        # N times more per request; N pools of one do not.
+        self.clients = clients
+        # While the endpoint fails (its last attempt did not deliver), one request at a time:
+        # a hanging or refusing endpoint then holds one connection, not all of its slots.
+        self._failing = False
+        self._probe = asyncio.Lock()
+        self._free: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
+        for client in clients:
+            self._free.put_nowait(client)
         self.wake = asyncio.Event()
         self.signer = Signer(config.secrets)
         self.label = str(config.endpoint_id)
-        self._slots = asyncio.Semaphore(bounds.concurrency)
         self._said_secrets = False
         self._counted_at = 0.0
 
@@ -230,9 +240,16 @@ class Lane:
     # -- one request ---------------------------------------------------------------------------
 
     async def _send(self, event_id: uuid.UUID, body: bytes) -> Outcome:
-        async with self._slots:
+        if self._failing:
+            async with self._probe:
+                return await self._send_now(event_id, body)
+        return await self._send_now(event_id, body)
+
+    async def _send_now(self, event_id: uuid.UUID, body: bytes) -> Outcome:
+        client = await self._free.get()
+        try:
             outcome = await attempt(
-                self.client,
+                client,
                 self.config.url,
                 event_id=str(event_id),
                 body=body,
@@ -240,6 +257,9 @@ class Lane:
                 timeout_seconds=self.bounds.attempt_timeout_seconds,
                 response_bytes_max=self.bounds.response_bytes_max,
             )
+        finally:
+            self._free.put_nowait(client)
+        self._failing = not outcome.delivered
         if not outcome.delivered:
             log.info(
                 "webhook.attempt_failed",
