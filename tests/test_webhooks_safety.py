@@ -13,7 +13,7 @@ import pytest
 from ledger.core import limits
 from ledger.core.settings import Settings
 from ledger.webhooks.delivery.sender import Signer, attempt
-from ledger.webhooks.delivery.transport import AddressRefused, guarded_client
+from ledger.webhooks.delivery.transport import AddressRefused, guarded_transport
 from ledger.webhooks.secrets import make_secret
 from tests.helpers import create_account
 from tests.webhook_helpers import create_endpoint, delivering, receiver_settings, wait_for
@@ -27,10 +27,8 @@ def settings(db_url: str) -> Settings:
     return receiver_settings(db_url)
 
 
-def guarded(*, allow_private: bool, timeout_seconds: float = 10.0) -> httpx.AsyncClient:
-    return guarded_client(
-        allow_private=allow_private, connections_max=2, timeout_seconds=timeout_seconds
-    )
+def guarded(*, allow_private: bool) -> httpx.AsyncHTTPTransport:
+    return guarded_transport(allow_private=allow_private, connections_max=2)
 
 
 async def test_a_host_resolving_to_a_private_address_is_refused_on_connect() -> None:
@@ -38,7 +36,7 @@ async def test_a_host_resolving_to_a_private_address_is_refused_on_connect() -> 
         url = f"http://localhost:{receiver.port}/hook"  # a name: its address is known on connect
         async with guarded(allow_private=False) as refusing:
             with pytest.raises(httpx.ConnectError) as caught:
-                await refusing.post(url, content=b"{}")
+                await httpx.AsyncClient(transport=refusing).post(url, content=b"{}")
             assert isinstance(caught.value.__context__, AddressRefused) or "private" in str(
                 caught.value
             )
@@ -85,7 +83,7 @@ async def test_at_most_64_kib_of_an_answer_is_read() -> None:
     ends delivered having taken a bounded part of it (what the socket buffers hold beside the
     64 KiB read), where reading on for the time limit would have taken gigabytes."""
     async with receiving(lambda _r: "endless") as endless:
-        async with guarded(allow_private=True, timeout_seconds=3) as http:
+        async with guarded(allow_private=True) as http:
             outcome = await attempt(
                 http, endless.url, event_id="e1", body=b"{}", signer=SIGNER, timeout_seconds=3
             )

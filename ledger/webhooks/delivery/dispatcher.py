@@ -37,7 +37,7 @@ from ledger.core.locks import SINGLETON_KEY, LockClass
 from ledger.core.settings import Settings
 from ledger.webhooks import repository as repo
 from ledger.webhooks.delivery.lane import Lane, LaneBounds, LaneConfig
-from ledger.webhooks.delivery.transport import guarded_client
+from ledger.webhooks.delivery.transport import guarded_transport
 from ledger.webhooks.secrets import SecretBox, SecretUnreadable, secret_box
 from outbox import repository as feed
 
@@ -180,15 +180,11 @@ class WebhookDispatcher:
         )
 
     def _start_lane(self, config: LaneConfig) -> None:
-        clients = [
-            guarded_client(
-                allow_private=self.settings.webhook_allow_private,
-                connections_max=1,
-                timeout_seconds=self.bounds.attempt_timeout_seconds,
-            )
+        transports = [
+            guarded_transport(allow_private=self.settings.webhook_allow_private, connections_max=1)
             for _ in range(self.bounds.concurrency)
         ]
-        lane = Lane(config, self.run, clients, self.bounds)
+        lane = Lane(config, self.run, transports, self.bounds)
         task = asyncio.create_task(lane.run_forever(), name=f"webhook-lane-{config.endpoint_id}")
         self._lanes[config.endpoint_id] = (lane, task)
         log.info("webhook.lane_started", endpoint_id=str(config.endpoint_id))
@@ -198,9 +194,9 @@ class WebhookDispatcher:
         task.cancel()
         with contextlib.suppress(BaseException):
             await task
-        for client in lane.clients:
+        for transport in lane.transports:
             with contextlib.suppress(Exception):
-                await client.aclose()
+                await transport.aclose()
         lane.forget_metrics()
         log.info("webhook.lane_stopped", endpoint_id=str(endpoint_id))
 

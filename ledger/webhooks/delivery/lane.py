@@ -66,24 +66,24 @@ class Lane:
         self,
         config: LaneConfig,
         run: RunOnLeader[Any],
-        clients: list[httpx.AsyncClient],
+        transports: list[httpx.AsyncHTTPTransport],
         bounds: LaneBounds,
     ) -> None:
         self.config = config
         self.run = run
         self.bounds = bounds
-        # One client per request in flight, each with one connection: taking a client is taking
-        # a slot (the concurrency bound). httpcore's pool checks every connection it holds each
+        # One transport per request in flight, each with one connection: taking one is taking a
+        # slot (the concurrency bound). httpcore's pool checks every connection it holds each
         # time it places a request (a poll of each socket), so one pool of N connections cost
         # N times more per request; N pools of one do not.
-        self.clients = clients
+        self.transports = transports
         # While the endpoint fails (its last attempt did not deliver), one request at a time:
         # a hanging or refusing endpoint then holds one connection, not all of its slots.
         self._failing = False
         self._probe = asyncio.Lock()
-        self._free: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
-        for client in clients:
-            self._free.put_nowait(client)
+        self._free: asyncio.Queue[httpx.AsyncHTTPTransport] = asyncio.Queue()
+        for transport in transports:
+            self._free.put_nowait(transport)
         self.wake = asyncio.Event()
         self.signer = Signer(config.secrets)
         self.label = str(config.endpoint_id)
@@ -246,10 +246,10 @@ class Lane:
         return await self._send_now(event_id, body)
 
     async def _send_now(self, event_id: uuid.UUID, body: bytes) -> Outcome:
-        client = await self._free.get()
+        transport = await self._free.get()
         try:
             outcome = await attempt(
-                client,
+                transport,
                 self.config.url,
                 event_id=str(event_id),
                 body=body,
@@ -258,7 +258,7 @@ class Lane:
                 response_bytes_max=self.bounds.response_bytes_max,
             )
         finally:
-            self._free.put_nowait(client)
+            self._free.put_nowait(transport)
         self._failing = not outcome.delivered
         if not outcome.delivered:
             log.info(

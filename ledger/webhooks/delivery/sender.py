@@ -19,6 +19,7 @@ from standardwebhooks.webhooks import Webhook
 from ledger.core import limits
 
 CONTENT_TYPE = "application/json"
+USER_AGENT = "ledger-webhooks/1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,11 +46,12 @@ class Signer:
             "webhook-timestamp": str(int(now.timestamp())),
             "webhook-signature": signatures,
             "content-type": CONTENT_TYPE,
+            "user-agent": USER_AGENT,
         }
 
 
 async def attempt(
-    client: httpx.AsyncClient,
+    transport: httpx.AsyncBaseTransport,
     url: str,
     *,
     event_id: str,
@@ -63,12 +65,23 @@ async def attempt(
     dropped), whatever the receiver keeps sending."""
     started = time.monotonic()
     status: int | None = None
-    headers = signer.headers(event_id, body, dt.datetime.now(dt.UTC))
+    request = httpx.Request(
+        "POST",
+        url,
+        headers=signer.headers(event_id, body, dt.datetime.now(dt.UTC)),
+        content=body,
+        # httpx's own limits bound each phase (connect, each read and write); the whole
+        # attempt is bounded below, since a drip satisfies every per-read limit.
+        extensions={"timeout": httpx.Timeout(timeout_seconds).as_dict()},
+    )
     try:
         async with asyncio.timeout(timeout_seconds):
-            async with client.stream("POST", url, content=body, headers=headers) as response:
+            response = await transport.handle_async_request(request)
+            try:
                 status = response.status_code
                 await _read_bounded(response, response_bytes_max)
+            finally:
+                await response.aclose()
     except TimeoutError:
         if status is not None:  # the status came in time; only the body was slow
             return _outcome(status, None, started)
