@@ -78,7 +78,7 @@ async def _measure(options: BenchOptions) -> tuple[dict[str, Any], list[str]]:
     from ledger.bench.webhooks import BenchWebhooks
 
     observer = Observer(options)
-    hooks = BenchWebhooks(options.webhooks) if options.webhooks else None
+    hooks = BenchWebhooks(options.webhooks, options.worker_pids) if options.webhooks else None
     try:
         async with open_client(options.url, options.key, options.clients) as http:
             try:
@@ -86,6 +86,8 @@ async def _measure(options: BenchOptions) -> tuple[dict[str, Any], list[str]]:
                 if hooks is not None:  # after the setup: endpoints start at the feed's head
                     await hooks.start(http)
                 started = dt.datetime.now(dt.UTC)
+                if hooks is not None:
+                    hooks.load_starts()
                 await observer.start()
                 tally, elapsed_s = await run_load(ledger, options)
                 await observer.stop()

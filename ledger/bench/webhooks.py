@@ -12,6 +12,8 @@ the 99th percentile, over every receiver, of arrival time minus the event's `tim
 the API built it, a few ms before commit), `webhook_deliveries` (requests received for window
 events, duplicates included) and `webhook_backlog` (window events some receiver still lacked).
 The endpoints are deleted at the end. Signatures are not checked here (the tests check them).
+With `--worker-pid`, `webhook_worker_cpu_ms` is the worker's CPU from the start of the load to
+the end of that wait (relay and sealer included: compare with a run without webhooks).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import msgspec
 import psycopg
 from aiohttp import web
 
+from ledger.bench import cpu
 from ledger.bench.http import post_setup
 from ledger.bench.lag import LAG_DRAIN_SECONDS, LAG_POLL_SECONDS, LAG_STALL_SECONDS
 from ledger.embedded import LOOPBACK
@@ -78,9 +81,14 @@ class Receiver:
 
 
 class BenchWebhooks:
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, worker_pids: tuple[int, ...] = ()) -> None:
         self.receivers = [Receiver() for _ in range(count)]
         self.endpoint_ids: list[str] = []
+        self._roots = {"worker": worker_pids}
+        self._before: cpu.CpuSnapshot | None = None
+
+    def load_starts(self) -> None:
+        self._before = cpu.snapshot(self._roots)
 
     async def start(self, http: httpx.AsyncClient) -> None:
         for receiver in self.receivers:
@@ -95,6 +103,10 @@ class BenchWebhooks:
     ) -> dict[str, Any]:
         expected = await _window_events(database_url, start, end)
         await self._drain(start, end, expected)
+        worker_ms = None
+        if self._before is not None and self._roots["worker"]:
+            spent = cpu.cpu_seconds(self._before, cpu.snapshot(self._roots))
+            worker_ms = round(spent.get("worker", 0.0) * 1000, 1)
         lags: list[float] = []
         seen: list[int] = []
         deliveries = 0
@@ -110,6 +122,7 @@ class BenchWebhooks:
             "webhook_lag_p99_ms": None if p99 is None else round(p99 * 1000, 1),
             "webhook_deliveries": deliveries,
             "webhook_backlog": None if expected is None else max(expected - min(seen), 0),
+            "webhook_worker_cpu_ms": worker_ms,
         }
 
     async def _drain(self, start: dt.datetime, end: dt.datetime, expected: int | None) -> None:
