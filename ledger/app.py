@@ -21,6 +21,7 @@ from ledger.api.audit_proofs import AuditProofController
 from ledger.api.events import EventController
 from ledger.api.period_lock import PeriodLockController
 from ledger.api.system import health, metrics_endpoint, ready
+from ledger.api.webhook_document import webhooks_section
 from ledger.apikeys.controllers import ApiKeyController
 from ledger.apikeys.service import authenticate
 from ledger.console.mount import console
@@ -33,6 +34,8 @@ from ledger.http.bodies import StrictBody, StrictSchemaPlugin, handle_body_excep
 from ledger.http.openapi import ContractJsonPlugin, schema_not_found_as_problem
 from ledger.http.problems import handle_ledger_error, handle_unexpected
 from ledger.http.state import Services
+from ledger.webhooks.controllers import POLICY_KEY, WebhookController
+from ledger.webhooks.service import WebhookPolicy
 from observability.middleware import telemetry_config
 from observability.tracing import configure_tracing
 from outbox.notifier import NOTIFIER_SESSION_KEY, OutboxNotifier
@@ -49,6 +52,7 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
     services = Services(settings=settings, sessionmaker=sessionmaker, authenticate=authenticate)
     if settings.group_commit:
         install_group_commit(services, GroupCommitter(sessionmaker))
+    services.extensions[POLICY_KEY] = WebhookPolicy.of(settings)
 
     # The auditor console under /console: its own router, sessions and CSRF (ledger/console/).
     web_console = console(services)
@@ -75,6 +79,7 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
             CategoryController,
             ReportController,
             AuditProofController,
+            WebhookController,
             *(extra_route_handlers or []),
         ],
         template_config=web_console.template_config,
@@ -96,7 +101,7 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
             path="/schema",
             # The completed document (ledger/http/openapi.py); every unknown /schema/... path
             # is a problem 404, as everywhere else.
-            render_plugins=[SwaggerRenderPlugin(), ContractJsonPlugin()],
+            render_plugins=[SwaggerRenderPlugin(), ContractJsonPlugin(webhooks_section)],
             openapi_router=Router(
                 "/schema",
                 route_handlers=[],

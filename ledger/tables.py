@@ -17,6 +17,7 @@ from ledger.core.lock_models import LockKeySecret
 from ledger.idempotency.models import IdempotencyRecord
 from ledger.posting.models import Account, Entry, Transfer, VoidedTransferId
 from ledger.posting.movement_models import AccountMonitor, Exchange, PeriodLock
+from ledger.webhooks.models import WebhookDelivery, WebhookEndpoint, WebhookSecret
 from outbox.models import ConsumerBalance, ConsumerInbox, OutboxEvent
 
 __all__ = [
@@ -44,4 +45,7 @@ __all__ = [
     "PeriodLock",
     "Transfer",
     "VoidedTransferId",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookSecret",
 ]

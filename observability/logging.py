@@ -42,6 +42,10 @@ _LIBRARY_LEVEL_FLOORS = {
     "aiokafka": logging.WARNING,
     "alembic": logging.WARNING,
     "asyncio": logging.WARNING,
+    # httpx logs every request with its URL at info: webhook deliveries would log each
+    # receiver's URL (which may carry its own token) once per event. Ours say what matters.
+    "httpx": logging.WARNING,
+    "httpcore": logging.WARNING,
 }
 
 LogFormat = str  # "json" | "console"

@@ -177,3 +177,25 @@ EXPIRY_RETRIES_WAITING = Gauge(
     "Due pending transfers whose expiry failed and waits for its retry, in this worker",
     multiprocess_mode="mostrecent",
 )
+
+
+# Webhooks (ledger/webhooks/delivery/): per endpoint, labelled by its id. The label set is
+# bounded: at most WEBHOOK_ENDPOINTS_MAX live endpoints, and a deleted one's series are removed.
+WEBHOOK_DELIVERIES = Counter(
+    "ledger_webhook_deliveries",
+    "Webhook attempts by outcome: delivered (a 2xx), retrying (an attempt failed, another will "
+    "follow), failed (given up after 72 h)",
+    ["endpoint", "outcome"],
+)
+WEBHOOK_RETRYING = Gauge(
+    "ledger_webhook_retrying",
+    "Pending deliveries of an endpoint (waiting for a retry or behind one), counted up to 10,000",
+    ["endpoint"],
+    multiprocess_mode="mostrecent",
+)
+WEBHOOK_LAG = Histogram(
+    "ledger_webhook_lag_seconds",
+    "From an event's commit (its `time`) to its delivery to an endpoint",
+    ["endpoint"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
+)

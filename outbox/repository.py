@@ -132,6 +132,13 @@ async def feed_page(db: Executor, after: int, limit: int) -> list[tuple[int, byt
     return [(int(r.position), r.envelope.encode()) for r in await db.execute(query)]
 
 
+async def last_feed_position(db: Executor) -> int:
+    """The feed's head: the position of the newest event in the feed (0 before the first). A
+    reader that starts here sees exactly the events fed after this call (webhook endpoints do)."""
+    value = (await db.execute(sa.select(sa.func.max(events_t.c.position)))).scalar()
+    return 0 if value is None else int(value)
+
+
 async def first_retained_position(db: Executor) -> int | None:
     value = (await db.execute(sa.select(sa.func.min(events_t.c.position)))).scalar()
     return None if value is None else int(value)

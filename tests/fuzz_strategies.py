@@ -332,6 +332,7 @@ class Known:
     exchange: dict[str, Any] = field(default_factory=dict)
     category_ids: list[str] = field(default_factory=list)
     record_ids: list[str] = field(default_factory=list)  # sealed audit records (Merkle proofs)
+    webhook_ids: list[str] = field(default_factory=list)
 
     @property
     def cursor_kinds(self) -> list[str]:
@@ -351,6 +352,7 @@ class Known:
             ("category", self.category_ids),
             ("parent", self.category_ids),
             ("record", self.record_ids),
+            ("webhook", self.webhook_ids),
         ):
             if word in name:
                 return pool[1:] + pool[:1] if "credit" in name else pool

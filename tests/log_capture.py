@@ -21,7 +21,8 @@ from observability.logging import configure_logging, make_handler
 
 # Every secret the suite uses on purpose; add yours here when a test makes a fixed one.
 TEST_SECRETS = ("lk_test_admin_secret_0123456789",)
-FORBIDDEN_TEXT = (*TEST_SECRETS, "Bearer ")
+# `whsec_`: a webhook signing secret (docs/webhooks.md) is never logged, whichever it is.
+FORBIDDEN_TEXT = (*TEST_SECRETS, "Bearer ", "whsec_")
 # The suite logs at info (conftest): the scan must see the request lines, not only warnings.
 SESSION_LOG_LEVEL = logging.INFO
 

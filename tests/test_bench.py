@@ -55,7 +55,13 @@ class Served:
 
 
 def _serve_env(database_url: str, bootstrap: str | None = None) -> dict[str, str]:
-    env = ledger_env(database_url, LEDGER_ADMIN_KEY=ADMIN_KEY)
+    # Loopback receivers for `--webhooks` (plain http, a private address) are allowed here.
+    env = ledger_env(
+        database_url,
+        LEDGER_ADMIN_KEY=ADMIN_KEY,
+        LEDGER_WEBHOOK_ALLOW_HTTP="true",
+        LEDGER_WEBHOOK_ALLOW_PRIVATE="true",
+    )
     if bootstrap is not None:
         env["LEDGER_KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
     return env
@@ -154,6 +160,24 @@ def test_bench_uniform_run_is_ok(served: Served) -> None:
     assert report["p50_ms"] <= report["p99_ms"]
     assert {"transfers_per_s", "p50_ms", "p99_ms", "errors", "ok", "rejected"} <= report.keys()
     _assert_observed(served, report)
+
+
+def test_bench_with_webhooks_reports_their_lag(served: Served) -> None:
+    """Two loopback receivers got every event of the window: the report's webhook lag is a real
+    time and nothing is left undelivered; the bench deleted its endpoints afterwards."""
+    code, report, stderr = _bench(
+        served, "--accounts", "20", "--duration", "3", "--seed", "11", "--webhooks", "2"
+    )
+    assert code == 0, stderr
+    assert report is not None and report["ok"] is True, stderr
+    assert report["webhooks"] == 2
+    assert report["webhook_backlog"] == 0
+    assert report["webhook_deliveries"] >= 2 * report["event_lag_rows"]
+    assert report["webhook_lag_p99_ms"] >= 0
+    listed = httpx.get(
+        f"{served.url}/v1/webhooks", headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=10
+    )
+    assert listed.status_code == 200 and listed.json()["data"] == []
 
 
 def _assert_observed(served: Served, report: dict[str, Any]) -> None:

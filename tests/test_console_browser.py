@@ -95,6 +95,14 @@ def _seed(api: httpx.Client) -> dict[str, Any]:
         role: ok(api.post("/v1/api-keys", json={"name": f"browser-{role}", "role": role}))
         for role in ("auditor", "reader")
     }
+    # Webhook endpoints (no worker runs here: nothing is delivered), one of them disabled.
+    hook = {"url": "https://hooks.example/browser", "description": "partner payouts"}
+    ok(api.post("/v1/webhooks", json={**hook, "event_types": ["ledger.transfer.*"]}))
+    ok(
+        api.post(
+            "/v1/webhooks", json={**hook, "url": "https://hooks.example/off", "enabled": False}
+        )
+    )
     return {
         "auditor": keys["auditor"]["secret"],
         "reader": keys["reader"]["secret"],
@@ -293,6 +301,31 @@ def test_reader_sees_balances_but_no_audit_records(visit: Visit, ledger: Ledger)
     assert response is not None and response.status == 403
     assert page.get_by_test_id("audit-record").count() == 0
     assert ledger.reader not in page.content()
+
+
+def test_admin_sees_webhook_endpoints_and_their_health(visit: Visit, ledger: Ledger) -> None:
+    page = visit.page
+    _sign_in(page, ADMIN_SECRET)
+    page.get_by_role("link", name="Webhooks").click()
+    page.wait_for_load_state()
+    assert page.url.endswith("/console/webhooks")
+    rows = page.get_by_test_id("webhooks").locator("tbody tr")
+    assert rows.count() == 2
+    text = page.get_by_test_id("webhooks").inner_text()
+    assert "https://hooks.example/browser" in text and "ledger.transfer.*" in text
+    assert "healthy" in text and "disabled" in text
+    assert "whsec_" not in page.content()  # a secret is never shown again
+    assert page.evaluate(CONTRAST_SCRIPT) == []
+    _shot(page, "08-admin-webhooks")
+
+
+def test_auditor_sees_no_webhook_endpoints(visit: Visit, ledger: Ledger) -> None:
+    page = visit.page
+    _sign_in(page, ledger.auditor)
+    assert page.get_by_role("link", name="Webhooks").count() == 0
+    response = page.goto("/console/webhooks")
+    assert response is not None and response.status == 403
+    assert "hooks.example" not in page.content()
 
 
 def test_keyboard_alone_signs_in_and_focus_is_visible(visit: Visit, ledger: Ledger) -> None:

@@ -74,6 +74,9 @@ FINGERPRINTED_TABLES = (
     "api_keys",
     "categories",
     "category_accounts",
+    "webhook_endpoints",
+    "webhook_secrets",
+    "webhook_deliveries",
 )
 _REQUEST_ID = re.compile(r"\A[A-Za-z0-9._:-]{1,128}\Z")
 _BAD_HEADER_BYTES = re.compile(rb"[\r\n\x00]")
@@ -163,7 +166,10 @@ async def seed(http: httpx.AsyncClient, admin_secret: str) -> Known:
         assert response.status_code == 200, response.text
         etags.append(response.headers["etag"])
     category_ids = await seed_categories(http, [a["id"] for a in (funded, other)])
+    webhook = await http.post("/v1/webhooks", json={"url": "https://hooks.example/fuzz"})
+    assert webhook.status_code == 201, webhook.text
     return Known(
+        webhook_ids=[webhook.json()["id"]],
         category_ids=category_ids,
         admin_secret=admin_secret,
         reader_secret=key.json()["secret"],

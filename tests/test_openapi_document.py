@@ -31,6 +31,12 @@ REQUEST_BODIES = {
     "createCategory": "CategoryCreate",
     "patchCategory": "CategoryPatch",
     "addCategoryAccount": "MembershipPut",
+    # webhooks
+    "createWebhook": "WebhookCreate",
+    "patchWebhook": "WebhookPatch",
+    "rotateWebhookSecret": "WebhookEmptyBody",
+    "replayWebhook": "WebhookReplay",
+    "retryWebhookDelivery": "WebhookEmptyBody",
 }
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import importlib.util
 import random
 from collections.abc import Coroutine
@@ -74,17 +75,31 @@ async def _measure(options: BenchOptions) -> tuple[dict[str, Any], list[str]]:
     from ledger.bench.load import run_load
     from ledger.bench.observe import Observer
     from ledger.bench.setup import prepare_ledger
+    from ledger.bench.webhooks import BenchWebhooks
 
     observer = Observer(options)
+    hooks = BenchWebhooks(options.webhooks, options.worker_pids) if options.webhooks else None
     try:
         async with open_client(options.url, options.key, options.clients) as http:
-            ledger = await prepare_ledger(http, options)
-            await observer.start()
-            tally, elapsed_s = await run_load(ledger, options)
-            await observer.stop()
-            checked = await check_run(http, ledger, tally)
-        report = _report(options, tally, elapsed_s, checked)
-        report.update(await observer.report(tally.acked))
+            try:
+                ledger = await prepare_ledger(http, options)
+                if hooks is not None:  # after the setup: endpoints start at the feed's head
+                    await hooks.start(http)
+                started = dt.datetime.now(dt.UTC)
+                if hooks is not None:
+                    hooks.load_starts()
+                await observer.start()
+                tally, elapsed_s = await run_load(ledger, options)
+                await observer.stop()
+                ended = dt.datetime.now(dt.UTC)
+                checked = await check_run(http, ledger, tally)
+                report = _report(options, tally, elapsed_s, checked)
+                report.update(await observer.report(tally.acked))
+                if hooks is not None:
+                    report.update(await hooks.report(started, ended, options.database_url))
+            finally:
+                if hooks is not None:
+                    await hooks.close(http)
     finally:
         await observer.close()
     return report, checked.problems

@@ -36,6 +36,8 @@ class BenchOptions:
     api_pids: tuple[int, ...] = ()
     worker_pids: tuple[int, ...] = ()
     db_pids: tuple[int, ...] = ()
+    # Loopback webhook receivers, each an endpoint of every event (ledger/bench/webhooks.py).
+    webhooks: int = 0
 
     @property
     def mode(self) -> str:
@@ -67,6 +69,8 @@ class BenchOptions:
             raise ConfigurationError("--currency must be 3..12 of A-Z and 0-9")
         if any(pid <= 0 for pid in (*self.api_pids, *self.worker_pids, *self.db_pids)):
             raise ConfigurationError("--api-pid, --worker-pid and --db-pid must be positive")
+        if not (0 <= self.webhooks <= limits.WEBHOOK_ENDPOINTS_MAX):
+            raise ConfigurationError(f"--webhooks must be 0..{limits.WEBHOOK_ENDPOINTS_MAX}")
         if self.baseline and not self.database_url:
             raise ConfigurationError(
                 "--baseline needs --database-url (or LEDGER_DATABASE_URL) to measure PostgreSQL"

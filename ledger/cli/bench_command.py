@@ -37,6 +37,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         api_pids=tuple(args.api_pid or ()),
         worker_pids=tuple(args.worker_pid or ()),
         db_pids=tuple(args.db_pid or ()),
+        webhooks=args.webhooks,
     )
     report, problems = run_bench(options)
     for line in problems:
@@ -61,6 +62,13 @@ def add_bench_parser(sub: Any) -> None:
     bench.add_argument("--database-url", default=None, help="default LEDGER_DATABASE_URL")
     bench.add_argument(
         "--check-sample", type=int, default=None, help="acknowledged transfers re-read (1000)"
+    )
+    bench.add_argument(
+        "--webhooks",
+        type=int,
+        default=0,
+        help="N loopback receivers subscribed to every event: report the webhook lag "
+        "(an admin key; the service allows http and private addresses)",
     )
     for component in ("api", "worker", "db"):  # CPU per transfer, children included
         bench.add_argument(

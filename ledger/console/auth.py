@@ -38,6 +38,10 @@ class Viewer:
     def can_audit(self) -> bool:
         return self.role in PERMISSIONS["audit"]
 
+    @property
+    def can_manage_webhooks(self) -> bool:
+        return self.role in PERMISSIONS["webhooks"]
+
 
 class NotSignedIn(Exception):
     """No live session: the page sends the browser to the sign-in form."""

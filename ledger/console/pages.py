@@ -34,6 +34,7 @@ from ledger.console.views import (
 from ledger.core import limits
 from ledger.core.errors import AccountNotFound, Forbidden, TransferNotFound, ValidationFailed
 from ledger.http.state import services_of
+from ledger.webhooks import service as webhooks
 from transfers import repository as transfer_reads
 from transfers import service as transfers
 
@@ -277,6 +278,34 @@ class ConsolePages(Controller):
                 else None
             ),
             chart_capped=limits.CONSOLE_CHART_POINTS_MAX,
+        )
+
+    @get("/webhooks", name="console.webhooks")
+    async def webhooks(self, request: Req, viewer: Viewer, after: str | None = None) -> Template:
+        """Webhook endpoints and their health, read only (admins: the endpoints are theirs)."""
+        if not viewer.can_manage_webhooks:
+            raise Forbidden(f"a {viewer.role} key may not see webhook endpoints")
+        after_id = parse_uuid(after) if after else None
+        if after and after_id is None:
+            raise ValidationFailed(
+                "after: must be an endpoint id from a page link",
+                errors=[{"field": "after", "message": "must be an endpoint id from a page link"}],
+            )
+        services = services_of(request)
+
+        async def work(session: AsyncSession) -> tuple[ChainState, list[Any]]:
+            found = await webhooks.endpoints_with_health(session, after=after_id, limit=PAGE + 1)
+            return await chain_state(session, services.settings), found
+
+        chain, found = await services.run(work)
+        next_after = str(found[PAGE - 1][0].id) if len(found) > PAGE else None
+        return render(
+            "webhooks.html",
+            viewer,
+            chain,
+            endpoints=found[:PAGE],
+            next_after=next_after,
+            pending_cap=limits.WEBHOOK_PENDING_COUNT_MAX,
         )
 
     @get("/transfers/{transfer_id:str}", name="console.transfer")

@@ -419,3 +419,39 @@ class AuditCheckpointNotFound(LedgerError):
     status = 404
     code = "audit_checkpoint_not_found"
     title = "No signed audit checkpoint yet"
+
+
+# -- webhooks (contract 9.2) ----------------------------------------------------------------------
+
+
+class WebhookNotFound(LedgerError):
+    status = 404
+    code = "webhook_not_found"
+    title = "Webhook endpoint not found"
+
+
+class WebhookEndpointsLimit(LedgerError):
+    status = 422
+    code = "webhook_endpoints_limit"
+    title = "At most 100 webhook endpoints"
+
+
+class WebhookUrlRefused(LedgerError):
+    """A URL the service will not deliver to: not https (unless allowed), credentials in it, or
+    a literal private, loopback or link-local address (unless allowed)."""
+
+    status = 422
+    code = "webhook_url_refused"
+    title = "The webhook URL is not allowed"
+
+
+class WebhookDeliveryNotFound(LedgerError):
+    status = 404
+    code = "webhook_delivery_not_found"
+    title = "No delivery of this event to this endpoint"
+
+
+class WebhookDeliveryNotFailed(LedgerError):
+    status = 409
+    code = "webhook_delivery_not_failed"
+    title = "Only a failed delivery can be retried"

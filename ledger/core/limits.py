@@ -207,3 +207,33 @@ CATEGORY_LEVELS_MAX = 100
 CATEGORY_CHILDREN_MAX = 1_000  # direct child categories of one category
 CATEGORY_ACCOUNTS_MAX = 100_000  # accounts directly in one category
 ACCOUNT_CATEGORIES_MAX = 100  # categories one account is directly in
+# -- webhooks (contract 9.2) -------------------------------------------------------------------
+WEBHOOK_ENDPOINTS_MAX = 100  # live endpoints per ledger; the 101st is 422
+WEBHOOK_URL_LENGTH_MAX = 2_048
+WEBHOOK_DESCRIPTION_LENGTH_MAX = 256
+WEBHOOK_EVENT_TYPES_MAX = 32  # entries in one endpoint's `event_types`
+WEBHOOK_EVENT_TYPE_LENGTH_MAX = 128
+WEBHOOK_SECRET_BYTES = 32  # 256 random bits (the specification asks for 24 to 64 bytes)
+WEBHOOK_SECRET_OVERLAP_SECONDS = 24 * 60 * 60  # a rotated secret keeps signing this long
+# One attempt: connect, send, and a 2xx status within this; the response body is read within the
+# same time, and at most WEBHOOK_RESPONSE_BYTES_MAX of it.
+WEBHOOK_ATTEMPT_TIMEOUT_SECONDS = 10.0
+WEBHOOK_RESPONSE_BYTES_MAX = 64 * 1024
+WEBHOOK_RETRY_INITIAL_MS = 1_000  # the first retry after about 1 s, doubling ...
+WEBHOOK_RETRY_MAX_MS = 60 * 60 * 1000  # ... to at most 1 h apart ...
+WEBHOOK_RETRY_WINDOW_SECONDS = 72 * 60 * 60  # ... for 72 h from when the event was taken
+# Requests in flight per endpoint (one connection each), so that a receiver far away (50 ms a
+# round trip) still takes a few hundred events a second; all endpoints together hold at most
+# WEBHOOK_ENDPOINTS_MAX times it. While an endpoint fails, it gets one request at a time: a
+# hanging one holds one connection once its first attempts have timed out.
+WEBHOOK_ENDPOINT_CONCURRENCY_MAX = 16
+WEBHOOK_BATCH_EVENTS_MAX = 200  # events one lane takes from the feed per step
+WEBHOOK_BATCH_BYTES_MAX = 1024 * 1024  # envelope bytes one lane holds at once (about)
+WEBHOOK_RETRY_BATCH_MAX = 50  # due retries one lane sends per step
+WEBHOOK_POLL_INTERVAL_SECONDS = 0.1  # how often the dispatcher looks for new feed positions
+WEBHOOK_LANE_IDLE_SECONDS = 1.0  # an idle lane looks for due retries at least this often
+WEBHOOK_ENDPOINTS_REFRESH_SECONDS = 1.0  # changes to endpoints and secrets reach the worker
+WEBHOOK_ERROR_LENGTH_MAX = 200  # characters of an attempt's error kept in the delivery log
+WEBHOOK_PENDING_COUNT_MAX = 10_000  # the retrying gauge counts up to this (a floor past it)
+WEBHOOK_RETENTION_BATCH_SIZE = 1_000  # delivery rows deleted per statement by the cleanup
+WEBHOOK_RETENTION_INTERVAL_SECONDS = 60.0

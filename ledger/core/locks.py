@@ -32,6 +32,8 @@ class LockClass(enum.IntEnum):
     PERIOD_LOCK = 16
     CATEGORY_TREE = 15  # moves of categories in their tree (cycle checks), per transaction
     AUDIT_CHECKPOINT_DELIVERY = 14  # one delivery of checkpoints per target, per transaction
+    WEBHOOK_DISPATCHER = 26  # the one active webhook dispatcher, held by its session
+    WEBHOOK_ENDPOINTS = 27  # creations of webhook endpoints (their bound), per transaction
 
 
 # A class whose lock is one lock: its second key is always this.

@@ -7,7 +7,7 @@ from typing import Literal, get_args
 Role = Literal["admin", "operator", "reader", "auditor"]
 ROLES: tuple[Role, ...] = get_args(Role)
 
-Permission = Literal["read", "write", "audit", "keys", "settings", "import"]
+Permission = Literal["read", "write", "audit", "keys", "settings", "import", "webhooks"]
 
 PERMISSIONS: dict[Permission, frozenset[Role]] = {
     "read": frozenset({"admin", "operator", "reader", "auditor"}),
@@ -17,4 +17,6 @@ PERMISSIONS: dict[Permission, frozenset[Role]] = {
     # Money movement: the period lock, and transfers imported with an earlier `imported_at`.
     "settings": frozenset({"admin"}),
     "import": frozenset({"admin"}),
+    # Webhook endpoints and their secrets, deliveries, replays (contract 9.2).
+    "webhooks": frozenset({"admin"}),
 }

@@ -41,6 +41,13 @@ class Settings:
     audit_public_keys: tuple[str, ...] = ()
     # LEDGER_AUDIT_LOG_NAME: the origin line (and key name) of the checkpoints' C2SP notes.
     audit_log_name: str = "ledger/audit"
+    # Webhooks (contract 9.2): plain http and private addresses, for development and tests only;
+    # whether this worker delivers; the key that seals signing secrets (a file of random bytes;
+    # unset: derived from the audit signing key).
+    webhook_allow_http: bool = False
+    webhook_allow_private: bool = False
+    webhook_delivery: bool = True
+    webhook_secret_key: str | None = None
 
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -146,4 +153,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         audit_checkpoint_file=env.get("LEDGER_AUDIT_CHECKPOINT_FILE") or None,
         audit_public_keys=_public_keys(env.get("LEDGER_AUDIT_PUBLIC_KEYS")),
         audit_log_name=_log_name(env.get("LEDGER_AUDIT_LOG_NAME")),
+        webhook_allow_http=_flag(env.get("LEDGER_WEBHOOK_ALLOW_HTTP"), default=False),
+        webhook_allow_private=_flag(env.get("LEDGER_WEBHOOK_ALLOW_PRIVATE"), default=False),
+        webhook_delivery=_flag(env.get("LEDGER_WEBHOOK_DELIVERY"), default=True),
+        webhook_secret_key=env.get("LEDGER_WEBHOOK_SECRET_KEY") or None,
     )

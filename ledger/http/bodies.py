@@ -201,7 +201,37 @@ class StrictSchemaPlugin(StructSchemaPlugin):
             if bounds is not None:
                 _write_int_bounds(prop, bounds)
             _write_dict_bounds(prop, field.type)
+            _write_list_bounds(prop, field.type)
         return schema
+
+
+def _write_list_bounds(prop: Schema, kind: msgspec.inspect.Type) -> None:
+    """What Litestar leaves out of a list of constrained strings (a webhook's `event_types`):
+    the items' own pattern and lengths; for an optional list (`X | UNSET`), its size goes on the
+    array itself, not beside the `oneOf`."""
+    if isinstance(kind, msgspec.inspect.Metadata):
+        kind = kind.type
+    members = kind.types if isinstance(kind, msgspec.inspect.UnionType) else (kind,)
+    lists = [m for m in members if isinstance(m, msgspec.inspect.ListType)]
+    if len(lists) != 1 or not isinstance(lists[0].item_type, msgspec.inspect.StrType):
+        return
+    item = lists[0].item_type
+    candidates = [prop, *(prop.one_of or [])]
+    target = next(
+        (m for m in candidates if isinstance(m, Schema) and m.type == OpenAPIType.ARRAY), None
+    )
+    if target is None:
+        return
+    target.items = Schema(
+        type=OpenAPIType.STRING,
+        pattern=item.pattern,
+        min_length=item.min_length,
+        max_length=item.max_length,
+    )
+    target.min_items = lists[0].min_length
+    target.max_items = lists[0].max_length
+    if target is not prop:
+        prop.min_items = prop.max_items = None
 
 
 def _write_dict_bounds(prop: Schema, kind: msgspec.inspect.Type) -> None:

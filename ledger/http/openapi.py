@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -227,10 +227,19 @@ class RouteFacts:
 
 
 def complete_document(
-    document: dict[str, Any], handlers: Iterable[HTTPRouteHandler]
+    document: dict[str, Any],
+    handlers: Iterable[HTTPRouteHandler],
+    webhooks: tuple[dict[str, Any], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """A completed copy of Litestar's `document` (see the module docstring)."""
+    """A completed copy of Litestar's `document` (see the module docstring), with the requests
+    the service sends (`webhooks`: the section and its component schemas) when given."""
     done = copy.deepcopy(document)
+    if webhooks is not None:
+        section, webhook_schemas = webhooks
+        done["webhooks"] = copy.deepcopy(section)
+        done.setdefault("components", {}).setdefault("schemas", {}).update(
+            copy.deepcopy(webhook_schemas)
+        )
     components = done.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
     for schema in schemas.values():
@@ -364,9 +373,14 @@ def _problem_response(status: int, kinds: list[ProblemKind]) -> dict[str, Any]:
 class ContractJsonPlugin(JsonRenderPlugin):
     """Serves the completed document at `/schema/openapi.json`, built once per process."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, webhooks: Callable[[], tuple[dict[str, Any], dict[str, Any]]] | None = None
+    ) -> None:
         super().__init__()
         self._rendered: bytes | None = None
+        # Builds the `webhooks` section (the app passes it in: its schemas live above this
+        # layer), once, with the rest of the document.
+        self._webhooks = webhooks
 
     def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
         if self._rendered is None:
@@ -376,7 +390,9 @@ class ContractJsonPlugin(JsonRenderPlugin):
                 for handler in getattr(route, "route_handlers", ())
                 if isinstance(handler, HTTPRouteHandler)
             ]
-            self._rendered = self.render_json(request, complete_document(openapi_schema, handlers))
+            webhooks = None if self._webhooks is None else self._webhooks()
+            document = complete_document(openapi_schema, handlers, webhooks)
+            self._rendered = self.render_json(request, document)
         return self._rendered
 
 

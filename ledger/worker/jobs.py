@@ -92,6 +92,7 @@ def default_jobs(settings: Settings, sessionmaker: async_sessionmaker[AsyncSessi
         jobs.append(audit_sealer_job(sessionmaker, settings))
     jobs.extend(checkpoint_jobs(settings, sessionmaker))
     jobs.extend(event_jobs(settings, sessionmaker))
+    jobs.extend(webhook_jobs(settings, sessionmaker))
     return jobs
 
 
@@ -137,6 +138,33 @@ def event_jobs(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession
             limits.OUTBOX_RETENTION_INTERVAL_SECONDS,
         ),
     ]
+
+
+def webhook_jobs(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> list[Job]:
+    """Webhook delivery (one active dispatcher per database, others stand by, as the relay) and
+    the cleanup of its delivery log. LEDGER_WEBHOOK_DELIVERY=off leaves delivery to other
+    workers."""
+    from ledger.webhooks.delivery.dispatcher import WebhookDispatcher
+    from ledger.webhooks.delivery.retention import retention_step
+
+    jobs = [
+        Job(
+            "webhook-retention",
+            lambda: retention_step(settings, sessionmaker),
+            limits.WEBHOOK_RETENTION_INTERVAL_SECONDS,
+        )
+    ]
+    if settings.webhook_delivery:
+        dispatcher = WebhookDispatcher(settings)
+        jobs.append(
+            Job(
+                "webhook-dispatcher",
+                dispatcher.step,
+                limits.WEBHOOK_POLL_INTERVAL_SECONDS,
+                close=dispatcher.close,
+            )
+        )
+    return jobs
 
 
 def audit_sealer_job(
