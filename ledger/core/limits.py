@@ -181,3 +181,21 @@ METADATA_FILTER_KEY_CHARS_MAX = 128
 METADATA_FILTER_VALUE_CHARS_MAX = 1_024
 # A category's ancestry: the tree walk of a patch, and the database trigger's own bound.
 CATEGORY_DEPTH_MAX = 10_000
+
+# -- beyond one machine (docs/scaling.md) ----------------------------------------------------------
+# A database host that vanishes without closing its sockets (power, network) must not leave a
+# connection waiting forever: TCP keepalives find an idle peer gone within about
+# IDLE + INTERVAL x COUNT seconds (a busy server's kernel still answers them), and data sent but
+# never acknowledged fails after the user timeout.
+DB_TCP_KEEPALIVES_IDLE_SECONDS = 5
+DB_TCP_KEEPALIVES_INTERVAL_SECONDS = 2
+DB_TCP_KEEPALIVES_COUNT = 3
+DB_TCP_USER_TIMEOUT_MS = 10_000
+# A job whose step found the database away waits before its next step: from its own interval,
+# doubling (jittered) up to this, so a worker neither hammers a failing server nor sleeps long
+# past a promotion.
+JOB_UNAVAILABLE_BACKOFF_MAX_SECONDS = 2.0
+# Reads on LEDGER_DATABASE_READ_URL: the primary's WAL position that a standby must have replayed
+# before a read may be served there is asked at most this often per process (every read waits for
+# one asked after it arrived); a standby behind it sends that read to the primary.
+READ_FENCE_INTERVAL_SECONDS = 0.0
