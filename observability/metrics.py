@@ -158,3 +158,12 @@ EXPIRY_RETRIES_WAITING = Gauge(
     "Due pending transfers whose expiry failed and waits for its retry, in this worker",
     multiprocess_mode="mostrecent",
 )
+
+# Reads that may lag (LEDGER_DATABASE_READ_URL, ledger/core/replica.py): where each one ran.
+# standby; primary_standby_behind (the standby had not replayed what the primary had flushed
+# when the read arrived, within its short wait); primary_standby_away (no answer from it).
+DB_READS = Counter(
+    "ledger_db_reads",
+    "Reads routed by LEDGER_DATABASE_READ_URL, by where they ran",
+    ["target"],
+)

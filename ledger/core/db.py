@@ -106,20 +106,22 @@ def create_engine(
     *,
     pool_size: int = limits.DB_POOL_SIZE,
     database: DatabaseUrl | None = None,
+    pooled: bool | None = None,
 ) -> AsyncEngine:
     """The pooled engine of the request path and the jobs' own transactions, on
     LEDGER_DATABASE_URL (or `database`, e.g. the read URL).
 
-    Behind a transaction-mode pooler (`settings.pooled`): no startup options (PgBouncer 1.18
-    refuses them) and no server-side prepared statements (a statement psycopg prepared on one
-    server connection is unknown on the next, and one of the same name may exist there already);
-    the timeouts are set at the start of each transaction instead."""
+    Behind a transaction-mode pooler (`pooled`, by default `settings.pooled`): no startup
+    options (PgBouncer 1.18 refuses them) and no server-side prepared statements (a statement
+    psycopg prepared on one server connection is unknown on the next, and one of the same name
+    may exist there already); the timeouts are set at the start of each transaction instead."""
     url = settings.database if database is None else database
+    pooled = settings.pooled if pooled is None else pooled
     defaults = connection_defaults("ledger")
-    if not settings.pooled:
+    if not pooled:
         defaults["options"] = session_options()
     connect_args = url.connect_args(defaults)
-    if settings.pooled:
+    if pooled:
         connect_args["prepare_threshold"] = None
     engine = create_async_engine(
         url.sqlalchemy_url(),
@@ -134,7 +136,7 @@ def create_engine(
         isolation_level="READ COMMITTED",
         connect_args=connect_args,
     )
-    if settings.pooled:
+    if pooled:
         event.listen(engine.sync_engine, "begin", _set_transaction_settings)
     # SQL spans, children of the request's (or the consumer's) span: one trace end to end.
     tracing.instrument_engine(engine)

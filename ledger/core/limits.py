@@ -199,3 +199,5 @@ JOB_UNAVAILABLE_BACKOFF_MAX_SECONDS = 2.0
 # before a read may be served there is asked at most this often per process (every read waits for
 # one asked after it arrived); a standby behind it sends that read to the primary.
 READ_FENCE_INTERVAL_SECONDS = 0.0
+# How long a read waits, at most, for the standby to replay that far before it goes to the primary.
+READ_FENCE_WAIT_MS = 50
