@@ -43,6 +43,9 @@ class Load:
     wrong: list[str] = field(default_factory=list)
     failed_at: list[float] = field(default_factory=list)  # each ambiguous answer, monotonic
     acked_at: list[float] = field(default_factory=list)  # each 201, monotonic (when it came)
+    # Statuses that leave the outcome unknown: the service's 503; behind a balancer, also its
+    # 502 for a request whose API process died under it.
+    ambiguous: frozenset[int] = frozenset({503})
 
     def outage(self, after: float) -> tuple[float, float] | None:
         """(first failure, first success after it), both after `after`: the time the clients saw
@@ -69,8 +72,8 @@ async def post_until_definite(
             await asyncio.sleep(RETRY_PAUSE_SECONDS)
             continue
         load.statuses[str(response.status_code)] += 1
-        if response.status_code == 503:
-            if "retry-after" not in response.headers:
+        if response.status_code in load.ambiguous:
+            if response.status_code == 503 and "retry-after" not in response.headers:
                 load.wrong.append(f"503 without Retry-After: {response.text[:200]}")
             load.failed_at.append(time.monotonic())
             await asyncio.sleep(RETRY_PAUSE_SECONDS)
@@ -130,8 +133,8 @@ async def read_client(http: httpx.AsyncClient, load: Load, stop: asyncio.Event, 
             load.statuses[f"read {type(exc).__name__}"] += 1
             continue
         load.statuses[f"read {response.status_code}"] += 1
-        if response.status_code == 503:
-            if "retry-after" not in response.headers:
+        if response.status_code in load.ambiguous:
+            if response.status_code == 503 and "retry-after" not in response.headers:
                 load.wrong.append("a read's 503 without Retry-After")
             continue
         if response.status_code != 200 or response.json()["amount"] != wanted.amount:
