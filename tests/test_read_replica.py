@@ -153,3 +153,21 @@ async def test_a_standby_that_is_away_sends_reads_to_the_primary(pair: Replicate
         assert listed.status_code == 200, listed.text
         assert [a["id"] for a in listed.json()["data"]] == [account["id"]]
         assert reads("primary_standby_away") == away_before + 1
+
+
+async def test_a_write_that_reaches_a_standby_is_503_and_the_next_connections_look_again(
+    pair: ReplicatedPair,
+) -> None:
+    """A fixed address (a pooler, a VIP) still leading to a server that is now a standby: the
+    write is refused as read-only there, which the service answers 503 with Retry-After (no
+    primary here), never 500; the pool's connections to it are dropped."""
+    settings = Settings(database_url=pair.primary.url("ledger"), admin_key=ADMIN, log_format="json")
+    async with app_client(settings) as http:
+        account = await create_account(http)
+        http_standby = settings.with_(database_url=pair.standby.url("ledger"))
+        async with app_client(http_standby) as on_a_standby:
+            body = {"code": f"x:{account['id'][:8]}", "currency": "USD", "normal_balance": "credit"}
+            refused = await on_a_standby.post("/v1/accounts", json=body)
+            assert refused.status_code == 503, refused.text
+            assert refused.headers["retry-after"]
+            assert refused.json()["code"] == "service_unavailable"

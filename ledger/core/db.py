@@ -47,6 +47,10 @@ NAMING_CONVENTION = {
 
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock detected
 UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "57P")  # connection exceptions, operator intervention
+# A write refused as read-only: the service never writes in a read-only transaction, so the
+# server it reached has become a standby (a demoted primary behind a pooler or a fixed address).
+# No primary there: 503, and the pool's connections to it are dropped.
+READ_ONLY_SQLSTATE = "25006"
 
 
 class Base(DeclarativeBase):
@@ -193,7 +197,7 @@ def is_unavailable(exc: BaseException) -> bool:
         state = sqlstate(exc)
         if state is None:
             return isinstance(exc, OperationalError)
-        return state.startswith(UNAVAILABLE_SQLSTATE_PREFIXES)
+        return state.startswith(UNAVAILABLE_SQLSTATE_PREFIXES) or state == READ_ONLY_SQLSTATE
     return False
 
 
@@ -232,6 +236,14 @@ async def _send_unit_writes(session: AsyncSession, *, commit: bool) -> None:
         # The COMMIT must have ended the transaction: `session.begin()` then finds the
         # connection idle, and psycopg sends no second COMMIT.
         raise InvariantViolation("the pipelined COMMIT left the transaction open")
+
+
+async def _drop_pooled_connections(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    """Every pooled connection reaches the same server, now a standby: new ones go through
+    libpq's host list again (`target_session_attrs`) to whichever host is the primary."""
+    engine = sessionmaker.kw.get("bind")
+    if isinstance(engine, AsyncEngine):
+        await engine.dispose()
 
 
 def _count_retry(retry_state: Any) -> None:
@@ -277,6 +289,8 @@ async def run_in_transaction(
         if isinstance(exc, PoolTimeoutError):
             # Every connection stayed busy for the whole wait budget: shed before it started.
             metrics.REQUESTS_SHED.labels(reason="pool_timeout").inc()
+        if sqlstate(exc) == READ_ONLY_SQLSTATE:
+            await _drop_pooled_connections(sessionmaker)
         if is_unavailable(exc):
             raise ServiceUnavailable() from exc
         raise
