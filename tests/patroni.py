@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import shutil
 import signal
 import subprocess
 import time
@@ -181,6 +182,7 @@ class PatroniCluster:
         if self.etcd is not None and self.etcd.poll() is None:
             os.killpg(self.etcd.pid, signal.SIGTERM)
             self.etcd.wait(20)
+        shutil.rmtree(self.base, ignore_errors=True)
 
 
 def _system_user() -> str | None:

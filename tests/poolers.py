@@ -109,6 +109,7 @@ class PgBouncer:
     def stop(self) -> None:
         _stop(self.process)
         self.process = None
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 @dataclass

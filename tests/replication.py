@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import signal
 import subprocess
 import time
@@ -104,3 +105,4 @@ class ReplicatedPair:
     def remove(self) -> None:
         self.standby.remove()
         self.primary.remove()
+        shutil.rmtree(self.base, ignore_errors=True)
