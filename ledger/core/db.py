@@ -148,10 +148,16 @@ def create_engine(
 
 
 def _set_transaction_settings(connection: sa.Connection) -> None:
-    """Through a pooler, every transaction starts with the settings (one round trip); an
-    autocommit connection (the outbox notifier's) has no transaction to set them in."""
-    if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
-        connection.exec_driver_sql(TRANSACTION_SETTINGS_SQL)
+    """Through a pooler, every transaction starts with the settings (one round trip, on the
+    driver's cursor: no SQLAlchemy statement machinery, no SQL span); an autocommit connection
+    (the outbox notifier's) has no transaction to set them in."""
+    if connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+        return
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(TRANSACTION_SETTINGS_SQL)
+    finally:
+        cursor.close()
 
 
 def direct_engine(settings: Settings, application_name: str, *options: str) -> AsyncEngine:
