@@ -136,9 +136,10 @@ async def test_many_clients_each_read_their_own_writes_from_the_standby(
 
     served = {t: reads(t) for t in ("standby", "primary_standby_behind")}
     await asyncio.gather(*(one_client() for _ in range(CLIENTS)))
-    total = sum(reads(t) - before for t, before in served.items())
-    assert total >= CLIENTS * ROUNDS * 3
-    assert reads("standby") > served["standby"], "no read at all reached the standby"
+    counts = {t: reads(t) - before for t, before in served.items()}
+    assert sum(counts.values()) >= CLIENTS * ROUNDS * 3
+    assert counts["standby"] > 0, "no read at all reached the standby"
+    print(f"\nread replica: reads right after their own write, by where they ran: {counts}")
 
 
 async def test_a_standby_that_is_away_sends_reads_to_the_primary(pair: ReplicatedPair) -> None:
