@@ -91,8 +91,9 @@ def test_an_unusable_url_is_named_in_one_line(variable: str, value: str, said: s
 async def test_every_command_runs_through_a_host_list_whose_first_host_is_down(
     pg_server: str, template_db: str
 ) -> None:
-    """A fresh database migrated by `ledger db upgrade` through `dead,live`; then `verify`,
-    `keys create`, `audit verify` and `db current` on the same URL."""
+    """A fresh database migrated by `ledger db upgrade` through `dead,live`; then `verify` and
+    `audit verify` on the same URL (each `ledger` command reads the URL the same way: these
+    three start a few seconds each, so the others are left to the tests of their own)."""
     name = f"hosts_{free_port()}"
     with psycopg.connect(pg_server, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
@@ -100,16 +101,12 @@ async def test_every_command_runs_through_a_host_list_whose_first_host_is_down(
     upgraded = await ledger(url, "db", "upgrade")
     assert upgraded.returncode == 0, upgraded.stderr
     assert upgraded.stdout.strip() == migrate.head_revision()
-    for args in (("verify",), ("keys", "create", "--name", "n", "--role", "reader")):
+    for args in (("verify",), ("audit", "verify")):
         result = await ledger(url, *args)
         assert result.returncode == 0, (args, result.stderr)
-    audit = await ledger(url, "audit", "verify")
-    assert audit.returncode == 0, audit.stderr
-    current = await ledger(url, "db", "current")
-    assert current.returncode == 0 and current.stdout.strip() == migrate.head_revision()
 
 
-@pytest.mark.parametrize("command", [("db", "upgrade"), ("verify",), ("audit", "verify")])
+@pytest.mark.parametrize("command", [("db", "upgrade"), ("verify",)])
 async def test_no_host_to_connect_to_is_one_line_and_exit_2(command: tuple[str, ...]) -> None:
     url = (
         f"postgresql://ledger:{SECRET.replace('%zz', '')}@{LOOPBACK}:{free_port()},"
