@@ -9,9 +9,11 @@ later (the time a manager such as Patroni takes to decide) the standby is promot
 
 Then: every acknowledged transfer is stored exactly once and nothing else was made; the service
 answered 503 with Retry-After while there was no primary, never another 5xx, never a wrong
-answer; `ledger verify` and `ledger audit verify --checkpoints` are clean; every event reached
-Kafka (the real broker) with no gap in any account's sequence, and the feed's positions run
-without a gap. The time without a primary, as the clients saw it, is printed (`-s`)."""
+answer; every worker job that lost the database found it again, and a hold due after the
+promotion was expired; `ledger verify` and `ledger audit verify --checkpoints` are clean; every
+event reached Kafka (the real broker) with no gap in any account's sequence, and the feed's
+positions run without a gap. The time without a primary, as the clients saw it, is printed
+(`-s`)."""
 
 from __future__ import annotations
 
@@ -34,7 +36,15 @@ import pytest
 from ledger.core.settings import Settings
 from ledger.embedded import LOOPBACK, EmbeddedBroker, free_port
 from tests.audit_merkle_helpers import write_public_key
-from tests.load_clients import Load, fund, open_accounts, read_client, transfer_client
+from tests.load_clients import (
+    Acked,
+    Load,
+    fund,
+    open_accounts,
+    post_until_definite,
+    read_client,
+    transfer_client,
+)
 from tests.processes import LEDGER, ledger_env, stop, wait_until_ready
 from tests.replication import ReplicatedPair
 from tests.test_events import assert_gapless_sequences, first_deliveries, read_topic
@@ -46,6 +56,7 @@ WRITERS = 8
 READERS = 2
 LOAD_BEFORE_KILL_SECONDS = 3.0
 NO_PRIMARY_SECONDS = 1.0  # between the kill and the promotion: a manager's decision time
+HOLD_TIMEOUT_SECONDS = 3  # due after the promotion
 LOAD_AFTER_PROMOTION_SECONDS = 3.0
 DRAIN_DEADLINE_SECONDS = 90.0  # an upper bound on waits for real processes, never a timing assert
 
@@ -109,6 +120,7 @@ async def drive(base_url: str, pair: ReplicatedPair) -> tuple[Load, dict[str, fl
         ]
         tasks = [asyncio.create_task(c) for c in clients]
         await asyncio.sleep(LOAD_BEFORE_KILL_SECONDS)
+        await hold_expiring_after_the_failover(http, load, accounts)
         marks["acked_before_kill"] = len(load.acked)
         pair.kill_primary()
         marks["kill"] = time.monotonic()
@@ -119,6 +131,44 @@ async def drive(base_url: str, pair: ReplicatedPair) -> tuple[Load, dict[str, fl
         stop_load.set()
         await asyncio.gather(*tasks)  # each writer resolves its last transfer before it stops
     return load, marks
+
+
+HOLD_REF = "hold-expiring-after-the-failover"
+
+
+async def hold_expiring_after_the_failover(
+    http: httpx.AsyncClient, load: Load, accounts: list[str]
+) -> None:
+    """A pending transfer due to expire once the standby has taken over: the expiry job must
+    find the new primary to void it."""
+    body = {
+        "debit_account_id": accounts[0],
+        "credit_account_id": accounts[1],
+        "amount": 1,
+        "pending": True,
+        "timeout_seconds": HOLD_TIMEOUT_SECONDS,
+        "metadata": {"ref": HOLD_REF},
+    }
+    response = await post_until_definite(http, load, "/v1/transfers", body, HOLD_REF)
+    assert response.status_code == 201, response.text
+    load.acked[HOLD_REF] = Acked(response.json()["id"], accounts[0], accounts[1], 1)
+
+
+def jobs_away_and_back(log: Path) -> tuple[set[str], set[str]]:
+    """From the worker's log: the jobs whose step found the database away, and those of them
+    whose last word is still that (they never came back)."""
+    went: set[str] = set()
+    away: set[str] = set()
+    for line in log.read_text().splitlines():
+        if not line.startswith("{"):
+            continue
+        record = json.loads(line)
+        if record.get("event") == "worker.step_unavailable":
+            went.add(record["job"])
+            away.add(record["job"])
+        elif record.get("event") == "worker.step_available":
+            away.discard(record["job"])
+    return went, away
 
 
 def check_stored_exactly_once(url: str, load: Load) -> None:
@@ -186,6 +236,11 @@ async def test_a_synchronous_standby_takes_over_with_nothing_lost(
             "every record sealed and checkpointed",
         )
         await wait_for(url, "SELECT count(*) > 0 FROM audit_checkpoint_deliveries", "delivery")
+        await wait_for(
+            url,
+            f"SELECT state = 'expired' FROM transfers WHERE metadata->>'ref' = '{HOLD_REF}'",
+            "the hold to expire",
+        )
     finally:
         assert stop(worker) == 0, (tmp_path / "worker.log").read_text()[-3000:]
         # uvicorn shuts down gracefully, then re-raises the SIGTERM it caught
@@ -195,6 +250,9 @@ async def test_a_synchronous_standby_takes_over_with_nothing_lost(
     assert load.statuses["503"] > 0, f"no 503 while there was no primary: {load.statuses}"
     assert len(load.acked) > marks["acked_before_kill"] > ACCOUNTS
     check_stored_exactly_once(url, load)
+    went, still_away = jobs_away_and_back(tmp_path / "worker.log")
+    assert {"outbox-relay", "audit-sealer"} <= went, went
+    assert not still_away, still_away
 
     verify = run(url, "verify")
     assert verify.returncode == 0, verify.stdout + verify.stderr
