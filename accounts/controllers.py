@@ -152,7 +152,7 @@ class AccountController(Controller):
             )
             return [account_out(a) for a in found]
 
-        items = await services_of(request).run(work)
+        items = await services_of(request).read(work)
         return typed(json_response(page(items, limit, lambda a: str(a.id), "account")), AccountPage)
 
     @patch(
@@ -205,7 +205,7 @@ class AccountController(Controller):
             )
             return [msgspec.convert(r, EntryOut) for r in rows]
 
-        items = await services_of(request).run(work)
+        items = await services_of(request).read(work)
         return typed(
             json_response(page(items, limit, lambda e: str(e.sequence), "entry")), EntryPage
         )
@@ -228,4 +228,4 @@ class AccountController(Controller):
             posted, sequence = await service.balance_as_of(session, account_id, when)
             return BalanceAsOf(account_id=account_id, as_of=when, posted=posted, sequence=sequence)
 
-        return typed(json_response(await services_of(request).run(work)), BalanceAsOf)
+        return typed(json_response(await services_of(request).read(work)), BalanceAsOf)

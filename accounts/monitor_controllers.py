@@ -59,7 +59,7 @@ class MonitorController(Controller):
             found = await service.list_monitors(session, account_id, after, limit)
             return [monitor_out(m) for m in found]
 
-        items = await services_of(request).run(work)
+        items = await services_of(request).read(work)
         return typed(json_response(page(items, limit, lambda m: str(m.id), "monitor")), MonitorPage)
 
     @delete(

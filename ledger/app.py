@@ -10,6 +10,7 @@ from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from accounts.categories.controllers import CategoryController
 from accounts.controllers import AccountController
@@ -28,6 +29,7 @@ from ledger.console.mount import console
 from ledger.core import limits
 from ledger.core.db import create_engine, create_sessionmaker
 from ledger.core.errors import LedgerError
+from ledger.core.replica import ReadReplica
 from ledger.core.settings import Settings
 from ledger.http.allow import allow_every_method
 from ledger.http.bodies import StrictBody, StrictSchemaPlugin, handle_body_exception
@@ -50,6 +52,7 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
     notifier = OutboxNotifier(engine)
     sessionmaker = create_sessionmaker(engine, info={NOTIFIER_SESSION_KEY: notifier})
     services = Services(settings=settings, sessionmaker=sessionmaker, authenticate=authenticate)
+    read_engine = _read_replica(settings, services)
     if settings.group_commit:
         install_group_commit(services, GroupCommitter(sessionmaker))
     services.extensions[POLICY_KEY] = WebhookPolicy.of(settings)
@@ -60,6 +63,8 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
     async def dispose_engine() -> None:
         await notifier.close()
         await engine.dispose()
+        if read_engine is not None:
+            await read_engine.dispose()
 
     return Litestar(
         route_handlers=[
@@ -119,6 +124,17 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
         logging_config=None,
         debug=False,
     )
+
+
+def _read_replica(settings: Settings, services: Services) -> AsyncEngine | None:
+    """LEDGER_DATABASE_READ_URL: reads that may lag go to its standby (ledger/core/replica.py).
+    Its engine is a pooler's (no startup options, no prepares): the URL may name either."""
+    database = settings.read_database
+    if database is None:
+        return None
+    engine = create_engine(settings, database=database, pooled=True)
+    services.replica = ReadReplica(services.sessionmaker, create_sessionmaker(engine))
+    return engine
 
 
 def create_app_from_env() -> Litestar:

@@ -82,6 +82,8 @@ class EmbeddedPostgres:
     data_dir: Path
     port: int = 0
     fast_unsafe: bool = False  # fsync off: for throwaway test clusters only
+    # More `-c name=value` server settings (a replication pair's, in the tests).
+    settings: tuple[str, ...] = ()
     user: str | None = field(default=None, init=False)
 
     @property
@@ -124,6 +126,7 @@ class EmbeddedPostgres:
         ]
         if self.fast_unsafe:
             settings += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        settings += [f"-c {setting}" for setting in self.settings]
         subprocess.run(
             [
                 str(pg_tool("pg_ctl")),

@@ -199,3 +199,11 @@ WEBHOOK_LAG = Histogram(
     ["endpoint"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
 )
+# Reads that may lag (LEDGER_DATABASE_READ_URL, ledger/core/replica.py): where each one ran.
+# standby; primary_standby_behind (the standby had not replayed what the primary had flushed
+# when the read arrived, within its short wait); primary_standby_away (no answer from it).
+DB_READS = Counter(
+    "ledger_db_reads",
+    "Reads routed by LEDGER_DATABASE_READ_URL, by where they ran",
+    ["target"],
+)

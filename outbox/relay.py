@@ -30,20 +30,14 @@ import psycopg
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import (
-    AsyncConnection,
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
-from sqlalchemy.pool import NullPool
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ledger.core import limits
 from ledger.core.backoff import jittered_backoff_ms
-from ledger.core.db import run_in_transaction
+from ledger.core.db import connection_defaults, run_in_transaction
 from ledger.core.errors import ServiceUnavailable
+from ledger.core.leader import Leadership
+from ledger.core.locks import LockClass
 from ledger.core.settings import Settings
 from observability import metrics
 from outbox import repository as repo
@@ -57,14 +51,6 @@ KAFKA_ERRORS = (KafkaError, OSError, TimeoutError)
 
 class RecordTooLarge(Exception):
     """One event does not fit in a Kafka record batch: the limits on metadata make this a bug."""
-
-
-def libpq_url(database_url: str) -> str:
-    """The contract's `postgresql://...` URL for psycopg (which has no `+driver` forms)."""
-    _scheme, sep, rest = database_url.partition("://")
-    if not sep:
-        return database_url
-    return f"postgresql://{rest}"
 
 
 class Relay:
@@ -83,9 +69,10 @@ class Relay:
         self.batch_size = batch_size
         self.wake = asyncio.Event()
         self.kafka_enabled = settings.kafka_bootstrap_servers is not None
-        self._engine: AsyncEngine | None = None
-        self._conn: AsyncConnection | None = None
-        self._leading = False
+        # The lock and the connection every step runs on (ledger/core/leader.py).
+        self.leadership = Leadership(
+            settings, f"ledger-relay-{os.getpid()}", LockClass.OUTBOX_RELAY
+        )
         self._said_standby = False
         self._listen_task: asyncio.Task[None] | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -94,7 +81,7 @@ class Relay:
 
     @property
     def leading(self) -> bool:
-        return self._leading
+        return self.leadership.leading
 
     # -- the step ------------------------------------------------------------------------------
 
@@ -125,47 +112,34 @@ class Relay:
     # -- leadership ----------------------------------------------------------------------------
 
     async def _lead(self) -> bool:
-        if self._leading:
-            return True
-        if self._engine is None:
-            self._engine = _relay_engine(self.settings)
+        was_leading = self.leadership.leading
         try:
-            if self._conn is None:
-                self._conn = await self._engine.connect()
-            async with self._conn.begin():
-                self._leading = await repo.try_relay_lock(self._conn)
-        except DBAPIError as exc:
-            await self._drop_connection()
-            raise ServiceUnavailable("the relay cannot reach the database") from exc
-        if self._leading:
+            leading = await self.leadership.lead()
+        except ServiceUnavailable:
+            self._stop_listener()
+            raise
+        if not leading:
+            self._stop_listener()
+            if not self._said_standby:
+                log.info("relay.standby", detail="another relay holds the lock")
+                self._said_standby = True
+            return False
+        if not was_leading:
             log.info("relay.leading", kafka=self.kafka_enabled, topic=self.settings.kafka_topic)
             self._said_standby = False
             self.wake.set()
-        elif not self._said_standby:
-            log.info("relay.standby", detail="another relay holds the lock")
-            self._said_standby = True
-        return self._leading
+        return True
 
     async def _on_lock_connection(self, work: Any) -> Any:
         """Run `work(conn)` in one transaction on the lock holder's connection. Any database
         failure gives the lock up (the connection is closed) and is retried as a new leader."""
-        conn = self._conn
-        if conn is None:
-            raise ServiceUnavailable("the relay lost its database connection")
         try:
-            async with conn.begin():
-                return await work(conn)
-        except DBAPIError as exc:
-            await self._drop_connection()
-            raise ServiceUnavailable("the relay lost its database connection") from exc
+            return await self.leadership.run(work)
+        except ServiceUnavailable:
+            self._stop_listener()
+            raise
 
-    async def _drop_connection(self) -> None:
-        conn, self._conn, self._leading = self._conn, None, False
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.invalidate()
-            with contextlib.suppress(Exception):
-                await conn.close()
+    def _stop_listener(self) -> None:
         if self._listen_task is not None:
             self._listen_task.cancel()
             self._listen_task = None
@@ -177,14 +151,10 @@ class Relay:
             self._listen_task = asyncio.create_task(self._listen(), name="outbox-relay-listen")
 
     async def _listen(self) -> None:
-        url = libpq_url(self.settings.database_url or "")
         try:
-            conn = await psycopg.AsyncConnection.connect(
-                url,
-                autocommit=True,
-                connect_timeout=limits.DB_CONNECT_TIMEOUT_SECONDS,
-                application_name="ledger-relay-listen",
-            )
+            # LISTEN is session state: the direct URL, never a transaction pooler.
+            url = self.settings.direct_database.conninfo(connection_defaults("ledger-relay-listen"))
+            conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
             async with conn:
                 await repo.listen(conn, NOTIFY_CHANNEL)
                 self.wake.set()  # a commit before LISTEN took effect is seen by the next step
@@ -302,35 +272,7 @@ class Relay:
                 await self._listen_task
             self._listen_task = None
         await self._drop_producer()
-        if self._conn is not None and self._leading:
-            with contextlib.suppress(Exception):
-                async with self._conn.begin():
-                    await repo.release_relay_lock(self._conn)
-        await self._drop_connection()
-        if self._engine is not None:
-            await self._engine.dispose()
-            self._engine = None
-
-
-def _relay_engine(settings: Settings) -> AsyncEngine:
-    """The relay's own engine, without a pool: its connection holds a session-level lock, and a
-    pooled connection could hand that lock to someone else when returned."""
-    options = (
-        f"-c lock_timeout={limits.DB_LOCK_TIMEOUT_MS} "
-        f"-c statement_timeout={limits.DB_STATEMENT_TIMEOUT_MS} "
-        f"-c idle_in_transaction_session_timeout={limits.DB_IDLE_IN_TRANSACTION_TIMEOUT_MS} "
-        "-c timezone=UTC"
-    )
-    return create_async_engine(
-        settings.sqlalchemy_url,
-        poolclass=NullPool,
-        isolation_level="READ COMMITTED",
-        connect_args={
-            "options": options,
-            "connect_timeout": limits.DB_CONNECT_TIMEOUT_SECONDS,
-            "application_name": f"ledger-relay-{os.getpid()}",
-        },
-    )
+        await self.leadership.close()
 
 
 async def trim_published_step(

@@ -22,7 +22,7 @@ from observability.logging import configure_logging
 from tests.helpers import AUDIT_KEY_ENV, app_client
 
 # log_capture: every log line of the session also goes to one file, scanned for secrets at the end.
-pytest_plugins = ["tests.kafka_fixtures", "tests.log_capture"]
+pytest_plugins = ["tests.kafka_fixtures", "tests.log_capture", "tests.pooler_fixtures"]
 
 TEMPLATE = "ledger_template"
 _counter = itertools.count()

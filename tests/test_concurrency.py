@@ -62,6 +62,8 @@ def serve_process(settings: Settings) -> Iterator[str]:
     """`ledger serve` as a real process on a loopback port; stopped (SIGTERM) on exit."""
     port = free_port()
     env = ledger_env(settings.database_url or "", LEDGER_ADMIN_KEY=settings.admin_key or "")
+    if settings.database_direct_url:  # the request path through a pooler (tests/test_pooler.py)
+        env["LEDGER_DATABASE_DIRECT_URL"] = settings.database_direct_url
     process = subprocess.Popen(
         [LEDGER, "serve", "--host", LOOPBACK, "--port", str(port)],
         env=env,

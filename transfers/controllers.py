@@ -275,7 +275,7 @@ class TransferController(Controller):
             )
             return [transfer_out(t) for t in found]
 
-        items = await services_of(request).run(work)
+        items = await services_of(request).read(work)
         return typed(
             json_response(page(items, limit, lambda t: str(t.id), "transfer")), TransferPage
         )

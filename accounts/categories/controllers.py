@@ -103,7 +103,7 @@ class CategoryController(Controller):
             )
             return [category_out(c) for c in found]
 
-        items = await services_of(request).run(work)
+        items = await services_of(request).read(work)
         return typed(
             json_response(page(items, limit, lambda c: str(c.id), "category")), CategoryPage
         )
@@ -217,4 +217,4 @@ class CategoryController(Controller):
                 ),
             )
 
-        return typed(json_response(await services_of(request).run(work)), CategoryBalanceOut)
+        return typed(json_response(await services_of(request).read(work)), CategoryBalanceOut)

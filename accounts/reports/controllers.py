@@ -97,7 +97,7 @@ class ReportController(Controller):
         async def work(session: AsyncSession) -> TrialBalanceOut:
             return await service.trial_balance(session, currency, when, now)
 
-        report = await services_of(request).run(work)
+        report = await services_of(request).read(work)
         if format_ == "csv":
             body = Response(content=trial_balance_csv(report), media_type=CSV_MEDIA_TYPE)
             return typed(body, TrialBalanceOut)

@@ -63,7 +63,7 @@ class AuditController(Controller):
 
         # AuditPage's shape, with each `data` sent as stored (never re-encoded from a parse).
         # The Merkle leaf of a sealed record is the RFC 8785 form of exactly this item.
-        items = [leaf.item(record, data) for record, data in await services_of(request).run(work)]
+        items = [leaf.item(record, data) for record, data in await services_of(request).read(work)]
         body = page(items, limit, lambda r: str(r["seq"]), "audit")
         return typed(json_response(body), AuditPage)
 

@@ -59,7 +59,7 @@ class EventController(Controller):
         async def work(session: AsyncSession) -> FeedPage:
             return await service.read_feed(session, after=position, limit=limit)
 
-        page = await services_of(request).run(work)
+        page = await services_of(request).read(work)
         resume = (
             encode_cursor(CURSOR_KIND, str(page.last_position))
             if page.last_position is not None

@@ -29,6 +29,7 @@ from ledger.cli.common import (
     ensure_admin_key,
 )
 from ledger.cli.outbox_commands import add_outbox_parsers
+from ledger.core.db import unreachable_database
 from ledger.core.errors import ConfigurationError, LedgerError
 
 log = structlog.get_logger("ledger.cli")
@@ -46,7 +47,8 @@ def cmd_db(args: argparse.Namespace) -> int:
     from ledger.core import migrate
 
     settings = _settings()
-    url = settings.database_url or ""
+    # Migrations hold their session (DDL, Alembic's version row): the direct URL, not a pooler.
+    url = settings.database_direct_url or settings.database_url or ""
     if args.action == "upgrade":
         migrate.upgrade(url, args.revision or "head")
     elif args.action == "downgrade":
@@ -198,6 +200,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except LedgerError as exc:  # e.g. the database is unreachable, or a bad argument value
         print(f"ledger: {exc.code}: {exc.detail}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        # No primary to be found (all hosts down, or only standbys), refused credentials: one
+        # line, as for any URL the command cannot use. Anything else is a bug: a traceback.
+        reason = unreachable_database(exc)
+        if reason is None:
+            raise
+        print(f"ledger: database_unavailable: {reason}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

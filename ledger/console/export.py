@@ -81,7 +81,7 @@ async def audit_csv(
         async def work(session: AsyncSession, after: int | None = after, size: int = size) -> Any:
             return await audit.list_records_as_stored(session, where, after_seq=after, limit=size)
 
-        page: list[tuple[AuditRecordOut, bytes]] = await services.run(work)
+        page: list[tuple[AuditRecordOut, bytes]] = await services.read(work)
         if not page:
             return
         yield _lines([_row(record, data) for record, data in page])

@@ -143,7 +143,7 @@ class ConsolePages(Controller):
             )
             return await chain_state(session, services.settings), found
 
-        chain, found = await services.run(work)
+        chain, found = await services.read(work)
         next_after = str(found[PAGE - 1].id) if len(found) > PAGE else None
         return render("home.html", viewer, chain, accounts=found[:PAGE], next_after=next_after)
 
@@ -172,7 +172,7 @@ class ConsolePages(Controller):
                     return chain, f"/console/accounts/{found[0].id}"
             return chain, None
 
-        chain, target = await services.run(work)
+        chain, target = await services.read(work)
         if target is not None:
             return Redirect(target, status_code=303)
         if "text/html" not in request.headers.get("accept", ""):
@@ -196,7 +196,7 @@ class ConsolePages(Controller):
             items = [item_from_record(r, decode(previous.get(r.seq))) for r in found]
             return await chain_state(session, services.settings), items
 
-        chain, items = await services.run(work)
+        chain, items = await services.read(work)
         next_link = None
         if len(items) > PAGE:
             next_link = "/console/audit?" + query_string(search.values, after=items[PAGE - 1].seq)
@@ -257,7 +257,7 @@ class ConsolePages(Controller):
                 "records": records,
             }
 
-        found = await services.run(work)
+        found = await services.read(work)
         entries, records = found.pop("entries"), found.pop("records")
         base = f"/console/accounts/{wanted}"
         return render(
@@ -337,5 +337,5 @@ class ConsolePages(Controller):
                 "history": history,
             }
 
-        found = await services.run(work)
+        found = await services.read(work)
         return render("transfer.html", viewer, found.pop("chain"), **found)

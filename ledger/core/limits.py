@@ -207,6 +207,7 @@ CATEGORY_LEVELS_MAX = 100
 CATEGORY_CHILDREN_MAX = 1_000  # direct child categories of one category
 CATEGORY_ACCOUNTS_MAX = 100_000  # accounts directly in one category
 ACCOUNT_CATEGORIES_MAX = 100  # categories one account is directly in
+
 # -- webhooks (contract 9.2) -------------------------------------------------------------------
 WEBHOOK_ENDPOINTS_MAX = 100  # live endpoints per ledger; the 101st is 422
 WEBHOOK_URL_LENGTH_MAX = 2_048
@@ -237,3 +238,23 @@ WEBHOOK_ERROR_LENGTH_MAX = 200  # characters of an attempt's error kept in the d
 WEBHOOK_PENDING_COUNT_MAX = 10_000  # the retrying gauge counts up to this (a floor past it)
 WEBHOOK_RETENTION_BATCH_SIZE = 1_000  # delivery rows deleted per statement by the cleanup
 WEBHOOK_RETENTION_INTERVAL_SECONDS = 60.0
+
+# -- beyond one machine (docs/scaling.md) ----------------------------------------------------------
+# A database host that vanishes without closing its sockets (power, network) must not leave a
+# connection waiting forever: TCP keepalives find an idle peer gone within about
+# IDLE + INTERVAL x COUNT seconds (a busy server's kernel still answers them), and data sent but
+# never acknowledged fails after the user timeout.
+DB_TCP_KEEPALIVES_IDLE_SECONDS = 5
+DB_TCP_KEEPALIVES_INTERVAL_SECONDS = 2
+DB_TCP_KEEPALIVES_COUNT = 3
+DB_TCP_USER_TIMEOUT_MS = 10_000
+# A job whose step found the database away waits before its next step: from its own interval,
+# doubling (jittered) up to this, so a worker neither hammers a failing server nor sleeps long
+# past a promotion.
+JOB_UNAVAILABLE_BACKOFF_MAX_SECONDS = 2.0
+# Reads on LEDGER_DATABASE_READ_URL: the primary's WAL position that a standby must have replayed
+# before a read may be served there is asked at most this often per process (every read waits for
+# one asked after it arrived); a standby behind it sends that read to the primary.
+READ_FENCE_INTERVAL_SECONDS = 0.0
+# How long a read waits, at most, for the standby to replay that far before it goes to the primary.
+READ_FENCE_WAIT_MS = 50

@@ -8,7 +8,10 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
+import sqlalchemy as sa
+
 from ledger.core import limits
+from ledger.core.dburl import DatabaseUrl
 from ledger.core.errors import ConfigurationError
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -48,23 +51,54 @@ class Settings:
     webhook_allow_private: bool = False
     webhook_delivery: bool = True
     webhook_secret_key: str | None = None
+    # Beyond one machine (docs/scaling.md). LEDGER_DATABASE_READ_URL: reads that may lag (lists,
+    # statements, reports, the feed, the console) go there, each after checking that it has
+    # replayed every write acknowledged before it began. LEDGER_DATABASE_DIRECT_URL: the
+    # connections that hold session state (the relay's and the sealer's leader locks, LISTEN);
+    # when it is set apart from LEDGER_DATABASE_URL, that one is taken for a transaction-mode
+    # pooler (PgBouncer): no server-side prepared statements, no startup options.
+    database_read_url: str | None = None
+    database_direct_url: str | None = None
 
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
 
     @property
-    def sqlalchemy_url(self) -> str:
+    def database(self) -> DatabaseUrl:
+        """LEDGER_DATABASE_URL, parsed: the request path and every job's own transactions."""
         if self.database_url is None:
             raise ConfigurationError("LEDGER_DATABASE_URL is not set")
-        return to_sqlalchemy_url(self.database_url)
+        return DatabaseUrl.parse(self.database_url)
+
+    @property
+    def direct_database(self) -> DatabaseUrl:
+        """Where session state lives: LEDGER_DATABASE_DIRECT_URL, by default the main URL."""
+        if self.database_direct_url is None:
+            return self.database
+        return DatabaseUrl.parse(self.database_direct_url, "LEDGER_DATABASE_DIRECT_URL")
+
+    @property
+    def read_database(self) -> DatabaseUrl | None:
+        if self.database_read_url is None:
+            return None
+        return DatabaseUrl.parse(self.database_read_url, "LEDGER_DATABASE_READ_URL")
+
+    @property
+    def pooled(self) -> bool:
+        """LEDGER_DATABASE_URL goes through a transaction-mode pooler: a direct URL of its own
+        was given for session state."""
+        return self.database_direct_url is not None and self.database_direct_url != (
+            self.database_url
+        )
+
+    @property
+    def sqlalchemy_url(self) -> sa.URL:
+        return self.database.sqlalchemy_url()
 
 
 def to_sqlalchemy_url(url: str) -> str:
-    """`postgresql://...` (the contract's form) to the psycopg 3 dialect SQLAlchemy needs."""
-    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
-    raise ConfigurationError("LEDGER_DATABASE_URL must start with postgresql://")
+    """A database URL (libpq's form, several hosts included) in SQLAlchemy's psycopg form."""
+    return DatabaseUrl.parse(url).sqlalchemy_url().render_as_string(hide_password=False)
 
 
 def _flag(value: str | None, *, default: bool) -> bool:
@@ -134,7 +168,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     except ValueError as exc:
         raise ConfigurationError("LEDGER_PORT must be an integer") from exc
     return Settings(
-        database_url=env.get("LEDGER_DATABASE_URL") or None,
         kafka_bootstrap_servers=env.get("LEDGER_KAFKA_BOOTSTRAP_SERVERS") or None,
         kafka_topic=env.get("LEDGER_KAFKA_TOPIC") or "ledger.events",
         kafka_enable_idempotence=_flag(env.get("LEDGER_KAFKA_ENABLE_IDEMPOTENCE"), default=False),
@@ -157,4 +190,25 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         webhook_allow_private=_flag(env.get("LEDGER_WEBHOOK_ALLOW_PRIVATE"), default=False),
         webhook_delivery=_flag(env.get("LEDGER_WEBHOOK_DELIVERY"), default=True),
         webhook_secret_key=env.get("LEDGER_WEBHOOK_SECRET_KEY") or None,
+        **_database_urls(env),
     )
+
+
+def _database_urls(env: Mapping[str, str]) -> dict[str, str | None]:
+    """The three database URLs, each checked now: one that cannot be used stops the command
+    with one line naming it, before anything connects."""
+    urls = {
+        "database_url": ("LEDGER_DATABASE_URL", env.get("LEDGER_DATABASE_URL") or None),
+        "database_read_url": (
+            "LEDGER_DATABASE_READ_URL",
+            env.get("LEDGER_DATABASE_READ_URL") or None,
+        ),
+        "database_direct_url": (
+            "LEDGER_DATABASE_DIRECT_URL",
+            env.get("LEDGER_DATABASE_DIRECT_URL") or None,
+        ),
+    }
+    for variable, value in urls.values():
+        if value is not None:
+            DatabaseUrl.parse(value, variable)
+    return {field: value for field, (_variable, value) in urls.items()}

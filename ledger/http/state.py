@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from ledger.core import limits
 from ledger.core.context import Actor
 from ledger.core.db import run_in_transaction
+from ledger.core.replica import ReadReplica
 from ledger.core.settings import Settings
 
 T = TypeVar("T")
@@ -33,9 +34,20 @@ class Services:
     authenticate: Authenticate
     key_cache: KeyCache = field(default_factory=lambda: KeyCache())
     extensions: dict[str, Any] = field(default_factory=dict)
+    # LEDGER_DATABASE_READ_URL's standby, when set (ledger/core/replica.py).
+    replica: ReadReplica | None = None
 
     async def run(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """On the primary: writes, and reads that must see the caller's own writes or whose
+        answer a write is judged against (an ETag for `If-Match`)."""
         return await run_in_transaction(self.sessionmaker, work)
+
+    async def read(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """A read that may be served by the standby (lists, statements, reports, the feed, the
+        console): never older than any write acknowledged before it arrived."""
+        if self.replica is None:
+            return await self.run(work)
+        return await self.replica.read(work)
 
 
 class KeyCache:

@@ -12,10 +12,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import NullPool
 
 from ledger.core import limits
-from ledger.core.db import run_in_transaction
+from ledger.core.backoff import jittered_backoff_ms
+from ledger.core.db import connection_defaults, run_in_transaction
 from ledger.core.errors import LedgerError
 from ledger.core.settings import Settings
 from ledger.idempotency import store as idempotency
@@ -51,29 +58,48 @@ async def idempotency_retention_step(sessionmaker: async_sessionmaker[AsyncSessi
 
 
 async def run_job(job: Job, stop: asyncio.Event) -> None:
+    """Run `job` until `stop`. A step that finds what it needs away (`ServiceUnavailable`: no
+    primary to connect to, a broker down) is retried with a capped, jittered backoff, so every
+    job follows a failover by itself: its next step connects again, through libpq's host list,
+    to whichever server is the primary by then. One line when a job loses its database or broker,
+    one when it is back."""
+    away = 0  # consecutive steps that found the database (or the broker) away
     while not stop.is_set():
         if job.wake is not None:
             job.wake.clear()  # cleared before the step: a wake-up during the step is kept
         try:
             done = await job.step()
         except LedgerError as exc:
-            log.warning("worker.step_unavailable", job=job.name, error=exc.code)
-            done = 0
+            away += 1
+            if away == 1:
+                log.warning("worker.step_unavailable", job=job.name, error=exc.code)
+            await _idle(job, stop, _away_seconds(job, away))
+            continue
         except Exception:
             log.exception("worker.step_failed", job=job.name)
             done = 0
+        if away:
+            log.info("worker.step_available", job=job.name, after_failed_steps=away)
+            away = 0
         if done:
             continue
-        await _idle(job, stop)
+        await _idle(job, stop, job.interval_seconds)
 
 
-async def _idle(job: Job, stop: asyncio.Event) -> None:
-    """Wait for the interval, the stop signal or the job's wake-up, whichever comes first."""
+def _away_seconds(job: Job, failures: int) -> float:
+    """From the job's own interval (at least 0.1 s), doubling to JOB_UNAVAILABLE_BACKOFF_MAX."""
+    initial_ms = max(100, round(job.interval_seconds * 1000))
+    cap_ms = max(initial_ms, round(limits.JOB_UNAVAILABLE_BACKOFF_MAX_SECONDS * 1000))
+    return jittered_backoff_ms(failures, initial_ms=initial_ms, max_ms=cap_ms) / 1000
+
+
+async def _idle(job: Job, stop: asyncio.Event, seconds: float) -> None:
+    """Wait for `seconds`, the stop signal or the job's wake-up, whichever comes first."""
     waits = [asyncio.ensure_future(stop.wait())]
     if job.wake is not None:
         waits.append(asyncio.ensure_future(job.wake.wait()))
     try:
-        await asyncio.wait(waits, timeout=job.interval_seconds, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for waiter in waits:
             waiter.cancel()
@@ -179,11 +205,19 @@ def audit_sealer_job(
 
     key = None if settings is None else settings.audit_signing_key
     signer = None if key is None else load_signer(key)
+    database = engine_of(sessionmaker) if settings is None else _sealer_database(settings)
     keys = None if settings is None or signer is None else keyring(settings, signer)
-    sealer = AuditSealer(engine_of(sessionmaker), signer=signer, keys=keys)
+    sealer = AuditSealer(database, signer=signer, keys=keys)
     return Job(
         "audit-sealer", sealer.paced_step, limits.AUDIT_SEAL_INTERVAL_SECONDS, close=sealer.close
     )
+
+
+def _sealer_database(settings: Settings) -> AsyncEngine:
+    """What the sealer connects to: its leader lock is session state, so the direct URL (with
+    the service's TCP keepalives); the sealer builds its own pool-less engine from this URL."""
+    url = settings.direct_database.with_defaults(connection_defaults("ledger-sealer"))
+    return create_async_engine(url.sqlalchemy_url(), poolclass=NullPool)
 
 
 def checkpoint_jobs(

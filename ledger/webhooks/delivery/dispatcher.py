@@ -28,10 +28,10 @@ from typing import TypeVar
 import sqlalchemy as sa
 import structlog
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ledger.core import limits
+from ledger.core.db import direct_engine
 from ledger.core.errors import ServiceUnavailable
 from ledger.core.locks import SINGLETON_KEY, LockClass
 from ledger.core.settings import Settings
@@ -221,21 +221,6 @@ class WebhookDispatcher:
 
 
 def _dispatcher_engine(settings: Settings) -> AsyncEngine:
-    """The dispatcher's own engine, without a pool (its connection holds a session lock), with
-    the same session settings as the relay's (outbox/relay.py)."""
-    options = (
-        f"-c lock_timeout={limits.DB_LOCK_TIMEOUT_MS} "
-        f"-c statement_timeout={limits.DB_STATEMENT_TIMEOUT_MS} "
-        f"-c idle_in_transaction_session_timeout={limits.DB_IDLE_IN_TRANSACTION_TIMEOUT_MS} "
-        "-c timezone=UTC"
-    )
-    return create_async_engine(
-        settings.sqlalchemy_url,
-        poolclass=NullPool,
-        isolation_level="READ COMMITTED",
-        connect_args={
-            "options": options,
-            "connect_timeout": limits.DB_CONNECT_TIMEOUT_SECONDS,
-            "application_name": f"ledger-webhooks-{os.getpid()}",
-        },
-    )
+    """The dispatcher's own engine, without a pool (its connection holds a session lock), on
+    LEDGER_DATABASE_DIRECT_URL like the relay's leader connection (ledger/core/leader.py)."""
+    return direct_engine(settings, f"ledger-webhooks-{os.getpid()}")
