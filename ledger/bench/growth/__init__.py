@@ -10,7 +10,7 @@ ratio to its time at the first size and flags those beyond 2x.
 
 from __future__ import annotations
 
-import dataclasses
+import sys
 import time
 from typing import Any
 
@@ -21,7 +21,7 @@ from ledger.bench import run_async
 from ledger.bench.growth import catalogue, storage
 from ledger.bench.growth.fill import Filler, FillLog, count_transfers
 from ledger.bench.growth.options import BUSY_PERCENT, GrowthOptions, parse_sizes
-from ledger.bench.growth.reads import time_read
+from ledger.bench.growth.reads import Read, time_read
 from ledger.bench.growth.table import add_ratios, render
 from ledger.bench.growth.verify import has_since_last, verify
 from ledger.bench.http import open_client, post_setup
@@ -106,9 +106,9 @@ async def _measure(options: GrowthOptions) -> dict[str, Any]:
         first = await storage.footprint(conn)
         first_held = await count_transfers(conn)
         for size in options.sizes:
-            steps.append(
-                await _step(options, conn, http, filler, subject, cookies, size, incremental)
-            )
+            step = await _step(options, conn, http, filler, subject, cookies, size, incremental)
+            steps.append(step)
+            _said(step)
         last = await storage.footprint(conn)
         filled = steps[-1]["transfers"] - first_held
         wal = await storage.wal_bytes(conn, first.wal_lsn, last.wal_lsn)
@@ -137,6 +137,17 @@ async def _measure(options: GrowthOptions) -> dict[str, Any]:
     }
 
 
+def _said(step: dict[str, Any]) -> None:
+    """One line on stderr per size, so a long run can be followed (the report comes at the end)."""
+    reads = " ".join(f"{name}={read['median_ms']}" for name, read in step["reads"].items())
+    sys.stderr.write(
+        f"growth: {step['size']:,} transfers, filled in {step['fill_s']} s, drained in "
+        f"{step['drain_s']} s, verify {step['verify_s']} s, WAL {step['wal_bytes_per_transfer']} "
+        f"B/transfer; median ms: {reads}\n"
+    )
+    sys.stderr.flush()
+
+
 async def _step(
     options: GrowthOptions,
     conn: storage.Conn,
@@ -147,6 +158,7 @@ async def _step(
     size: int,
     incremental: bool,
 ) -> dict[str, Any]:
+    """Fill to `size`, wait for the worker, then measure: bytes, lags, reads, verify."""
     problems: list[str] = []
     before = await storage.footprint(conn)
     held_before = await count_transfers(conn)
@@ -162,40 +174,28 @@ async def _step(
     if backlog:
         problems.append(f"at {size:,}: the worker left {backlog} rows waiting")
     added = held - held_before
-    wal = await storage.wal_bytes(conn, before.wal_lsn, after.wal_lsn)
+    bytes_ = await storage.per_transfer(conn, before, after, added)
     lags = await storage.lags(options.database_url, conn, window_start, window_end)
     mid = filler.log.instant_at(size // 2)
-    counts = await catalogue.expected(conn, subject.busy_id, mid)
     transfer_id = filler.log.transfer_near(size // 2)
     if transfer_id is None:
         raise BenchAborted("the fill acknowledged no transfer")
-    record_id = await catalogue.proof_record(http, transfer_id)
     reads, deep = await catalogue.reads_for(
-        http, subject, counts, mid, options.deep_page, record_id, cookies
+        http,
+        subject,
+        await catalogue.expected(conn, subject.busy_id, mid),
+        mid,
+        options.deep_page,
+        await catalogue.proof_record(http, transfer_id),
+        cookies,
     )
-    timings = {}
-    for read in reads:
-        timing = await time_read(read, options.repeat)
-        entry: dict[str, Any] = dataclasses.asdict(timing)
-        entry.pop("name")
-        entry.pop("extra")
-        if timing.problem is None:
-            entry.pop("problem")
-        else:
-            problems.append(f"{read.name} at {size:,}: {timing.problem}")
-        timings[read.name] = entry
+    timings = await _time_reads(reads, options.repeat, size, problems)
     verified = await verify(options.database_url, incremental)
-    if verified["verify_exit"] != 0:
-        problems.append(f"ledger verify at {size:,} exited {verified['verify_exit']}")
-    if incremental and verified["verify_since_last_exit"] != 0:
-        problems.append(
-            f"ledger verify --since-last at {size:,} exited {verified['verify_since_last_exit']}"
-        )
-    tables = {
-        name: round((after.tables.get(name, 0) - before.tables.get(name, 0)) / added)
-        for name in sorted(after.tables, key=lambda n: before.tables.get(n, 0) - after.tables[n])
-        if added and after.tables.get(name, 0) != before.tables.get(name, 0)
-    }
+    for key in ("verify_exit", "verify_since_last_exit"):
+        if verified[key] not in (0, None):
+            problems.append(
+                f"ledger {key.removesuffix('_exit')} at {size:,} exited {verified[key]}"
+            )
     return {
         "size": size,
         "transfers": held,
@@ -209,10 +209,24 @@ async def _step(
         **lags,
         **verified,
         "database_bytes": after.database_bytes,
-        "disk_bytes_per_transfer": round((after.database_bytes - before.database_bytes) / added)
-        if added
-        else None,
-        "wal_bytes_per_transfer": round(wal / added) if added else None,
-        "table_bytes_per_transfer": tables,
+        **bytes_,
         "problems": problems,
     }
+
+
+async def _time_reads(
+    reads: list[Read], repeat: int, size: int, problems: list[str]
+) -> dict[str, dict[str, Any]]:
+    timings: dict[str, dict[str, Any]] = {}
+    for read in reads:
+        timing = await time_read(read, repeat)
+        entry: dict[str, Any] = {
+            "median_ms": timing.median_ms,
+            "p90_ms": timing.p90_ms,
+            "status": timing.status,
+        }
+        if timing.problem is not None:
+            entry["problem"] = timing.problem
+            problems.append(f"{read.name} at {size:,}: {timing.problem}")
+        timings[read.name] = entry
+    return timings

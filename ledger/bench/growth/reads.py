@@ -15,7 +15,7 @@ import math
 import statistics
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -43,7 +43,6 @@ class Timing:
     p90_ms: float
     status: int
     problem: str | None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _p90(samples: list[float]) -> float:

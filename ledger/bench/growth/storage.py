@@ -16,6 +16,7 @@ import asyncio
 import datetime as dt
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 
@@ -78,6 +79,28 @@ async def footprint(conn: Conn) -> Footprint:
     return Footprint(database_bytes=size, tables=tables, wal_lsn=await wal_lsn(conn))
 
 
+async def per_transfer(
+    conn: Conn, before: Footprint, after: Footprint, added: int
+) -> dict[str, Any]:
+    """Disk and WAL bytes per added transfer, and each table's that grew (largest first)."""
+    if added <= 0:
+        return {"disk_bytes_per_transfer": None, "wal_bytes_per_transfer": None}
+    grown = {
+        name: after.tables[name] - before.tables.get(name, 0)
+        for name in after.tables
+        if after.tables[name] != before.tables.get(name, 0)
+    }
+    wal = await wal_bytes(conn, before.wal_lsn, after.wal_lsn)
+    return {
+        "disk_bytes_per_transfer": round((after.database_bytes - before.database_bytes) / added),
+        "wal_bytes_per_transfer": round(wal / added),
+        "table_bytes_per_transfer": {
+            name: round(grew / added)
+            for name, grew in sorted(grown.items(), key=lambda item: -item[1])
+        },
+    }
+
+
 async def drain(conn: Conn, since: dt.datetime) -> tuple[float, int]:
     """Wait until the worker has published every event, sealed every record written since
     `since` and signed a checkpoint over every seal. Returns the seconds waited and what was
@@ -124,6 +147,7 @@ __all__ = [
     "drain",
     "footprint",
     "lags",
+    "per_transfer",
     "wal_bytes",
     "wal_lsn",
 ]
