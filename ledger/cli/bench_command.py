@@ -9,6 +9,10 @@ from typing import Any
 
 from ledger.cli.common import _settings
 
+# The load bench's defaults; `--growth` has its own (ledger/bench/growth/options.py).
+ACCOUNTS_DEFAULT = 1000
+CLIENTS_DEFAULT = 16
+
 
 def cmd_bench(args: argparse.Namespace) -> int:
     import json
@@ -22,8 +26,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     options = BenchOptions(
         url=args.url or f"http://{settings.host}:{settings.port}",
         key=args.key or settings.admin_key or "",
-        accounts=1000 if args.accounts is None else args.accounts,
-        clients=16 if args.clients is None else args.clients,
+        accounts=ACCOUNTS_DEFAULT if args.accounts is None else args.accounts,
+        clients=CLIENTS_DEFAULT if args.clients is None else args.clients,
         duration_s=args.duration,
         hot=args.hot,
         batch=args.batch or 0,
@@ -53,6 +57,7 @@ def _cmd_growth(args: argparse.Namespace) -> int:
 
     from ledger.bench import require_bench_extra
     from ledger.bench.growth import GrowthOptions, parse_sizes, render, run_growth
+    from ledger.bench.growth.options import GROWTH_ACCOUNTS_DEFAULT, GROWTH_CLIENTS_DEFAULT
     from ledger.core import limits
 
     require_bench_extra()
@@ -62,8 +67,8 @@ def _cmd_growth(args: argparse.Namespace) -> int:
         key=args.key or settings.admin_key or "",
         database_url=args.database_url or settings.database_url or "",
         sizes=parse_sizes(args.growth),
-        accounts=2000 if args.accounts is None else args.accounts,
-        clients=4 if args.clients is None else args.clients,
+        accounts=GROWTH_ACCOUNTS_DEFAULT if args.accounts is None else args.accounts,
+        clients=GROWTH_CLIENTS_DEFAULT if args.clients is None else args.clients,
         batch=args.batch or limits.BATCH_TRANSFERS_MAX,
         repeat=args.repeat,
         deep_page=args.deep_page,
