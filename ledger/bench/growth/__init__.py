@@ -10,6 +10,7 @@ ratio to its time at the first size and flags those beyond 2x.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from typing import Any
@@ -138,13 +139,9 @@ async def _measure(options: GrowthOptions) -> dict[str, Any]:
 
 
 def _said(step: dict[str, Any]) -> None:
-    """One line on stderr per size, so a long run can be followed (the report comes at the end)."""
-    reads = " ".join(f"{name}={read['median_ms']}" for name, read in step["reads"].items())
-    sys.stderr.write(
-        f"growth: {step['size']:,} transfers, filled in {step['fill_s']} s, drained in "
-        f"{step['drain_s']} s, verify {step['verify_s']} s, WAL {step['wal_bytes_per_transfer']} "
-        f"B/transfer; median ms: {reads}\n"
-    )
+    """Each size's figures on stderr as soon as they are known (`growth step: {...}`), so a long
+    run can be followed and a run stopped part-way still leaves its smaller sizes."""
+    sys.stderr.write(f"growth step: {json.dumps(step)}\n")
     sys.stderr.flush()
 
 
