@@ -168,6 +168,8 @@ CHECKS: list[tuple[str, str]] = [
     *MOVEMENT_CHECKS,  # exchanges, the period lock, monitors
 ]
 
+CHECKS_BY_RULE: dict[str, tuple[str, str]] = {rule: (rule, query) for rule, query in CHECKS}
+
 
 async def find_violations(session: AsyncSession) -> list[str]:
     lines: list[str] = []
