@@ -31,8 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from ledger.core import limits
 from ledger.core.locks import SINGLETON_KEY, LockClass
 from ledger.posting.incremental_invariants import INCREMENTAL_CHECKS, MARK_CHECKS
-from ledger.posting.invariants import CHECKS
-from ledger.posting.reporting_invariants import REPORTING_CHECKS
+from ledger.posting.invariants import find_violations
 
 
 @dataclass(frozen=True)
@@ -183,7 +182,7 @@ async def _violations(
 
 
 async def _full(conn: AsyncConnection, outcome: VerifyOutcome) -> Counts:
-    outcome.violations += await _violations(conn, CHECKS + REPORTING_CHECKS, {})
+    outcome.violations += await find_violations(conn)
     row = (
         await conn.execute(
             sa.text(
