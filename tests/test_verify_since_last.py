@@ -224,3 +224,63 @@ async def test_marks_that_do_not_describe_the_data_are_refused(
     assert any(
         "posted balance differs" in line and b["id"] in line for line in full.stdout.splitlines()
     )
+
+
+async def test_a_run_waits_for_the_transactions_open_when_it_began(
+    client: httpx.AsyncClient, settings: Settings, sync_db: psycopg.Connection[Any], db_url: str
+) -> None:
+    """Ids are handed out before commit: an account and its first event written by a
+    transaction still open when a run begins have ids below that run's watermarks. The run waits
+    for it, so its snapshot holds them and they are checked and marked; a run that did not wait
+    would leave them below the watermark unmarked, and the next run would call the account's
+    event lost."""
+    _source, a, _b, _moved = await busy_ledger(client)
+    assert (await verify(settings)).returncode == 0
+    late = "018f0000-0000-7000-8000-00000000abcd"
+    with psycopg.connect(db_url) as open_tx:  # one transaction, open until committed below
+        open_tx.execute(
+            "INSERT INTO accounts (id, code, currency, normal_balance, min_balance, status,"
+            " metadata, metadata_text, version, posted_debits, posted_credits, pending_debits,"
+            " pending_credits, created_at, updated_at)"
+            f" SELECT '{late}', 'late-one', currency, normal_balance, min_balance, status,"
+            " metadata, metadata_text, 1, 0, 0, 0, 0, now(), now()"
+            f" FROM accounts WHERE id = '{a['id']}'"
+        )
+        open_tx.execute(
+            "INSERT INTO outbox_events (event_id, type, subject, sequence, envelope, created_at)"
+            f" SELECT gen_random_uuid(), type, '{late}', 1, envelope, now() FROM outbox_events"
+            f" WHERE subject = '{a['id']}' AND sequence = 1"
+        )
+        env = {
+            **os.environ,
+            "LEDGER_DATABASE_URL": settings.database_url or "",
+            "LEDGER_LOG_LEVEL": "warning",
+        }
+        run = subprocess.Popen(  # noqa: ASYNC220 - it must run while this test holds open_tx
+            [LEDGER, "verify", "--since-last"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            waiting = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_snapshot_xmin%'"
+            for _ in range(600):
+                row = sync_db.execute(waiting + " AND pid <> pg_backend_pid()").fetchone()
+                if (row and row[0]) or run.poll() is not None:
+                    break
+                await asyncio.sleep(0.1)
+            assert run.poll() is None, "the run ended while a transaction it must wait for was open"
+            open_tx.commit()
+            out, err = await asyncio.to_thread(run.communicate, timeout=120)
+        finally:
+            if run.poll() is None:
+                run.kill()
+    assert run.returncode == 0, out + err
+    assert checked(subprocess.CompletedProcess([], 0, out, err))["accounts"] == 1, err
+    marked = sync_db.execute(
+        f"SELECT version FROM verify_account_marks WHERE account_id = '{late}'"
+    ).fetchone()
+    assert marked == (1,)
+    after = await verify(settings, "--since-last")
+    assert after.returncode == 0, after.stdout + after.stderr
