@@ -1,7 +1,7 @@
 """verify marks: what `ledger verify --since-last` carries forward from the last run
 
 Revision ID: 0022_verify_marks
-Revises: 0020_webhooks
+Revises: 0021_growth_reads
 Create Date: 2026-12-07 05:00:00.000000
 
 Each successful `ledger verify` records its bounds (`verify_runs`) and, per account and per
@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql
 UUID = postgresql.UUID(as_uuid=True)
 
 revision: str = "0022_verify_marks"
-down_revision: str | None = "0020_webhooks"
+down_revision: str | None = "0021_growth_reads"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
