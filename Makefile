@@ -12,7 +12,14 @@ EXTRAS := dev,bench
 ASYNCAPI_SPECS_VERSION := 6.11.1
 ASYNCAPI_SPEC := $(VENV)/specs/asyncapi-3.0.0.json
 
-.PHONY: install run test lint typecheck clean
+.PHONY: install run test lint typecheck system-tools clean
+
+# Debian programs the suite runs as real parts (docs/scaling.md): PgBouncer in transaction mode,
+# HAProxy in front of two APIs, Patroni with etcd managing a primary and a standby, and Chromium
+# for the console's browser tests. Installed with apt-get when missing and run as root (CI is);
+# otherwise the target names the command to run and stops.
+SYSTEM_TOOLS := /usr/sbin/pgbouncer /usr/sbin/haproxy /usr/bin/patroni /usr/bin/etcd /usr/bin/chromium
+SYSTEM_PACKAGES := pgbouncer haproxy patroni etcd-server chromium
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -40,7 +47,19 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck $(ASYNCAPI_SPEC)
+system-tools:
+	@missing=""; for t in $(SYSTEM_TOOLS); do [ -x $$t ] || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing Debian packages for:$$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+				$(SYSTEM_PACKAGES) >/dev/null; \
+		else \
+			echo "missing:$$missing; run: sudo apt-get install -y $(SYSTEM_PACKAGES)"; exit 1; \
+		fi; \
+	fi
+
+test: lint typecheck $(ASYNCAPI_SPEC) system-tools
 	$(BIN)/pytest
 
 clean:

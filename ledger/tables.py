@@ -17,6 +17,7 @@ from ledger.core.lock_models import LockKeySecret
 from ledger.idempotency.models import IdempotencyRecord
 from ledger.posting.models import Account, Entry, Transfer, VoidedTransferId
 from ledger.posting.movement_models import AccountMonitor, Exchange, PeriodLock
+from ledger.posting.verify_models import VerifyAccountMark, VerifyMonitorMark, VerifyRun
 from ledger.webhooks.models import WebhookDelivery, WebhookEndpoint, WebhookSecret
 from outbox.models import ConsumerBalance, ConsumerInbox, OutboxEvent
 
@@ -44,6 +45,9 @@ __all__ = [
     "OutboxEvent",
     "PeriodLock",
     "Transfer",
+    "VerifyAccountMark",
+    "VerifyMonitorMark",
+    "VerifyRun",
     "VoidedTransferId",
     "WebhookDelivery",
     "WebhookEndpoint",

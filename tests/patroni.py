@@ -1,5 +1,5 @@
-"""Patroni (Debian's 3.0, `.ci/run` installs it) managing a primary and a synchronous standby, with
-a one-member etcd as its store, all on loopback ports, for tests/test_patroni.py.
+"""Patroni (Debian's 3.0, `make test` installs it) managing a primary and a synchronous standby,
+with a one-member etcd as its store, all on loopback ports, for tests/test_patroni.py.
 
 The timings are a test's, not production's: a 10 s leader TTL, a 1 s loop and a 3 s retry
 timeout (Patroni's rule, loop_wait + 2 x retry_timeout <= ttl, holds), so a dead leader is

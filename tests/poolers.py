@@ -1,5 +1,5 @@
 """Debian's PgBouncer and HAProxy as real processes on loopback ports, for the tests of contract
-9.3 (`.ci/run` installs both with apt-get). Each is started with a configuration file of its own
+9.3 (`make test` installs both with apt-get). Each is started with a configuration file of its own
 in a temporary directory and stopped by its process group; nothing here touches a system
 service."""
 

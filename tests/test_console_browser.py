@@ -2,8 +2,9 @@
 `ledger serve --workers 2` (so a session must hold across processes).
 
 Playwright cannot download browsers here; it launches the system's Chromium by path. Without
-/usr/bin/chromium these tests are skipped with the reason printed in pytest's summary; CI
-installs it (.ci/run). Screenshots of each page go under .ledger/screenshots/ (not committed).
+/usr/bin/chromium these tests are skipped with the reason printed in pytest's summary; `make
+test` installs it (`make system-tools`). Screenshots of each page go under .ledger/screenshots/
+(not committed).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ CHROMIUM = shutil.which("chromium") or (
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None,
     reason="browser tests skipped: no Chromium at /usr/bin/chromium "
-    "(apt-get install -y chromium; CI installs it in .ci/run)",
+    "(apt-get install -y chromium; make test installs it)",
 )
 
 ADMIN_SECRET = "lk_console_browser_admin_0123456789"

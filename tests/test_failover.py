@@ -235,7 +235,14 @@ async def test_a_synchronous_standby_takes_over_with_nothing_lost(
             " = (SELECT count(*) FROM audit_seals)",
             "every record sealed and checkpointed",
         )
-        await wait_for(url, "SELECT count(*) > 0 FROM audit_checkpoint_deliveries", "delivery")
+        # The checkpoints' Kafka target has taken every checkpoint (its position is per target).
+        await wait_for(
+            url,
+            "SELECT coalesce((SELECT delivered_size FROM audit_checkpoint_targets"
+            f" WHERE target = 'kafka:{topic}.checkpoints'), 0)"
+            " = (SELECT max(tree_size) FROM audit_checkpoints)",
+            "every checkpoint delivered to Kafka",
+        )
         await wait_for(
             url,
             f"SELECT state = 'expired' FROM transfers WHERE metadata->>'ref' = '{HOLD_REF}'",

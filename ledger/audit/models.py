@@ -46,6 +46,8 @@ class AuditRecord(Base):
         sa.Index("ix_audit_records_at", "at"),
         # The console's search by request id (migration 0014_console).
         sa.Index("ix_audit_records_request_id_seq", "request_id", "seq"),
+        # The search by action, in seq order (migration 0021_growth_reads).
+        sa.Index("ix_audit_records_action_seq", "action", "seq"),
     )
 
 

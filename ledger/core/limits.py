@@ -52,6 +52,12 @@ AUDIT_SEALER_IDLE_SESSION_TIMEOUT_MS = 4_000
 AUDIT_VERIFY_BATCH_SIZE = 2_000  # seals read per query by `audit verify`
 AUDIT_SHOW_RECORDS_MAX = 10_000  # records one `ledger audit show` prints at most
 
+# `ledger verify`: before its snapshot it waits for the transactions already open to end (then
+# every id below its watermarks has committed or rolled back); a transfer's transaction ends
+# within its statement budget, so twice that is ample. Polled every few milliseconds.
+VERIFY_SETTLE_WAIT_MAX_SECONDS = 2 * DB_STATEMENT_TIMEOUT_MS // 1000
+VERIFY_SETTLE_POLL_SECONDS = 0.005
+
 # Verifiable audit (issue 14): signed checkpoints of the Merkle tree over sealed records. The
 # contract asks for one at least every 10 s while records are sealed; a pass runs every 0.5 s.
 AUDIT_CHECKPOINT_INTERVAL_SECONDS = 5.0

@@ -34,6 +34,7 @@ class LockClass(enum.IntEnum):
     AUDIT_CHECKPOINT_DELIVERY = 14  # one delivery of checkpoints per target, per transaction
     WEBHOOK_DISPATCHER = 26  # the one active webhook dispatcher, held by its session
     WEBHOOK_ENDPOINTS = 27  # creations of webhook endpoints (their bound), per transaction
+    VERIFY_RUN = 40  # the one `ledger verify` that records its run, held by its session
 
 
 # A class whose lock is one lock: its second key is always this.

@@ -15,6 +15,11 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
+# Rows a filtered page reads in id order before it asks the GIN index: this many per row it
+# answers, and never fewer than the floor (a few thousand rows cost a few milliseconds).
+WALK_ROWS_PER_ITEM = 32
+WALK_ROWS_MIN = 4096
+
 
 def metadata_contains(
     column: sa.ColumnElement[Any], filters: Sequence[tuple[str, str]]
@@ -35,19 +40,62 @@ def page_query(
 ) -> sa.Select[Any]:
     """One page of `table` by id, under `conditions` and the metadata `filters`.
 
-    Without filters: the plain `ORDER BY id LIMIT n`. With them, the matching ids are found
-    first, alone (a MATERIALIZED CTE: containment on the GIN index, no ordering to tempt the
-    planner), and only then ordered, cut to the page and joined back by primary key. Left to
-    itself, the planner often walks the primary key in order and filters every row until the
-    page is full: for a rare value, a scan of the whole table. The cost here follows the
-    number of matches instead, 16 bytes each."""
+    Without filters: the plain `ORDER BY id LIMIT n`. With them, two ways to the page, each
+    cheap where the other is not, in one statement:
+
+    - *walk*: the rows in id order (the primary key), at most `WALK_ROWS_PER_ITEM * limit` of
+      them (`WALK_ROWS_MIN` at least), tested against the filters until the page is full. A
+      value that many rows carry fills the page here, however large the table: a filter
+      matching half of it reads about `2 * limit` rows.
+    - *seek*, only when the walk went through all its rows without filling the page: the
+      matches after the walked rows are found alone through the GIN index (a MATERIALIZED CTE:
+      containment, no ordering to tempt the planner into a primary-key walk that filters the
+      whole table), then ordered and cut. Its cost follows the matches after the walk, 16 bytes
+      each; the walk showed the filter matches fewer than one row in `WALK_ROWS_PER_ITEM` here.
+
+    The seek is gated by a condition on the walk alone (a one-time filter: when false, its scan
+    never starts). The page is the walk's matches, then the seek's, cut to `limit` and joined
+    back by primary key."""
     if not filters:
         return sa.select(*columns).where(*conditions).order_by(table.c.id).limit(limit)
-    matched = (
-        sa.select(table.c.id)
-        .where(*conditions, *metadata_contains(table.c.metadata, filters))
-        .cte("matched")
+    walk_rows = max(WALK_ROWS_MIN, WALK_ROWS_PER_ITEM * limit)
+    walked = (
+        sa.select(table.c.id, table.c.metadata)
+        .where(*conditions)
+        .order_by(table.c.id)
+        .limit(walk_rows)
+        .subquery("walked")
+    )
+    # A subquery, not a CTE: its order is the outer ORDER BY's, so the LIMIT stops the walk.
+    near = (
+        sa.select(walked.c.id)
+        .where(*metadata_contains(walked.c.metadata, filters))
+        .order_by(walked.c.id)
+        .limit(limit)
+        .cte("near")
         .prefix_with("MATERIALIZED")
     )
-    page_ids = sa.select(matched.c.id).order_by(matched.c.id).limit(limit)
+    near_count = sa.select(sa.func.count()).select_from(near).scalar_subquery()
+    # The last walked row; NULL when fewer rows exist, and then nothing lies after the walk.
+    walked_last = (
+        sa.select(table.c.id)
+        .where(*conditions)
+        .order_by(table.c.id)
+        .offset(walk_rows - 1)
+        .limit(1)
+        .scalar_subquery()
+    )
+    far = (
+        sa.select(table.c.id)
+        .where(
+            near_count < limit,
+            table.c.id > walked_last,
+            *conditions,
+            *metadata_contains(table.c.metadata, filters),
+        )
+        .cte("far")
+        .prefix_with("MATERIALIZED")
+    )
+    found = sa.union_all(sa.select(near.c.id), sa.select(far.c.id)).subquery("found")
+    page_ids = sa.select(found.c.id).order_by(found.c.id).limit(limit)
     return sa.select(*columns).where(table.c.id.in_(page_ids)).order_by(table.c.id)
