@@ -53,9 +53,9 @@ def page_query(
       whole table), then ordered and cut. Its cost follows the matches after the walk, 16 bytes
       each; the walk showed the filter matches fewer than one row in `WALK_ROWS_PER_ITEM` here.
 
-    The seek is gated by a condition on the walk alone (a one-time filter: when false, its scan
-    never starts). The page is the walk's matches, then the seek's, cut to `limit` and joined
-    back by primary key."""
+    The seek is gated by a condition on the walk alone (a one-time filter on the read of its
+    CTE: when false, the CTE never runs). The page is the walk's matches, then the seek's, cut
+    to `limit` and joined back by primary key."""
     if not filters:
         return sa.select(*columns).where(*conditions).order_by(table.c.id).limit(limit)
     walk_rows = max(WALK_ROWS_MIN, WALK_ROWS_PER_ITEM * limit)
@@ -88,7 +88,6 @@ def page_query(
     far = (
         sa.select(table.c.id)
         .where(
-            near_count < limit,
             table.c.id > walked_last,
             *conditions,
             *metadata_contains(table.c.metadata, filters),
@@ -96,6 +95,10 @@ def page_query(
         .cte("far")
         .prefix_with("MATERIALIZED")
     )
-    found = sa.union_all(sa.select(near.c.id), sa.select(far.c.id)).subquery("found")
+    # The gate sits on the read of `far`, outside it: a CTE runs only when read, so neither its
+    # scan nor the last walked row is computed when the walk filled the page (inside the CTE, a
+    # parallel plan would compute both before it looked at the gate).
+    seek = sa.select(far.c.id).where(near_count < limit)
+    found = sa.union_all(sa.select(near.c.id), seek).subquery("found")
     page_ids = sa.select(found.c.id).order_by(found.c.id).limit(limit)
     return sa.select(*columns).where(table.c.id.in_(page_ids)).order_by(table.c.id)
