@@ -18,7 +18,7 @@ from psycopg.conninfo import conninfo_to_dict
 from ledger.bench import cpu
 from ledger.bench.lag import db_clock, measure_lags
 from ledger.bench.options import BenchOptions
-from ledger.bench.wal import drained_lsn
+from ledger.bench.wal import drained_lsn, lsn_text
 
 LOCAL_HOSTS = frozenset({"", "localhost", "127.0.0.1", "::1"})
 
@@ -78,4 +78,6 @@ class Observer:
                 round((lsn - self._wal_before) / transfers) if drained and transfers else None
             )
             fields["wal_drained"] = drained
+            # For pg_waldump --start/--end: what the figure covers, record by record.
+            fields["wal_lsn_range"] = [lsn_text(self._wal_before), lsn_text(lsn)]
         return fields

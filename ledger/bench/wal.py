@@ -24,7 +24,8 @@ POLL_SECONDS = 0.25
 # checkpoint covers yet. Counting whole tables is fine at a bench's sizes.
 _PENDING = """
 SELECT
-    (SELECT count(*) FROM outbox_events WHERE position IS NULL),
+    (SELECT count(*) FROM outbox_events e
+      WHERE NOT EXISTS (SELECT 1 FROM outbox_feed f WHERE f.id = e.id)),
     (SELECT count(*) FROM audit_records) - (SELECT count(*) FROM audit_seals),
     (SELECT count(*) FROM audit_seals)
       - coalesce((SELECT max(tree_size) FROM audit_checkpoints), 0)
@@ -52,3 +53,8 @@ async def drained_lsn(database_url: str) -> tuple[int, bool]:
             await asyncio.sleep(POLL_SECONDS)
         lsn = await (await conn.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")).fetchone()
         return (int(lsn[0]) if lsn is not None else 0), drained
+
+
+def lsn_text(position: int) -> str:
+    """A WAL position in bytes as PostgreSQL writes an LSN (`0/1A2B3C4`)."""
+    return f"{position >> 32:X}/{position & 0xFFFFFFFF:X}"
