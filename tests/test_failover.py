@@ -243,7 +243,11 @@ async def test_a_synchronous_standby_takes_over_with_nothing_lost(
             " = (SELECT count(*) FROM audit_seals)",
             "every record sealed and checkpointed",
         )
-        await wait_for(url, "SELECT count(*) > 0 FROM audit_checkpoint_deliveries", "delivery")
+        await wait_for(
+            url,
+            "SELECT count(*) > 0 FROM audit_checkpoint_targets WHERE delivered_size > 0",
+            "delivery",
+        )
         await wait_for(
             url,
             f"SELECT state = 'expired' FROM transfers WHERE metadata->>'ref' = '{HOLD_REF}'",
