@@ -9,7 +9,9 @@ again, and the window the row records is where the next step (or the next relay)
 - an event whose transaction commits late, behind events with higher ids that a window already
   took, is in a later window: every event once, in one position each;
 - rows left by the schema before batches: what was published keeps its position, what was not
-  is taken by the first window after the upgrade.
+  is taken by the first window after the upgrade;
+- a transaction left open (a backup, a forgotten session) holds every snapshot's xmin back, yet
+  a new window does not read what was published since it began.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from ledger.core import migrate
 from ledger.core.db import create_engine
 from ledger.core.settings import Settings
 from outbox.relay import Relay
-from outbox.repository import FETCH_WINDOW, fetch_unpublished, mark_published
+from outbox.repository import FETCH_WINDOW, WINDOW_START, fetch_unpublished, mark_published
 
 NOW = dt.datetime(2026, 12, 7, tzinfo=dt.UTC)
 INSERT_EVENTS = (
@@ -170,3 +172,35 @@ async def test_rows_of_the_schema_before_batches_keep_their_positions_or_get_the
     ).fetchall()
     assert [(int(p), int(i)) for p, i in rows] == feed
     migrate.upgrade(db_url)
+
+
+async def test_a_transaction_left_open_does_not_make_each_window_read_what_was_published(
+    settings: Settings, sync_db: psycopg.Connection[Any], db_url: str
+) -> None:
+    with psycopg.connect(db_url) as forgotten:
+        # An open transaction with an id (a backup, a session left in a transaction): the
+        # xmin of every snapshot stays behind it while it lasts.
+        forgotten.execute("SELECT pg_current_xact_id()")
+        sync_db.execute(INSERT_EVENTS, (5_000,))
+        assert len(await _step(settings, 5_000)) == 5_000
+        sync_db.execute(INSERT_EVENTS, (3,))
+        engine = create_engine(settings, pool_size=1)
+        try:
+            async with engine.begin() as conn:
+                window, rows = await fetch_unpublished(conn, 500)
+        finally:
+            await engine.dispose()
+        assert len(rows) == 3
+        explain = WINDOW_START
+        for name, value in sorted(window.bounds().items(), key=lambda item: -len(item[0])):
+            explain = explain.replace(f":{name}", sql.quote(value))
+        explained = sync_db.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {explain}").fetchone()
+        assert explained is not None
+        plan = explained[0] if isinstance(explained[0], list) else json.loads(explained[0])
+        scans = _scans(plan[0]["Plan"])
+        # The window starts from the open transaction's own id and the snapshot's xmax, not
+        # from its xmin: the 5,000 events published meanwhile are not read again.
+        assert sum(read for _, _, read in scans) < 100, scans
+        forgotten.rollback()
+    assert len(await _step(settings, 500)) == 3
+    _assert_feed_is_every_event_once(sync_db)
