@@ -69,11 +69,13 @@ def upgrade() -> None:
             "xact_id",
             sa.BigInteger(),
             nullable=False,
-            server_default=sa.text("2"),
+            # Published rows: their transactions are long over, and the windows took them. A
+            # constant default is stored once in the catalog, not written into every row.
+            server_default=sa.text("1"),
         ),
     )
-    # Published rows: their transactions are long over, and the windows already took them.
-    op.execute("UPDATE outbox_events SET xact_id = 1 WHERE position IS NOT NULL")
+    # The few rows the old relay had not published yet.
+    op.execute("UPDATE outbox_events SET xact_id = 2 WHERE position IS NULL")
     op.execute(
         f"""
         INSERT INTO outbox_batches (first_position, event_ids, published_at, window_low,
