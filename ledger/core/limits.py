@@ -57,6 +57,9 @@ AUDIT_SHOW_RECORDS_MAX = 10_000  # records one `ledger audit show` prints at mos
 # within its statement budget, so twice that is ample. Polled every few milliseconds.
 VERIFY_SETTLE_WAIT_MAX_SECONDS = 2 * DB_STATEMENT_TIMEOUT_MS // 1000
 VERIFY_SETTLE_POLL_SECONDS = 0.005
+# Memory for the full run's sort of every entry in account order (a bigger ledger spills to
+# disk, still in sequential reads).
+VERIFY_SORT_MEMORY_MB = 256
 
 # Verifiable audit (issue 14): signed checkpoints of the Merkle tree over sealed records. The
 # contract asks for one at least every 10 s while records are sealed; a pass runs every 0.5 s.
