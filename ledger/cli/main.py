@@ -142,9 +142,18 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_webhook_delivery(args: argparse.Namespace) -> int:
     from ledger.worker.jobs import run_webhook_delivery
 
-    settings = _settings()
-    if not args.with_parent:
-        _serve_metrics(settings)  # as a child, its series go to the worker's /metrics
+    if args.with_parent:
+        # The worker's own settings, from its pipe; the series go to the worker's /metrics.
+        from ledger.worker.webhook_process import read_parent_settings
+        from observability.logging import configure_logging
+        from observability.tracing import configure_tracing
+
+        settings = read_parent_settings()
+        configure_logging(settings.log_level, settings.log_format)
+        configure_tracing()
+    else:
+        settings = _settings()
+        _serve_metrics(settings)
 
     async def main() -> None:
         stop = asyncio.Event()

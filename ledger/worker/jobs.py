@@ -183,7 +183,7 @@ def webhook_jobs(settings: Settings, sessionmaker: async_sessionmaker[AsyncSessi
         )
     ]
     if settings.webhook_delivery:
-        child = DeliveryProcess()
+        child = DeliveryProcess(settings)
         jobs.append(
             Job(
                 "webhook-delivery",

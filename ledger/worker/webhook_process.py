@@ -7,6 +7,9 @@ backlog. So `ledger worker` runs the dispatcher in a child (`ledger webhook-deli
 expiry keep their own event loop and interpreter whatever the receivers do.
 
 The worker supervises it as one of its jobs:
+- it hands the child its own settings, as one JSON line on the child's stdin (the worker's
+  settings need not come from the environment: `ledger dev` makes its own), never in argv or
+  the environment;
 - it starts the child, and starts it again when it ends (killed, crashed), after a backoff from
   about 1 s doubling to a minute that starts over once a child has run for a minute;
 - the child's stdin is a pipe from the worker: when the worker ends in any way (SIGKILL
@@ -42,6 +45,8 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from ledger.core import limits
 from ledger.core.backoff import jittered_backoff_ms
+from ledger.core.errors import ConfigurationError
+from ledger.core.settings import Settings
 from observability import metrics
 
 log = structlog.get_logger("ledger.worker.webhooks")
@@ -74,7 +79,8 @@ class ChildMetrics(Collector):
 class DeliveryProcess:
     """The worker's job that keeps one delivery child running."""
 
-    def __init__(self, command: list[str] | None = None) -> None:
+    def __init__(self, settings: Settings, command: list[str] | None = None) -> None:
+        self.settings = settings
         self.command = command or child_command()
         self.wake = asyncio.Event()  # set when the child ends: the next step starts another
         self.metrics = ChildMetrics()
@@ -121,6 +127,10 @@ class DeliveryProcess:
             limit=REPORT_LINE_BYTES_MAX,
         )
         self._started_at = time.monotonic()
+        if self._process.stdin is not None:
+            with contextlib.suppress(OSError):  # a child that died at once: reaped next step
+                self._process.stdin.write(msgspec.json.encode(self.settings) + b"\n")
+                await self._process.stdin.drain()
         self._readers = [
             asyncio.create_task(self._read_reports(self._process)),
             asyncio.create_task(self._watch(self._process)),
@@ -189,6 +199,20 @@ class DeliveryProcess:
 
 
 # -- the child's side ------------------------------------------------------------------------------
+
+
+def read_parent_settings() -> Settings:
+    """The worker's settings, the first line on stdin (nothing else comes before EOF)."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = os.read(sys.stdin.fileno(), 65536)
+        if not chunk:
+            raise ConfigurationError("the worker closed the pipe before sending the settings")
+        data += chunk
+    try:
+        return msgspec.json.decode(data, type=Settings)
+    except msgspec.ValidationError as exc:
+        raise ConfigurationError(f"the worker's settings could not be read: {exc}") from exc
 
 
 async def exit_with_parent(stop: asyncio.Event) -> None:
