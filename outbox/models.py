@@ -7,17 +7,20 @@ import uuid
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSON
+from sqlalchemy.dialects.postgresql import ARRAY, JSON
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ledger.core.db import Base
 
 
 class OutboxEvent(Base):
+    """One event, written in the business transaction and never updated: its feed position is in
+    the relay's batch row that published it (`OutboxBatch`, the `outbox_feed` view)."""
+
     __tablename__ = "outbox_events"
 
     id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
-    event_id: Mapped[uuid.UUID] = mapped_column(unique=True)
+    event_id: Mapped[uuid.UUID]
     type: Mapped[str] = mapped_column(sa.String(64))
     subject: Mapped[str]
     sequence: Mapped[int | None]
@@ -26,17 +29,32 @@ class OutboxEvent(Base):
     envelope: Mapped[dict[str, Any]] = mapped_column(JSON())
     traceparent: Mapped[str | None]
     created_at: Mapped[dt.datetime]
-    # Set by the relay once the event is published (or fed, without Kafka): a gapless total
-    # order that both Kafka and the HTTP feed follow.
-    position: Mapped[int | None] = mapped_column(unique=True)
-    published_at: Mapped[dt.datetime | None]
+    # The writing transaction's id: how the relay finds the events that committed since its last
+    # window (outbox/repository.py).
+    xact_id: Mapped[int] = mapped_column(
+        sa.BigInteger, server_default=sa.text("(pg_current_xact_id()::text)::bigint")
+    )
+
+    __table_args__ = (sa.Index("ix_outbox_events_xact_id", "xact_id"),)
+
+
+class OutboxBatch(Base):
+    """What one relay step published: `event_ids` got the feed positions `first_position`,
+    `first_position + 1`, ... in that order. `window_low`/`window_high` (pg_snapshot text) and
+    `window_after_id` are the relay's place: the events that committed after the first snapshot
+    and by the second, in id order after that id (outbox/repository.py)."""
+
+    __tablename__ = "outbox_batches"
+
+    first_position: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)
+    event_ids: Mapped[list[int]] = mapped_column(ARRAY(sa.BigInteger))
+    published_at: Mapped[dt.datetime]
+    window_low: Mapped[str]
+    window_high: Mapped[str]
+    window_after_id: Mapped[int] = mapped_column(sa.BigInteger)
 
     __table_args__ = (
-        sa.Index(
-            "ix_outbox_events_unpublished",
-            "id",
-            postgresql_where=sa.text("position IS NULL"),
-        ),
+        sa.CheckConstraint("first_position > 0 AND cardinality(event_ids) > 0", name="not_empty"),
     )
 
 

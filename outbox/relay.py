@@ -5,13 +5,17 @@ connection; a second worker's relay finds the lock taken and stands by, retrying
 interval, and takes over when the first one's connection ends (a killed process included).
 
 A step, on the lock holder's connection:
-1. read the oldest unpublished rows (`position IS NULL`) in insert-id order;
+1. read the next events: those of the window the last batch row left off in, in insert-id order
+   after its cursor, or when it is finished, of the next window (the transactions that committed
+   since: outbox/repository.py);
 2. publish them to Kafka, keyed by subject, one batch in flight per partition (so a retry never
    overtakes a later record of the same subject) with `acks="all"`, and wait for every ack;
-3. in one transaction, mark them published with the next gapless feed positions.
+3. insert one batch row: the events' ids, which get the next gapless feed positions, and the
+   window with its cursor. The events themselves are never written again.
 
-A crash between 2 and 3 publishes the rows again on restart: at least once, never lost. A row
-that commits late behind a higher id is simply unpublished at the next step and taken then.
+A crash between 2 and 3 publishes the events again on restart (the last batch row still names
+the same window and cursor): at least once, never lost. An event whose transaction commits late
+behind a higher id is in a later window and taken then.
 Without Kafka, step 2 is skipped: events still reach the HTTP feed. Wake-ups come from
 LISTEN/NOTIFY on `ledger_outbox` (the writer notifies in the business transaction); the poll
 interval is the safety net.
@@ -91,7 +95,7 @@ class Relay:
         self._ensure_listener()
         if time.monotonic() < self._retry_at:
             return 0
-        rows = await self._on_lock_connection(
+        window, rows = await self._on_lock_connection(
             lambda conn: repo.fetch_unpublished(conn, self.batch_size)
         )
         if not rows:
@@ -100,11 +104,10 @@ class Relay:
             return 0
         ids = [row.id for row in rows]
         now = dt.datetime.now(dt.UTC)
-        marked = await self._on_lock_connection(lambda conn: repo.mark_published(conn, ids, now))
-        if marked != len(ids):
-            # Only a second writer of positions could cause this; the unique index keeps the
-            # feed consistent whatever happens, so say it loudly and go on.
-            log.error("relay.mark_mismatch", expected=len(ids), marked=marked)
+        last_of_window = len(rows) < self.batch_size
+        await self._on_lock_connection(
+            lambda conn: repo.mark_published(conn, window, ids, now, last_of_window=last_of_window)
+        )
         metrics.OUTBOX_PUBLISHED.inc(len(ids))
         log.debug("relay.published", count=len(ids), first_id=ids[0], last_id=ids[-1])
         return len(ids)

@@ -1,9 +1,21 @@
 """All SQL of the producing side of events: the relay, the HTTP feed, retention and status.
 
-Feed positions are handed out by exactly one relay at a time (it holds RELAY_LOCK), in the
-same transaction that marks the rows published, as max(position) + 1, + 2, ... so they are
-gapless and commit in increasing order. That is what lets the feed page by position without
-ever skipping a row whose transaction committed late behind a higher insert id.
+Events are written once and never updated. Feed positions are handed out by exactly one relay at
+a time (it holds RELAY_LOCK): each step inserts one `outbox_batches` row whose `event_ids` get
+the positions `first_position`, `first_position + 1`, ... in that order, `first_position` being
+one past the previous batch's last. So positions are gapless and commit in increasing order,
+which lets the feed page by position without ever skipping an event whose transaction committed
+late behind a higher insert id.
+
+Which events are new: each event carries its transaction id (`xact_id`). A relay step takes a
+*window*: the events of the transactions that committed after one snapshot (`window_low`) and
+by another (`window_high`, taken when the window opens), in id order. Every committed event is
+in exactly one window (the first snapshot that sees its transaction commit), so nothing is
+skipped or taken twice whatever the commit order; a window larger than a step is taken over
+several steps, `window_after_id` saying how far. The batch row records the window, so a relay
+that takes over (or restarts) continues exactly where the last batch ended. Within a window id
+order keeps each subject's order: the writer takes its id after the subject's lock, so of two
+events of a subject the later one has the higher id, and its transaction cannot commit first.
 """
 
 from __future__ import annotations
@@ -64,83 +76,196 @@ async def listen(conn: psycopg.AsyncConnection[Any], channel: str) -> None:
     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
 
 
-async def fetch_unpublished(db: Executor, limit: int) -> list[UnpublishedEvent]:
-    """The oldest unpublished rows by insert id (the partial index on id WHERE position IS NULL
-    serves this). A row whose transaction is still open is invisible now and is taken by a later
-    step, whatever its id: nothing here remembers a "last id"."""
-    query = (
-        sa.select(
-            events_t.c.id,
-            events_t.c.subject,
-            envelope_text,
-            events_t.c.traceparent,
-            events_t.c.created_at,
-        )
-        .where(events_t.c.position.is_(None))
-        .order_by(events_t.c.id)
-        .limit(limit)
-    )
-    return [
-        UnpublishedEvent(r.id, r.subject, r.envelope.encode(), r.traceparent, r.created_at)
-        for r in await db.execute(query)
-    ]
+# The cursor of a window with nothing left after it.
+WINDOW_DONE = 9_223_372_036_854_775_807
+# Before the first batch: a snapshot in which no transaction has committed, finished.
+NO_SNAPSHOT = "1:1:"
 
 
-MARK_PUBLISHED = """
-WITH base AS (
-    SELECT coalesce(max(position), 0) AS last FROM outbox_events
-), ordered AS (
-    SELECT o.id, row_number() OVER (ORDER BY o.id) AS rank
-    FROM unnest(CAST(:ids AS bigint[])) AS wanted(id)
-    JOIN outbox_events AS o ON o.id = wanted.id
-    WHERE coalesce(o.position, -1) = -1
-)
-UPDATE outbox_events AS o
-SET position = base.last + ordered.rank, published_at = :now
-FROM base, ordered
-WHERE o.id = ordered.id
+@dataclass(frozen=True, slots=True)
+class Window:
+    """The events of the transactions visible in `high` and not in `low` (pg_snapshot text),
+    those with an id above `after_id` still to publish."""
+
+    low: str
+    high: str
+    after_id: int
+
+    @property
+    def done(self) -> bool:
+        return self.after_id == WINDOW_DONE
+
+    def bounds(self) -> dict[str, Any]:
+        """The query parameters: the snapshots, and the transaction ids that can hold the
+        window's events: those in progress in `low` (its xip list) and those from its xmax on,
+        below `high`'s xmax. Not `low`'s xmin: a transaction open for an hour (a backup, a
+        forgotten session) would make every window read an hour of events."""
+        _xmin, low_xmax, low_xip = self.low.split(":")
+        return {
+            "low": self.low,
+            "high": self.high,
+            "low_xip": [int(x) for x in low_xip.split(",") if x],
+            "low_xmax": int(low_xmax),
+            "high_xmax": int(self.high.split(":")[1]),
+            "after_id": self.after_id,
+        }
+
+
+FIRST_WINDOW = Window(low=NO_SNAPSHOT, high=NO_SNAPSHOT, after_id=WINDOW_DONE)
+
+_XID = "CAST(CAST(e.xact_id AS text) AS xid8)"
+_VISIBLE = f"""
+    NOT pg_visible_in_snapshot({_XID}, CAST(:low AS pg_snapshot))
+    AND pg_visible_in_snapshot({_XID}, CAST(:high AS pg_snapshot))
+"""
+IN_WINDOW = f"""
+    (e.xact_id = ANY(CAST(:low_xip AS bigint[]))
+     OR (e.xact_id >= :low_xmax AND e.xact_id < :high_xmax))
+    AND {_VISIBLE}
+"""
+
+# A step's events: the primary key from the window's cursor, in id order, until `limit` of them
+# are in the window (no bounds on xact_id: the plan must not read the whole rest of the window
+# through that index and sort it at every step). The cursor starts at the window's first id, so
+# what is read beside the window is what committed after it.
+FETCH_WINDOW = f"""
+SELECT e.id, e.subject, CAST(e.envelope AS text) AS envelope, e.traceparent, e.created_at
+FROM outbox_events AS e
+WHERE e.id > :after_id AND {_VISIBLE}
+ORDER BY e.id
+LIMIT :limit
+"""
+
+# Where a new window's events start: one pass over the window's xid range through the xact_id
+# index (`id + 0` keeps the planner off the primary key, whose scan from the first id would read
+# every published event first).
+WINDOW_START = f"""
+SELECT min(e.id + 0) FROM outbox_events AS e WHERE {IN_WINDOW}
 """
 
 
-async def mark_published(db: Executor, ids: list[int], now: dt.datetime) -> int:
-    """Give the rows the next feed positions in id order and stamp them published. Only the lock
-    holder calls this; the unique index on position would refuse a second writer anyway.
+async def relay_place(db: Executor) -> tuple[Window, int]:
+    """The window the last batch left the relay in, and the last position handed out (0 before
+    the first batch)."""
+    row = (
+        await db.execute(
+            sa.text(
+                "SELECT window_low, window_high, window_after_id, "
+                "       first_position + cardinality(event_ids) - 1 AS last_position "
+                "FROM outbox_batches ORDER BY first_position DESC LIMIT 1"
+            )
+        )
+    ).one_or_none()
+    if row is None:
+        return FIRST_WINDOW, 0
+    return Window(row.window_low, row.window_high, int(row.window_after_id)), int(row.last_position)
 
-    The rows are reached from the ids, by primary key, whatever the statistics say. Written as
-    `position IS NULL`, the test let the planner scan every unpublished row through the position
-    index (its NULLs) and filter the ids: with statistics taken while the backlog was small that
-    looked like one row, and under a burst of batches it made each mark cost in proportion to
-    the backlog (60 ms for 500 rows), so the relay fell further behind with every step. The
-    COALESCE form matches no index, which leaves the primary key."""
+
+async def _window_rows(db: Executor, window: Window, limit: int) -> list[UnpublishedEvent]:
+    result = await db.execute(sa.text(FETCH_WINDOW), {**window.bounds(), "limit": limit})
+    return [
+        UnpublishedEvent(r.id, r.subject, r.envelope.encode(), r.traceparent, r.created_at)
+        for r in result
+    ]
+
+
+async def fetch_unpublished(db: Executor, limit: int) -> tuple[Window, list[UnpublishedEvent]]:
+    """The next events to publish, at most `limit`, and the window they come from (which the
+    batch row records). Continues the last batch's window; when that has nothing left, opens
+    the next one at the current snapshot. A transaction still open now is in a later window,
+    whatever its events' ids.
+
+    Plans are made for each call's values (`force_custom_plan`): a generic plan cannot tell a
+    window of three events from one of a million."""
+    await db.execute(sa.text("SET LOCAL plan_cache_mode = force_custom_plan"))
+    window, _last = await relay_place(db)
+    if not window.done:
+        rows = await _window_rows(db, window, limit)
+        if rows:
+            return window, rows
+    high = (await db.execute(sa.text("SELECT CAST(pg_current_snapshot() AS text)"))).scalar_one()
+    opened = Window(low=window.high, high=str(high), after_id=0)
+    start = (await db.execute(sa.text(WINDOW_START), opened.bounds())).scalar()
+    if start is None:
+        return opened, []
+    opened = Window(opened.low, opened.high, int(start) - 1)
+    return opened, await _window_rows(db, opened, limit)
+
+
+MARK_PUBLISHED = """
+INSERT INTO outbox_batches (first_position, event_ids, published_at, window_low, window_high,
+                            window_after_id)
+SELECT coalesce(
+           (SELECT first_position + cardinality(event_ids) FROM outbox_batches
+            ORDER BY first_position DESC LIMIT 1),
+           1),
+       CAST(:ids AS bigint[]), :now, :low, :high, :after_id
+"""
+
+
+async def mark_published(
+    db: Executor, window: Window, ids: list[int], now: dt.datetime, *, last_of_window: bool
+) -> int:
+    """Give `ids` (a window's events in id order, as fetch_unpublished returned them) the next
+    feed positions: one row, whatever their number. `last_of_window`: nothing of the window
+    is left after them, so the next step opens a new one. Only the lock holder calls this; the
+    primary key on first_position would refuse a second writer anyway."""
     if not ids:
         return 0
-    result = await db.execute(
+    after_id = WINDOW_DONE if last_of_window else ids[-1]
+    await db.execute(
         sa.text(MARK_PUBLISHED),
-        {"ids": ids, "now": now},
+        {"ids": ids, "now": now, "low": window.low, "high": window.high, "after_id": after_id},
     )
-    return int(getattr(result, "rowcount", 0) or 0)
+    return len(ids)
+
+
+FEED_PAGE = """
+WITH start AS (
+    SELECT greatest(
+        :after,
+        coalesce((SELECT min(first_position) FROM outbox_batches), 1) - 1
+    ) AS after
+), first_batch AS (
+    SELECT coalesce(
+        (SELECT b.first_position FROM outbox_batches AS b, start
+         WHERE b.first_position <= start.after + 1
+         ORDER BY b.first_position DESC LIMIT 1),
+        0
+    ) AS first_position
+)
+SELECT f.position, CAST(e.envelope AS text) AS envelope
+FROM (
+    SELECT b.first_position + o.ord - 1 AS position, o.id
+    FROM start, first_batch, outbox_batches AS b
+    CROSS JOIN LATERAL unnest(b.event_ids) WITH ORDINALITY AS o(id, ord)
+    WHERE b.first_position >= first_batch.first_position
+      AND b.first_position <= start.after + :limit
+      AND b.first_position + o.ord - 1 > start.after
+      AND b.first_position + o.ord - 1 <= start.after + :limit
+) AS f
+JOIN outbox_events AS e ON e.id = f.id
+ORDER BY f.position
+"""
 
 
 async def feed_page(db: Executor, after: int, limit: int) -> list[tuple[int, bytes]]:
-    """(position, envelope as stored) of the events after `after`, in position order."""
-    query = (
-        sa.select(events_t.c.position, envelope_text)
-        .where(events_t.c.position > after)
-        .order_by(events_t.c.position)
-        .limit(limit)
-    )
-    return [(int(r.position), r.envelope.encode()) for r in await db.execute(query)]
+    """(position, envelope as stored) of the events after `after`, in position order: the
+    batches that hold positions after+1..after+limit (a primary-key range), their ids, and
+    those events by primary key. A cursor before the oldest retained batch starts there."""
+    result = await db.execute(sa.text(FEED_PAGE), {"after": after, "limit": limit})
+    return [(int(r.position), r.envelope.encode()) for r in result]
 
 
 async def last_feed_position(db: Executor) -> int:
     """The feed's head: the position of the newest event in the feed (0 before the first). A
     reader that starts here sees exactly the events fed after this call (webhook endpoints do)."""
-    value = (await db.execute(sa.select(sa.func.max(events_t.c.position)))).scalar()
-    return 0 if value is None else int(value)
+    _window, last = await relay_place(db)
+    return last
 
 
 async def first_retained_position(db: Executor) -> int | None:
-    value = (await db.execute(sa.select(sa.func.min(events_t.c.position)))).scalar()
+    value = (await db.execute(sa.text("SELECT min(first_position) FROM outbox_batches"))).scalar()
     return None if value is None else int(value)
 
 
@@ -149,9 +274,10 @@ async def status(db: Executor, *, backlog_count_max: int, timeout_ms: int) -> Ou
     a floor), the age of the oldest of them, and the last feed position.
 
     Callable by an unauthenticated scrape, so its cost is bounded whatever the backlog: the
-    partial index on unpublished ids is read in id order up to the cap (the lowest ids are the
-    oldest events, so the age is theirs), max(position) is one unique-index probe, and the
-    transaction gets its own lock and statement timeouts."""
+    unpublished events are those of the relay's current window after its cursor and those of
+    transactions its window has not reached, read through the xact_id index from the window's
+    start up to the cap (the oldest transactions first, so the age is theirs); the last batch is
+    one primary-key probe; and the transaction gets its own lock and statement timeouts."""
     timeout = str(timeout_ms)
     await db.execute(
         sa.text(
@@ -160,26 +286,26 @@ async def status(db: Executor, *, backlog_count_max: int, timeout_ms: int) -> Ou
         ),
         {"timeout": timeout},
     )
+    window, last = await relay_place(db)
     row = (
         await db.execute(
             sa.text(
-                """
+                f"""
                 SELECT
-                    head.backlog,
-                    extract(epoch FROM clock_timestamp() - head.oldest) AS oldest_age_seconds,
-                    (SELECT max(position) FROM outbox_events) AS last_position
+                    count(*) AS backlog,
+                    extract(epoch FROM clock_timestamp() - min(created_at)) AS oldest_age_seconds
                 FROM (
-                    SELECT count(*) AS backlog, min(created_at) AS oldest
-                    FROM (
-                        SELECT created_at FROM outbox_events
-                        WHERE position IS NULL
-                        ORDER BY id
-                        LIMIT :count_max
-                    ) AS unpublished
-                ) AS head
+                    SELECT e.created_at FROM outbox_events AS e
+                    WHERE (e.xact_id = ANY(CAST(:low_xip AS bigint[])) OR e.xact_id >= :low_xmax)
+                      AND NOT pg_visible_in_snapshot({_XID}, CAST(:low AS pg_snapshot))
+                      AND (e.id > :after_id
+                           OR NOT pg_visible_in_snapshot({_XID}, CAST(:high AS pg_snapshot)))
+                    ORDER BY e.xact_id
+                    LIMIT :count_max
+                ) AS unpublished
                 """
             ),
-            {"count_max": backlog_count_max},
+            {**window.bounds(), "count_max": backlog_count_max},
         )
     ).one()
     age = row.oldest_age_seconds
@@ -188,30 +314,35 @@ async def status(db: Executor, *, backlog_count_max: int, timeout_ms: int) -> Ou
         backlog=backlog,
         backlog_capped=backlog >= backlog_count_max,
         oldest_age_seconds=max(0.0, float(age)) if age is not None else 0.0,
-        last_position=int(row.last_position or 0),
+        last_position=last,
     )
+
+
+TRIM = """
+WITH head AS (
+    SELECT first_position, event_ids, published_at,
+           sum(cardinality(event_ids)) OVER (ORDER BY first_position)
+               - cardinality(event_ids) AS before
+    FROM (
+        SELECT first_position, event_ids, published_at FROM outbox_batches
+        ORDER BY first_position LIMIT :limit
+    ) AS oldest
+), doomed AS (
+    SELECT first_position, event_ids FROM head
+    WHERE before < :limit
+      AND published_at < :cutoff
+      AND first_position < (SELECT max(first_position) FROM outbox_batches)
+), gone_batches AS (
+    DELETE FROM outbox_batches WHERE first_position IN (SELECT first_position FROM doomed)
+)
+DELETE FROM outbox_events WHERE id IN (SELECT unnest(event_ids) FROM doomed)
+"""
 
 
 async def trim_published(db: Executor, published_before: dt.datetime, limit: int) -> int:
-    """Delete published rows older than the cutoff among the `limit` lowest positions (positions
-    are handed out in time order, so those are the oldest, and the scan stays bounded). The newest
-    published row always stays: it carries max(position), so positions never restart."""
-    result = await db.execute(
-        sa.text(
-            """
-            DELETE FROM outbox_events
-            WHERE id IN (
-                SELECT id FROM (
-                    SELECT id, position, published_at FROM outbox_events
-                    WHERE position IS NOT NULL
-                    ORDER BY position
-                    LIMIT :limit
-                ) AS oldest
-                WHERE published_at < :cutoff
-                  AND position < (SELECT max(position) FROM outbox_events)
-            )
-            """
-        ),
-        {"cutoff": published_before, "limit": limit},
-    )
+    """Delete the oldest batches published before the cutoff, with their events, about `limit`
+    events at most (whole batches: the first one whatever its size). Batches are in time
+    order, so those are the oldest, and the scan stays bounded. The newest batch always stays:
+    it carries the last position, so positions never restart, and the relay's window."""
+    result = await db.execute(sa.text(TRIM), {"cutoff": published_before, "limit": limit})
     return int(getattr(result, "rowcount", 0) or 0)

@@ -41,7 +41,9 @@ LEADER_SQL = """
 
 
 def _count(db: psycopg.Connection[Any], where: str) -> int:
-    value = db.execute(f"SELECT count(*) FROM outbox_events WHERE {where}").fetchone()
+    value = db.execute(
+        f"SELECT count(*) FROM outbox_events e LEFT JOIN outbox_feed f ON f.id = e.id WHERE {where}"
+    ).fetchone()
     return int(value[0]) if value else 0
 
 
@@ -88,12 +90,12 @@ async def test_relay_killed_mid_backlog_loses_nothing(
     ]
     try:
         # Whichever worker won the lock starts publishing; kill it as soon as it has begun.
-        await wait_until(lambda: _count(sync_db, "position IS NOT NULL") > 0, "a first batch")
+        await wait_until(lambda: _count(sync_db, "f.id IS NOT NULL") > 0, "a first batch")
         (leader_name,) = sync_db.execute(LEADER_SQL).fetchone() or ("",)
         leader = next(w for w in workers if leader_name == f"ledger-relay-{w.pid}")
         leader.send_signal(signal.SIGKILL)
         await leader.wait()
-        published_at_kill = _count(sync_db, "position IS NOT NULL")
+        published_at_kill = _count(sync_db, "f.id IS NOT NULL")
         assert 0 < published_at_kill < total, "the kill must land in the middle of the backlog"
         # The survivor takes over; then the killed worker restarts, finds it leading and
         # stands by. (Restarted before the takeover, it could win the lock itself.)
@@ -106,7 +108,7 @@ async def test_relay_killed_mid_backlog_loses_nothing(
         await wait_until(survivor_leads, "the survivor to take over")
         restarted_log = tmp_path / "restarted.log"
         workers.append(await _spawn_worker(ksettings, restarted_log))
-        await wait_until(lambda: _count(sync_db, "position IS NULL") == 0, "the backlog")
+        await wait_until(lambda: _count(sync_db, "f.id IS NULL") == 0, "the backlog")
         await wait_until(
             lambda: restarted_log.exists() and '"relay.standby"' in restarted_log.read_text(),
             "the restarted worker to stand by",
@@ -148,18 +150,18 @@ async def test_broker_paused_then_resumed_publishes_everything(
             for amount in range(1, 6):  # the API keeps accepting transfers meanwhile
                 assert (await transfer(client, a["id"], b["id"], amount)).status_code == 201
             assert await relay.step() == 0  # the publish times out: nothing marked
-            assert _count(sync_db, "position IS NULL") == 15
+            assert _count(sync_db, "f.id IS NULL") == 15
         finally:
             broker.resume()
         failures = REGISTRY.get_sample_value("ledger_outbox_publish_failures_total") or 0
         assert failures > failures_before
         stop_at = time.monotonic() + DEADLINE_SECONDS
-        while _count(sync_db, "position IS NULL") and time.monotonic() < stop_at:
+        while _count(sync_db, "f.id IS NULL") and time.monotonic() < stop_at:
             if not await relay.step():
                 await asyncio.sleep(0.1)  # waiting out the relay's backoff
     finally:
         await relay.close()
-    assert _count(sync_db, "position IS NULL") == 0
+    assert _count(sync_db, "f.id IS NULL") == 0
     rows = outbox_rows(sync_db)
     by_key = first_deliveries(await read_topic(ksettings))
     assert {e["id"] for envelopes in by_key.values() for e in envelopes} == {r[0] for r in rows}

@@ -193,7 +193,10 @@ def check_stored_exactly_once(url: str, load: Load) -> None:
 async def check_events(url: str, settings: Settings) -> int:
     """Every event on Kafka, each account's sequence gapless, the feed's positions gapless."""
     with psycopg.connect(url, autocommit=True) as conn:
-        rows = conn.execute("SELECT event_id::text, position FROM outbox_events").fetchall()
+        rows = conn.execute(
+            "SELECT e.event_id::text, f.position FROM outbox_events e "
+            "LEFT JOIN outbox_feed f ON f.id = e.id"
+        ).fetchall()
     assert sorted(position for _, position in rows) == list(range(1, len(rows) + 1))
     by_key = first_deliveries(await read_topic(settings))
     assert {e["id"] for envelopes in by_key.values() for e in envelopes} == {r[0] for r in rows}
@@ -226,7 +229,12 @@ async def test_a_synchronous_standby_takes_over_with_nothing_lost(
         load, marks = await drive(base_url, pair)
         # The worker follows the new primary by itself: the backlog of the outage reaches the
         # feed and Kafka, every audit record is sealed, a checkpoint covers them all.
-        await wait_for(url, "SELECT bool_and(position IS NOT NULL) FROM outbox_events", "events")
+        await wait_for(
+            url,
+            "SELECT bool_and(f.id IS NOT NULL) FROM outbox_events e "
+            "LEFT JOIN outbox_feed f ON f.id = e.id",
+            "events",
+        )
         await wait_for(
             url,
             "SELECT NOT EXISTS (SELECT FROM audit_records r WHERE NOT EXISTS"

@@ -447,8 +447,14 @@ async def test_envelopes_written_before_0008_keep_their_events_in_contract_order
         assert text.startswith('{"specversion":"1.0","id":"'), text
         keys = list(json.loads(text))
         assert keys == [k for k in CONTRACT_KEY_ORDER if k in keys], keys
+    # What the relay would record for them: one batch of the window they are in, finished.
     sync_db.execute(
-        "UPDATE outbox_events SET position = id, published_at = now() WHERE position IS NULL"
+        "INSERT INTO outbox_batches (first_position, event_ids, published_at, window_low, "
+        "window_high, window_after_id) "
+        "SELECT coalesce((SELECT max(first_position + cardinality(event_ids)) "
+        "FROM outbox_batches), 1), array_agg(e.id ORDER BY e.id), now(), '2:2:', "
+        "CAST(pg_current_snapshot() AS text), 9223372036854775807 FROM outbox_events e "
+        "WHERE NOT EXISTS (SELECT 1 FROM outbox_feed f WHERE f.id = e.id)"
     )
     feed = await feed_envelopes(client)
     assert sorted(feed) == sorted(text.encode() for text in after.values())

@@ -79,7 +79,10 @@ async def test_required_series_move_when_transfers_are_made(
     assert moved("http_server_request_duration_seconds_count", **created) == 3
 
     # The backlog is read from the database when scraped: every event written, none relayed.
-    row = sync_db.execute("SELECT count(*) FROM outbox_events WHERE position IS NULL").fetchone()
+    row = sync_db.execute(
+        "SELECT count(*) FROM outbox_events e "
+        "WHERE NOT EXISTS (SELECT 1 FROM outbox_feed f WHERE f.id = e.id)"
+    ).fetchone()
     assert row is not None and row[0] > 0
     assert value(after, "ledger_outbox_backlog") == row[0]
     assert source["id"] not in text

@@ -73,7 +73,10 @@ def backlog_of(response: httpx.Response) -> float:
 
 
 def unpublished(db: psycopg.Connection[Any]) -> int:
-    row = db.execute("SELECT count(*) FROM outbox_events WHERE position IS NULL").fetchone()
+    row = db.execute(
+        "SELECT count(*) FROM outbox_events e "
+        "WHERE NOT EXISTS (SELECT 1 FROM outbox_feed f WHERE f.id = e.id)"
+    ).fetchone()
     assert row is not None
     return int(row[0])
 

@@ -97,6 +97,7 @@ async def test_worker_serves_relay_counters_on_its_metrics_port(
     # Every event relayed (no Kafka here: positions for the HTTP feed), counted by the worker.
     assert published == events
     [(unpublished,)] = sync_db.execute(
-        "SELECT count(*) FROM outbox_events WHERE position IS NULL"
+        "SELECT count(*) FROM outbox_events e "
+        "WHERE NOT EXISTS (SELECT 1 FROM outbox_feed f WHERE f.id = e.id)"
     ).fetchall()
     assert unpublished == 0

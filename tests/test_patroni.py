@@ -84,7 +84,12 @@ async def test_the_service_follows_patroni_when_the_leaders_machine_dies(
         base_url = f"http://{LOOPBACK}:{port}"
         wait_until_ready(serve, base_url, log=tmp_path / "serve.log")
         load, marks = await drive(base_url, cluster)
-        await wait_for(url, "SELECT bool_and(position IS NOT NULL) FROM outbox_events", "feed")
+        await wait_for(
+            url,
+            "SELECT bool_and(f.id IS NOT NULL) FROM outbox_events e "
+            "LEFT JOIN outbox_feed f ON f.id = e.id",
+            "feed",
+        )
     finally:
         assert stop(worker) == 0
         stop(serve)

@@ -117,7 +117,12 @@ async def test_two_apis_behind_haproxy_and_two_workers_through_pgbouncer(
         stop_watch = asyncio.Event()
         watcher = asyncio.create_task(watch_singletons(direct, stop_watch, seen))
         killed = await drive(balancer.url, load, apis, workers, direct)
-        await wait_for(direct, "SELECT bool_and(position IS NOT NULL) FROM outbox_events", "feed")
+        await wait_for(
+            direct,
+            "SELECT bool_and(f.id IS NOT NULL) FROM outbox_events e "
+            "LEFT JOIN outbox_feed f ON f.id = e.id",
+            "feed",
+        )
         await wait_for(
             direct,
             "SELECT NOT EXISTS (SELECT FROM audit_records r WHERE NOT EXISTS"

@@ -16,6 +16,7 @@ import httpx
 import psycopg
 import pytest
 
+from ledger.core.locks import SINGLETON_KEY, LockClass
 from ledger.core.settings import Settings
 from tests.helpers import funded_pair, transfer
 from tests.test_verify import behind_the_back, busy_ledger
@@ -168,6 +169,11 @@ async def test_a_rewrite_below_the_watermark_is_left_to_the_full_run(
         "statement running balance is broken" in line and a["id"] in line
         for line in full.stdout.splitlines()
     ), full.stdout
+    # and what it found is not carried forward as ok: the next incremental run is a full one
+    assert runs(sync_db) == []
+    next_run = await verify(settings, "--since-last")
+    assert next_run.returncode == 1 and next_run.stdout == full.stdout
+    assert "no recorded run yet: a full run instead" in next_run.stderr
 
 
 async def test_marks_that_do_not_describe_the_data_are_refused(
@@ -284,3 +290,20 @@ async def test_a_run_waits_for_the_transactions_open_when_it_began(
     assert marked == (1,)
     after = await verify(settings, "--since-last")
     assert after.returncode == 0, after.stdout + after.stderr
+
+
+async def test_a_run_that_finds_another_recording_checks_and_records_nothing(
+    client: httpx.AsyncClient, settings: Settings, sync_db: psycopg.Connection[Any]
+) -> None:
+    await busy_ledger(client)
+    assert (await verify(settings)).returncode == 0
+    lock = (int(LockClass.VERIFY_RUN), SINGLETON_KEY)
+    sync_db.execute("SELECT pg_advisory_lock(%s, %s)", lock)
+    try:
+        beside = await verify(settings, "--since-last")
+    finally:
+        sync_db.execute("SELECT pg_advisory_unlock(%s, %s)", lock)
+    assert beside.returncode == 0, beside.stdout + beside.stderr
+    assert "another ledger verify is recording its run: this one is not" in beside.stderr
+    assert "ok: every ledger invariant holds" in beside.stderr
+    assert [kind for _, kind, _ in runs(sync_db)] == ["full"]

@@ -205,14 +205,24 @@ async def test_a_hanging_endpoint_holds_up_no_other(
         receiving() as healthy,
         delivering(settings, bounds),
     ):
-        await create_endpoint(client, hanging.url)
-        await create_endpoint(client, healthy.url)
+        # The events first, then both endpoints replay them from before: each one's first batch
+        # holds them all (more subjects than the bound), whenever its lane first looks.
+        await wait_for(lambda: unfed(sync_db) == 0, "earlier events to be fed")
+        before = feed_envelopes(sync_db)
+        head = before[-1][0] if before else 0
         for _ in range(3):
             await make_transfers(client)
         await wait_for(lambda: unfed(sync_db) == 0, "every event to be fed")
-        expected = len(feed_envelopes(sync_db))  # every event was made after both endpoints
+        expected = len(feed_envelopes(sync_db, head))
+        for url in (hanging.url, healthy.url):
+            endpoint = await create_endpoint(client, url)
+            replay = await client.post(
+                f"/v1/webhooks/{endpoint['id']}/replay", json={"after": str(head)}
+            )
+            assert replay.status_code == 202, replay.text
         await wait_for(lambda: len(healthy.requests) >= expected, "the healthy endpoint")
         # The hanging endpoint has as many requests open as its bound, no more, and none ended.
+        await wait_for(lambda: hanging.open_requests >= bounds.concurrency, "the hanging lane")
         assert hanging.open_requests == bounds.concurrency
         assert len(hanging.requests) == bounds.concurrency
         # Requests are answered meanwhile.

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiohttp
 import httpx
 import psycopg
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from ledger.core import limits
 from ledger.core.settings import Settings
 from ledger.webhooks.delivery.sender import Signer, attempt
-from ledger.webhooks.delivery.transport import AddressRefused, guarded_transport
+from ledger.webhooks.delivery.transport import AddressRefused, guarded_client
 from ledger.webhooks.secrets import make_secret
 from tests.helpers import create_account
 from tests.webhook_helpers import create_endpoint, delivering, receiver_settings, wait_for
@@ -27,19 +28,17 @@ def settings(db_url: str) -> Settings:
     return receiver_settings(db_url)
 
 
-def guarded(*, allow_private: bool) -> httpx.AsyncHTTPTransport:
-    return guarded_transport(allow_private=allow_private, connections_max=2)
+def guarded(*, allow_private: bool) -> aiohttp.ClientSession:
+    return guarded_client(allow_private=allow_private, connections_max=2)
 
 
 async def test_a_host_resolving_to_a_private_address_is_refused_on_connect() -> None:
     async with receiving() as receiver:
         url = f"http://localhost:{receiver.port}/hook"  # a name: its address is known on connect
         async with guarded(allow_private=False) as refusing:
-            with pytest.raises(httpx.ConnectError) as caught:
-                await httpx.AsyncClient(transport=refusing).post(url, content=b"{}")
-            assert isinstance(caught.value.__context__, AddressRefused) or "private" in str(
-                caught.value
-            )
+            with pytest.raises(aiohttp.ClientConnectorError) as caught:
+                await refusing.post(url, data=b"{}")
+            assert isinstance(caught.value.os_error, AddressRefused)
             outcome = await attempt(refusing, url, event_id="e1", body=b"{}", signer=SIGNER)
         assert not outcome.delivered and outcome.status_code is None
         assert outcome.error is not None and "private" in outcome.error
@@ -49,6 +48,18 @@ async def test_a_host_resolving_to_a_private_address_is_refused_on_connect() -> 
                 await attempt(allowing, url, event_id="e1", body=b"{}", signer=SIGNER)
             ).delivered
         assert len(receiver.requests) == 1
+
+
+async def test_an_address_in_the_url_is_checked_on_connect_too() -> None:
+    """aiohttp does not resolve an address literal: the socket factory checks the address of
+    every socket about to connect, so a private literal is refused as a private name is."""
+    async with receiving() as receiver:
+        url = f"http://127.0.0.1:{receiver.port}/hook"
+        async with guarded(allow_private=False) as refusing:
+            outcome = await attempt(refusing, url, event_id="e1", body=b"{}", signer=SIGNER)
+    assert not outcome.delivered and outcome.status_code is None
+    assert outcome.error is not None and "private" in outcome.error
+    assert receiver.requests == []
 
 
 async def test_the_worker_refuses_a_private_address_the_api_let_through(
@@ -94,7 +105,7 @@ async def test_at_most_64_kib_of_an_answer_is_read() -> None:
 
 
 async def test_a_status_line_dripped_byte_by_byte_ends_at_the_time_limit() -> None:
-    """httpx's timeouts bound each read, and a drip satisfies every one of them: the attempt's
+    """Per-read timeouts would not end it, since a drip satisfies every one of them: the attempt's
     own limit ends it (here 1 s; the service's is 10 s), as a failure."""
     async with receiving(lambda _r: "drip") as dripping, guarded(allow_private=True) as http:
         outcome = await attempt(

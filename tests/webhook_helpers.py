@@ -80,14 +80,18 @@ async def wait_for(
 def feed_envelopes(db: psycopg.Connection[Any], after: int = 0) -> list[tuple[int, str]]:
     """(position, envelope text) of every fed event after `after`, in feed order."""
     rows = db.execute(
-        "SELECT position, envelope::text FROM outbox_events WHERE position > %s ORDER BY position",
+        "SELECT f.position, e.envelope::text FROM outbox_feed f "
+        "JOIN outbox_events e ON e.id = f.id WHERE f.position > %s ORDER BY f.position",
         (after,),
     ).fetchall()
     return [(int(r[0]), str(r[1])) for r in rows]
 
 
 def unfed(db: psycopg.Connection[Any]) -> int:
-    row = db.execute("SELECT count(*) FROM outbox_events WHERE position IS NULL").fetchone()
+    row = db.execute(
+        "SELECT count(*) FROM outbox_events e "
+        "WHERE NOT EXISTS (SELECT 1 FROM outbox_feed f WHERE f.id = e.id)"
+    ).fetchone()
     return int(row[0]) if row else 0
 
 

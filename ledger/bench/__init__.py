@@ -59,6 +59,11 @@ def run_bench(options: BenchOptions) -> tuple[dict[str, Any], list[str]]:
             ratio_tpcb=_ratio(rate, base.tpcb_tps),
             ratio_hot_row=_ratio(rate, base.hot_row_tps),
         )
+        if base.tpcb_wal_bytes is not None:
+            report["baseline_tpcb_wal_bytes_per_tx"] = round(base.tpcb_wal_bytes)
+            wal = report.get("wal_bytes_per_transfer")
+            if isinstance(wal, int | float):
+                report["wal_ratio_tpcb"] = _ratio(float(wal), base.tpcb_wal_bytes)
     return report, problems
 
 

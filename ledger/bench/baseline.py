@@ -40,6 +40,7 @@ UPDATE {HOT_ROW_TABLE} SET balance = balance + :delta WHERE id = 1;
 END;
 """
 TPS_LINE = re.compile(r"^tps = ([0-9]+(?:\.[0-9]+)?)", re.MULTILINE)
+DONE_LINE = re.compile(r"^number of transactions actually processed: ([0-9]+)", re.MULTILINE)
 PG_ENV = {
     "host": "PGHOST",
     "port": "PGPORT",
@@ -53,6 +54,8 @@ PG_ENV = {
 class Baseline:
     tpcb_tps: float
     hot_row_tps: float
+    # WAL bytes per TPC-B transaction (pg_current_wal_lsn() around the run), None if unknown.
+    tpcb_wal_bytes: float | None = None
 
 
 def run_baseline(database_url: str, clients: int, duration_s: float) -> Baseline:
@@ -65,7 +68,12 @@ def run_baseline(database_url: str, clients: int, duration_s: float) -> Baseline
         _prepare_hot_row(database_url, scratch)
         seconds = str(max(1, round(duration_s)))
         common = ["-c", str(clients), "-j", str(min(PGBENCH_THREADS, clients)), "-T", seconds]
-        tpcb = _tps(_pgbench([*common, scratch], env, timed=duration_s))
+        wal_before = _wal_lsn(database_url)
+        tpcb_out = _pgbench([*common, scratch], env, timed=duration_s)
+        wal_spent = _wal_lsn(database_url) - wal_before
+        tpcb = _tps(tpcb_out)
+        done = DONE_LINE.search(tpcb_out)
+        tpcb_wal = wal_spent / int(done.group(1)) if done and int(done.group(1)) else None
         with tempfile.TemporaryDirectory(prefix="ledger-bench-") as folder:
             script = Path(folder) / "hot_row.sql"
             script.write_text(HOT_ROW_SCRIPT)
@@ -75,7 +83,13 @@ def run_baseline(database_url: str, clients: int, duration_s: float) -> Baseline
             database_url,
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch)),
         )
-    return Baseline(tpcb_tps=tpcb, hot_row_tps=hot)
+    return Baseline(tpcb_tps=tpcb, hot_row_tps=hot, tpcb_wal_bytes=tpcb_wal)
+
+
+def _wal_lsn(database_url: str) -> int:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()
+    return int(row[0]) if row is not None else 0
 
 
 def _pg_env(database_url: str) -> dict[str, str]:

@@ -2,8 +2,9 @@
 
 Both are read from what the service itself records, for the rows written during the load
 window (bounded by PostgreSQL's clock before the first request and after the last answer):
-- event lag: `outbox_events.published_at - created_at`. `created_at` is taken by the API when
-  it builds the event, a few ms before the transaction commits; `published_at` is taken by the
+- event lag: the `published_at` of the relay's batch (the `outbox_feed` view) minus the event's
+  `created_at`. `created_at` is taken by the API when it builds the event, a few ms before the
+  transaction commits; `published_at` is taken by the
   relay after Kafka acknowledged (`acks=all`) every record of its batch. So the figure is an
   upper bound on "commit to on the topic" (without Kafka configured, it is commit to feed);
 - seal lag: `audit_seals.sealed_at - audit_records.at` for the same window's records.
@@ -30,8 +31,9 @@ LAG_POLL_SECONDS = 0.2
 
 _WAITING = {
     "event": (
-        "SELECT count(*) FROM outbox_events "
-        "WHERE created_at >= %(start)s AND created_at <= %(end)s AND published_at IS NULL"
+        "SELECT count(*) FROM outbox_events e "
+        "WHERE e.created_at >= %(start)s AND e.created_at <= %(end)s "
+        "AND NOT EXISTS (SELECT 1 FROM outbox_feed f WHERE f.id = e.id)"
     ),
     "seal": (
         "SELECT count(*) FROM audit_records r "
@@ -42,8 +44,9 @@ _WAITING = {
 _P99 = {
     "event": (
         "SELECT percentile_cont(0.99) WITHIN GROUP (ORDER BY lag), count(*) FROM ("
-        "SELECT extract(epoch FROM coalesce(published_at, clock_timestamp()) - created_at) AS lag "
-        "FROM outbox_events WHERE created_at >= %(start)s AND created_at <= %(end)s) AS l"
+        "SELECT extract(epoch FROM coalesce(f.published_at, clock_timestamp()) - e.created_at) "
+        "AS lag FROM outbox_events e LEFT JOIN outbox_feed f ON f.id = e.id "
+        "WHERE e.created_at >= %(start)s AND e.created_at <= %(end)s) AS l"
     ),
     "seal": (
         "SELECT percentile_cont(0.99) WITHIN GROUP (ORDER BY lag), count(*) FROM ("

@@ -3,7 +3,8 @@
 `Observer.start()` runs just before the first request and `stop()` just after the last answer;
 `report()` then waits for the worker to catch up with that window and returns the JSON fields:
 `<component>_cpu_ms_per_transfer` for client, api, worker and db (those it could see), and
-`event_lag_p99_ms` / `seal_lag_p99_ms` with their backlogs (when it has a database URL).
+`event_lag_p99_ms` / `seal_lag_p99_ms` with their backlogs, and `wal_bytes_per_transfer`
+(ledger/bench/wal.py), when it has a database URL.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from psycopg.conninfo import conninfo_to_dict
 from ledger.bench import cpu
 from ledger.bench.lag import db_clock, measure_lags
 from ledger.bench.options import BenchOptions
+from ledger.bench.wal import drained_lsn, lsn_text
 
 LOCAL_HOSTS = frozenset({"", "localhost", "127.0.0.1", "::1"})
 
@@ -38,10 +40,13 @@ class Observer:
         self._window: tuple[dt.datetime, dt.datetime | None] | None = None
         self._before: cpu.CpuSnapshot | None = None
         self._spent: dict[str, float] = {}
+        self._wal_before: int | None = None
 
     async def start(self) -> None:
         url = self.options.database_url
         if url:
+            lsn, drained = await drained_lsn(url)
+            self._wal_before = lsn if drained else None
             self._conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
             if not self.roots["db"] and _is_local(url):
                 postmaster = cpu.postmaster_of(self._conn.info.backend_pid)
@@ -67,4 +72,12 @@ class Observer:
         url = self.options.database_url
         if url and self._window is not None and self._window[1] is not None:
             fields.update(await measure_lags(url, self._window[0], self._window[1]))
+        if url and self._wal_before is not None:
+            lsn, drained = await drained_lsn(url)
+            fields["wal_bytes_per_transfer"] = (
+                round((lsn - self._wal_before) / transfers) if drained and transfers else None
+            )
+            fields["wal_drained"] = drained
+            # For pg_waldump --start/--end: what the figure covers, record by record.
+            fields["wal_lsn_range"] = [lsn_text(self._wal_before), lsn_text(lsn)]
         return fields

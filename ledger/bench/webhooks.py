@@ -13,7 +13,8 @@ the API built it, a few ms before commit), `webhook_deliveries` (requests receiv
 events, duplicates included) and `webhook_backlog` (window events some receiver still lacked).
 The endpoints are deleted at the end. Signatures are not checked here (the tests check them).
 With `--worker-pid`, `webhook_worker_cpu_ms` is the worker's CPU from the start of the load to
-the end of that wait (relay and sealer included: compare with a run without webhooks).
+the end of that wait (relay and sealer included: compare with a run without webhooks; the
+delivery child, `ledger webhook-delivery`, is counted as every descendant is).
 """
 
 from __future__ import annotations

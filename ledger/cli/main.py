@@ -154,6 +154,31 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_webhook_delivery(args: argparse.Namespace) -> int:
+    from ledger.worker.jobs import run_webhook_delivery
+
+    if args.with_parent:
+        # The worker's own settings, from its pipe; the series go to the worker's /metrics.
+        from ledger.worker.webhook_process import read_parent_settings
+        from observability.logging import configure_logging
+        from observability.tracing import configure_tracing
+
+        settings = read_parent_settings()
+        configure_logging(settings.log_level, settings.log_format)
+        configure_tracing()
+    else:
+        settings = _settings()
+        _serve_metrics(settings)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        await run_webhook_delivery(settings, stop, with_parent=args.with_parent)
+
+    _run(main)
+    return 0
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     from ledger.cli.dev import run_dev
 
@@ -179,6 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="outbox relay, expiry of pending transfers, sealing")
     worker.set_defaults(func=cmd_worker)
+
+    delivery = sub.add_parser(
+        "webhook-delivery",
+        help="webhook delivery alone (`ledger worker` runs it as its child; see docs/webhooks.md)",
+    )
+    # Set by `ledger worker` for its child: stop when stdin closes, metrics reported on stdout.
+    delivery.add_argument("--with-parent", action="store_true", help=argparse.SUPPRESS)
+    delivery.set_defaults(func=cmd_webhook_delivery)
 
     db = sub.add_parser("db", help="schema migrations (Alembic)")
     db_sub = db.add_subparsers(dest="action", required=True)

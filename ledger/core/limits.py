@@ -57,6 +57,9 @@ AUDIT_SHOW_RECORDS_MAX = 10_000  # records one `ledger audit show` prints at mos
 # within its statement budget, so twice that is ample. Polled every few milliseconds.
 VERIFY_SETTLE_WAIT_MAX_SECONDS = 2 * DB_STATEMENT_TIMEOUT_MS // 1000
 VERIFY_SETTLE_POLL_SECONDS = 0.005
+# Memory for the full run's sort of every entry in account order (a bigger ledger spills to
+# disk, still in sequential reads).
+VERIFY_SORT_MEMORY_MB = 256
 
 # Verifiable audit (issue 14): signed checkpoints of the Merkle tree over sealed records. The
 # contract asks for one at least every 10 s while records are sealed; a pass runs every 0.5 s.
@@ -240,6 +243,16 @@ WEBHOOK_RETRY_BATCH_MAX = 50  # due retries one lane sends per step
 WEBHOOK_POLL_INTERVAL_SECONDS = 0.1  # how often the dispatcher looks for new feed positions
 WEBHOOK_LANE_IDLE_SECONDS = 1.0  # an idle lane looks for due retries at least this often
 WEBHOOK_ENDPOINTS_REFRESH_SECONDS = 1.0  # changes to endpoints and secrets reach the worker
+# The delivery process, a child of `ledger worker` (ledger/worker/webhook_process.py): started
+# again after it ends, from about 1 s doubling to a minute (starting over once a child has run
+# for a minute); stopped with SIGTERM, then SIGKILL after the grace period; its metrics reach the
+# worker's /metrics this often.
+WEBHOOK_CHILD_POLL_SECONDS = 1.0
+WEBHOOK_CHILD_RESTART_INITIAL_MS = 1_000
+WEBHOOK_CHILD_RESTART_MAX_MS = 60_000
+WEBHOOK_CHILD_STABLE_SECONDS = 60.0
+WEBHOOK_CHILD_STOP_SECONDS = 15.0
+WEBHOOK_METRICS_REPORT_SECONDS = 2.0
 WEBHOOK_ERROR_LENGTH_MAX = 200  # characters of an attempt's error kept in the delivery log
 WEBHOOK_PENDING_COUNT_MAX = 10_000  # the retrying gauge counts up to this (a floor past it)
 WEBHOOK_RETENTION_BATCH_SIZE = 1_000  # delivery rows deleted per statement by the cleanup

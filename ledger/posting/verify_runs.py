@@ -11,7 +11,9 @@ A run:
 3. checks in one REPEATABLE READ snapshot: everything (full), or, since the last run, the
    entries and events above its bounds, extending its per-account marks, after checking the
    marks against the data they describe;
-4. when every invariant holds, records the run and the marks from that same snapshot.
+4. when every invariant holds, records the run and the marks from that same snapshot; when a
+   full run finds a violation, forgets every recorded run, so that no later incremental run
+   carries forward a result the full run no longer gives.
 
 What the incremental run cannot see, by design: a row rewritten or inserted at or below the
 last run's bounds (say by someone holding the service's database role). Entries are
@@ -106,11 +108,23 @@ async def verify_ledger(engine: AsyncEngine, *, since_last: bool) -> VerifyOutco
                 if outcome.ok and settled is not None:
                     run_id = await _record(conn, last, settled, counts)
                     outcome.notes.append(f"recorded as run {run_id}")
+                elif last is None and outcome.violations and settled is not None:
+                    await _forget_runs(conn, outcome)
     outcome.notes.append(
         f"took {time.monotonic() - began:.2f} s ({settled_after:.2f} s of it waiting for the"
         " transactions open when it began)"
     )
     return outcome
+
+
+async def _forget_runs(conn: AsyncConnection, outcome: VerifyOutcome) -> None:
+    """A full run found violations: nothing recorded before it may be carried forward, so
+    `--since-last` runs in full (and names them) until a full run passes."""
+    for table in ("verify_account_marks", "verify_monitor_marks", "verify_runs"):
+        await conn.execute(sa.text(f"DELETE FROM {table}"))
+    outcome.notes.append(
+        "recorded runs forgotten: until a full run passes, --since-last runs in full"
+    )
 
 
 async def _take_verify_lock(session: AsyncConnection, outcome: VerifyOutcome) -> bool:

@@ -177,37 +177,73 @@ async def set_waiting(db: Executor, endpoint_id: uuid.UUID, positions: Sequence[
         )
 
 
-async def record_attempt(
-    db: Executor, endpoint_id: uuid.UUID, position: int, values: dict[str, Any]
+_RECORD_ATTEMPTS = sa.text(
+    """
+    UPDATE webhook_deliveries AS d
+    SET attempts = a.attempts,
+        status = a.status,
+        next_attempt_at = a.next_attempt_at,
+        last_attempt_at = a.last_attempt_at,
+        last_status_code = a.last_status_code,
+        last_error = a.last_error,
+        updated_at = a.last_attempt_at,
+        envelope = CASE WHEN a.status = 'delivered' THEN NULL ELSE d.envelope END
+    FROM unnest(
+        CAST(:positions AS bigint[]), CAST(:attempts AS integer[]), CAST(:statuses AS text[]),
+        CAST(:next_attempts AS timestamptz[]), CAST(:attempted AS timestamptz[]),
+        CAST(:codes AS integer[]), CAST(:errors AS text[])
+    ) AS a(position, attempts, status, next_attempt_at, last_attempt_at, last_status_code,
+           last_error)
+    WHERE d.endpoint_id = :endpoint_id AND d.position = a.position AND d.status = 'pending'
+    """
+)
+
+
+async def record_attempts(
+    db: Executor, endpoint_id: uuid.UUID, attempts: Sequence[tuple[int, dict[str, Any]]]
 ) -> None:
+    """The outcomes of a step's retries, `(position, plan.after_retry(...))` each, in one
+    statement: a pending delivery only (a replay or a retry by hand may have moved it on)."""
+    if not attempts:
+        return
     await db.execute(
-        sa.update(deliveries_t)
-        .where(deliveries_t.c.endpoint_id == endpoint_id)
-        .where(deliveries_t.c.position == position)
-        .where(deliveries_t.c.status == PENDING)
-        .values(**values)
+        _RECORD_ATTEMPTS,
+        {
+            "endpoint_id": endpoint_id,
+            "positions": [position for position, _ in attempts],
+            "attempts": [v["attempts"] for _, v in attempts],
+            "statuses": [v.get("status", PENDING) for _, v in attempts],
+            "next_attempts": [v.get("next_attempt_at") for _, v in attempts],
+            "attempted": [v["last_attempt_at"] for _, v in attempts],
+            "codes": [v["last_status_code"] for _, v in attempts],
+            "errors": [v["last_error"] for _, v in attempts],
+        },
     )
 
 
 async def promote_next(
     db: Executor, endpoint_id: uuid.UUID, subjects: Iterable[str], now: dt.datetime
 ) -> None:
-    """Schedule the oldest pending delivery of each subject (now), if it waits unscheduled."""
-    for subject in sorted(set(subjects)):
-        oldest = (
-            sa.select(sa.func.min(deliveries_t.c.position))
-            .where(deliveries_t.c.endpoint_id == endpoint_id)
-            .where(deliveries_t.c.subject == subject)
-            .where(deliveries_t.c.status == PENDING)
-            .scalar_subquery()
-        )
-        await db.execute(
-            sa.update(deliveries_t)
-            .where(deliveries_t.c.endpoint_id == endpoint_id)
-            .where(deliveries_t.c.position == oldest)
-            .where(deliveries_t.c.next_attempt_at.is_(None))
-            .values(next_attempt_at=now)
-        )
+    """Schedule the oldest pending delivery of each subject (now), if it waits unscheduled: one
+    statement for every subject."""
+    wanted = sorted(set(subjects))
+    if not wanted:
+        return
+    oldest = (
+        sa.select(sa.func.min(deliveries_t.c.position).label("position"))
+        .where(deliveries_t.c.endpoint_id == endpoint_id)
+        .where(deliveries_t.c.status == PENDING)
+        .where(deliveries_t.c.subject == sa.any_(sa.cast(wanted, sa.ARRAY(sa.Text))))
+        .group_by(deliveries_t.c.subject)
+        .subquery()
+    )
+    await db.execute(
+        sa.update(deliveries_t)
+        .where(deliveries_t.c.endpoint_id == endpoint_id)
+        .where(deliveries_t.c.position == oldest.c.position)
+        .where(deliveries_t.c.next_attempt_at.is_(None))
+        .values(next_attempt_at=now)
+    )
 
 
 async def count_pending(db: Executor, endpoint_id: uuid.UUID, cap: int) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -168,10 +169,11 @@ def event_jobs(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession
 
 def webhook_jobs(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> list[Job]:
     """Webhook delivery (one active dispatcher per database, others stand by, as the relay) and
-    the cleanup of its delivery log. LEDGER_WEBHOOK_DELIVERY=off leaves delivery to other
-    workers."""
-    from ledger.webhooks.delivery.dispatcher import WebhookDispatcher
+    the cleanup of its delivery log. The dispatcher runs in a child process of the worker
+    (ledger/worker/webhook_process.py), so deliveries never take the relay's CPU.
+    LEDGER_WEBHOOK_DELIVERY=off leaves delivery to other workers."""
     from ledger.webhooks.delivery.retention import retention_step
+    from ledger.worker.webhook_process import DeliveryProcess
 
     jobs = [
         Job(
@@ -181,16 +183,49 @@ def webhook_jobs(settings: Settings, sessionmaker: async_sessionmaker[AsyncSessi
         )
     ]
     if settings.webhook_delivery:
-        dispatcher = WebhookDispatcher(settings)
+        child = DeliveryProcess(settings)
         jobs.append(
             Job(
-                "webhook-dispatcher",
-                dispatcher.step,
-                limits.WEBHOOK_POLL_INTERVAL_SECONDS,
-                close=dispatcher.close,
+                "webhook-delivery",
+                child.step,
+                limits.WEBHOOK_CHILD_POLL_SECONDS,
+                close=child.close,
+                wake=child.wake,
             )
         )
     return jobs
+
+
+async def run_webhook_delivery(
+    settings: Settings, stop: asyncio.Event, *, with_parent: bool
+) -> None:
+    """`ledger webhook-delivery`: the webhook dispatcher alone, until `stop`. With `with_parent`
+    (started by `ledger worker`): until the worker's pipe on stdin closes too, and the metrics
+    reported on stdout (ledger/worker/webhook_process.py)."""
+    from ledger.webhooks.delivery.dispatcher import WebhookDispatcher
+    from ledger.worker.webhook_process import exit_with_parent, instance_name, report_metrics
+
+    dispatcher = WebhookDispatcher(settings, instance=instance_name(with_parent))
+    job = Job(
+        "webhook-dispatcher",
+        dispatcher.step,
+        limits.WEBHOOK_POLL_INTERVAL_SECONDS,
+        close=dispatcher.close,
+    )
+    helpers = [exit_with_parent(stop), report_metrics(stop)] if with_parent else []
+    tasks = [asyncio.create_task(helper) for helper in helpers]
+    log.info("webhook.delivery_started", pid=os.getpid(), with_parent=with_parent)
+    try:
+        await run_job(job, stop)
+    finally:
+        stop.set()
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        with contextlib.suppress(Exception):
+            await dispatcher.close()
+        log.info("webhook.delivery_stopped", pid=os.getpid())
 
 
 def audit_sealer_job(

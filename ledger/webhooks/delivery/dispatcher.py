@@ -37,7 +37,7 @@ from ledger.core.locks import SINGLETON_KEY, LockClass
 from ledger.core.settings import Settings
 from ledger.webhooks import repository as repo
 from ledger.webhooks.delivery.lane import Lane, LaneBounds, LaneConfig
-from ledger.webhooks.delivery.transport import guarded_transport
+from ledger.webhooks.delivery.transport import guarded_client
 from ledger.webhooks.secrets import SecretBox, SecretUnreadable, secret_box
 from outbox import repository as feed
 
@@ -53,8 +53,11 @@ class WebhookDispatcher:
         *,
         bounds: LaneBounds | None = None,
         box: SecretBox | None = None,
+        instance: str | None = None,
     ) -> None:
         self.settings = settings
+        # Names the lock connection (`ledger-webhooks-<instance>`): the worker's pid by default.
+        self.instance = instance or str(os.getpid())
         self.bounds = bounds or LaneBounds()
         self.box = box or secret_box(settings)
         self._engine: AsyncEngine | None = None
@@ -106,7 +109,7 @@ class WebhookDispatcher:
         if self._leading:
             return True
         if self._engine is None:
-            self._engine = _dispatcher_engine(self.settings)
+            self._engine = _dispatcher_engine(self.settings, self.instance)
         async with self._conn_lock:
             try:
                 if self._conn is None:
@@ -180,11 +183,11 @@ class WebhookDispatcher:
         )
 
     def _start_lane(self, config: LaneConfig) -> None:
-        transports = [
-            guarded_transport(allow_private=self.settings.webhook_allow_private, connections_max=1)
-            for _ in range(self.bounds.concurrency)
-        ]
-        lane = Lane(config, self.run, transports, self.bounds)
+        session = guarded_client(
+            allow_private=self.settings.webhook_allow_private,
+            connections_max=self.bounds.concurrency,
+        )
+        lane = Lane(config, self.run, session, self.bounds)
         task = asyncio.create_task(lane.run_forever(), name=f"webhook-lane-{config.endpoint_id}")
         self._lanes[config.endpoint_id] = (lane, task)
         log.info("webhook.lane_started", endpoint_id=str(config.endpoint_id))
@@ -194,9 +197,8 @@ class WebhookDispatcher:
         task.cancel()
         with contextlib.suppress(BaseException):
             await task
-        for transport in lane.transports:
-            with contextlib.suppress(Exception):
-                await transport.aclose()
+        with contextlib.suppress(Exception):
+            await lane.session.close()
         lane.forget_metrics()
         log.info("webhook.lane_stopped", endpoint_id=str(endpoint_id))
 
@@ -220,7 +222,7 @@ class WebhookDispatcher:
             self._engine = None
 
 
-def _dispatcher_engine(settings: Settings) -> AsyncEngine:
+def _dispatcher_engine(settings: Settings, instance: str) -> AsyncEngine:
     """The dispatcher's own engine, without a pool (its connection holds a session lock), on
     LEDGER_DATABASE_DIRECT_URL like the relay's leader connection (ledger/core/leader.py)."""
-    return direct_engine(settings, f"ledger-webhooks-{os.getpid()}")
+    return direct_engine(settings, f"ledger-webhooks-{instance}")

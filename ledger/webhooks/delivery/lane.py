@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import httpx
+import aiohttp
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -66,24 +66,20 @@ class Lane:
         self,
         config: LaneConfig,
         run: RunOnLeader[Any],
-        transports: list[httpx.AsyncHTTPTransport],
+        session: aiohttp.ClientSession,
         bounds: LaneBounds,
     ) -> None:
         self.config = config
         self.run = run
         self.bounds = bounds
-        # One transport per request in flight, each with one connection: taking one is taking a
-        # slot (the concurrency bound). httpcore's pool checks every connection it holds each
-        # time it places a request (a poll of each socket), so one pool of N connections cost
-        # N times more per request; N pools of one do not.
-        self.transports = transports
+        # The endpoint's own client: at most `bounds.concurrency` connections, kept alive
+        # between deliveries; a slot is taken per request in flight (the concurrency bound).
+        self.session = session
+        self._slots = asyncio.Semaphore(bounds.concurrency)
         # While the endpoint fails (its last attempt did not deliver), one request at a time:
         # a hanging or refusing endpoint then holds one connection, not all of its slots.
         self._failing = False
         self._probe = asyncio.Lock()
-        self._free: asyncio.Queue[httpx.AsyncHTTPTransport] = asyncio.Queue()
-        for transport in transports:
-            self._free.put_nowait(transport)
         self.wake = asyncio.Event()
         self.signer = Signer(config.secrets)
         self.label = str(config.endpoint_id)
@@ -149,14 +145,16 @@ class Lane:
 
         async def record(conn: AsyncConnection) -> None:
             resolved = []
+            attempts = []
             for delivery, outcome in zip(heads, outcomes, strict=True):
                 values = plan.after_retry(
                     delivery.attempts, delivery.deadline_at, finished, outcome
                 )
-                await store.record_attempt(conn, endpoint_id, delivery.position, values)
+                attempts.append((delivery.position, values))
                 if values.get("status") in (store.DELIVERED, store.FAILED):
                     resolved.append(delivery.subject)
                 self._count(outcome, values.get("status"), None)
+            await store.record_attempts(conn, endpoint_id, attempts)
             await store.promote_next(conn, endpoint_id, resolved, finished)
 
         await self.run(record)
@@ -246,10 +244,9 @@ class Lane:
         return await self._send_now(event_id, body)
 
     async def _send_now(self, event_id: uuid.UUID, body: bytes) -> Outcome:
-        transport = await self._free.get()
-        try:
+        async with self._slots:
             outcome = await attempt(
-                transport,
+                self.session,
                 self.config.url,
                 event_id=str(event_id),
                 body=body,
@@ -257,8 +254,6 @@ class Lane:
                 timeout_seconds=self.bounds.attempt_timeout_seconds,
                 response_bytes_max=self.bounds.response_bytes_max,
             )
-        finally:
-            self._free.put_nowait(transport)
         self._failing = not outcome.delivered
         if not outcome.delivered:
             log.info(

@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
 from standardwebhooks.webhooks import Webhook
 
 from ledger.core import limits
@@ -51,7 +51,7 @@ class Signer:
 
 
 async def attempt(
-    transport: httpx.AsyncBaseTransport,
+    session: aiohttp.ClientSession,
     url: str,
     *,
     event_id: str,
@@ -60,50 +60,50 @@ async def attempt(
     timeout_seconds: float = limits.WEBHOOK_ATTEMPT_TIMEOUT_SECONDS,
     response_bytes_max: int = limits.WEBHOOK_RESPONSE_BYTES_MAX,
 ) -> Outcome:
-    """POST once. A 2xx status within `timeout_seconds` delivers; the response body is read
-    within the same time and at most `response_bytes_max` of it (then the connection is
-    dropped), whatever the receiver keeps sending."""
+    """POST once, through a session of `transport.guarded_client`, following no redirect. A
+    2xx status within `timeout_seconds` delivers; the response body is read within the same
+    time and at most `response_bytes_max` of it (then the connection is dropped rather than
+    kept), whatever the receiver keeps sending."""
     started = time.monotonic()
     status: int | None = None
-    request = httpx.Request(
-        "POST",
-        url,
-        headers=signer.headers(event_id, body, dt.datetime.now(dt.UTC)),
-        content=body,
-        # httpx's own limits bound each phase (connect, each read and write); the whole
-        # attempt is bounded below, since a drip satisfies every per-read limit.
-        extensions={"timeout": httpx.Timeout(timeout_seconds).as_dict()},
-    )
+    headers = signer.headers(event_id, body, dt.datetime.now(dt.UTC))
     try:
+        # One limit for the whole attempt: a drip satisfies every per-read limit.
         async with asyncio.timeout(timeout_seconds):
-            response = await transport.handle_async_request(request)
-            try:
-                status = response.status_code
-                await _read_bounded(response, response_bytes_max)
-            finally:
-                await response.aclose()
+            async with session.post(url, data=body, headers=headers, allow_redirects=False) as r:
+                status = r.status
+                if not await _read_bounded(r, response_bytes_max):
+                    r.close()  # more than the limit: drop the connection, do not read on
     except TimeoutError:
         if status is not None:  # the status came in time; only the body was slow
             return _outcome(status, None, started)
         return Outcome(
             False, None, f"timeout: no answer within {timeout_seconds:g} s", _since(started)
         )
-    except httpx.HTTPError as exc:
+    except (aiohttp.ClientError, OSError) as exc:
         if status is not None:
             return _outcome(status, None, started)
-        detail = str(exc)[: limits.WEBHOOK_ERROR_LENGTH_MAX] or type(exc).__name__
-        return Outcome(False, None, f"{type(exc).__name__}: {detail}", _since(started))
+        return Outcome(False, None, _describe(exc), _since(started))
     return _outcome(status, None, started)
 
 
-async def _read_bounded(response: httpx.Response, bytes_max: int) -> None:
-    """Read at most `bytes_max` of the body; past that, stop (closing the stream drops the
-    connection instead of reading on)."""
+async def _read_bounded(response: aiohttp.ClientResponse, bytes_max: int) -> bool:
+    """Read at most `bytes_max` of the body; True when the body ended within it."""
     read = 0
-    async for chunk in response.aiter_raw():
+    while read < bytes_max:
+        chunk = await response.content.read(bytes_max - read)
+        if not chunk:
+            return True
         read += len(chunk)
-        if read >= bytes_max:
-            return
+    return response.content.at_eof()
+
+
+def _describe(exc: BaseException) -> str:
+    """Why a request failed, short and free of secrets: the class and, for a connection that
+    could not be made, the reason underneath (an address refused, a refused connect)."""
+    cause = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc
+    detail = str(cause) or type(cause).__name__
+    return f"{type(exc).__name__}: {detail}"[: limits.WEBHOOK_ERROR_LENGTH_MAX]
 
 
 def _since(started: float) -> float:
