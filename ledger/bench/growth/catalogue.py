@@ -33,6 +33,10 @@ CSRF_FIELD = re.compile(r'name="_csrf_token" value="([^"]+)"')
 FEED_TAIL = 50  # "near the end" of the feed: this many events before its last
 AUDIT_ACTION = "transfer.create"
 METADATA_FILTER = {"metadata[channel]": "web"}
+# The feed's last position: each relay batch row holds its first position and its event ids.
+FEED_LAST = (
+    "SELECT coalesce(max(first_position + cardinality(event_ids) - 1), 0) FROM outbox_batches"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +81,7 @@ async def expected(conn: Conn, busy_id: str, mid: dt.datetime) -> Expected:
             "SELECT count(*) FROM transfers WHERE metadata @> %(f)s::jsonb",
             {"f": '{"channel": "web"}'},
         ),
-        feed_last=await _scalar(conn, "SELECT coalesce(max(position), 0) FROM outbox_events", {}),
+        feed_last=await _scalar(conn, FEED_LAST, {}),
     )
 
 

@@ -29,7 +29,8 @@ DRAIN_STALL_SECONDS = 60.0  # nothing moved this long: no worker runs (reported 
 DRAIN_POLL_SECONDS = 1.0
 
 _WAITING = """
-SELECT (SELECT count(*) FROM outbox_events WHERE position IS NULL),
+SELECT (SELECT count(*) FROM outbox_events e WHERE e.created_at >= %(start)s
+           AND NOT EXISTS (SELECT 1 FROM outbox_feed f WHERE f.id = e.id)),
        (SELECT count(*) FROM audit_records r WHERE r.at >= %(start)s
            AND NOT EXISTS (SELECT 1 FROM audit_seals s WHERE s.record_id = r.id)),
        coalesce((SELECT max(seq) FROM audit_seals), 0)
