@@ -273,8 +273,8 @@ async def waiting_count(ex: Executor, *, horizon_xid: int, examine_max: int) -> 
         .limit(examine_max + 1)
         .subquery("candidates")
     )
-    sealed = (
-        sa.select(seals_t.c.seq)
+    sealed = (  # the record_id index alone answers it (an index-only scan)
+        sa.select(seals_t.c.record_id)
         .where(seals_t.c.record_id == candidates.c.id)
         .limit(1)
         .scalar_subquery()
