@@ -47,12 +47,18 @@ class ConsistencyProof:
 class ChainState:
     """For the console: the newest checkpoint row; whether its signatures hold (with the key its
     `key_id` names, among the configured ones) AND the stored tree reproduces its root at its
-    size (None: no checkpoint yet); how many records are sealed and how many wait."""
+    size (None: no checkpoint yet); how many records are sealed and how many wait.
+
+    `unsealed` counts the records waiting for the sealer: unsealed records written at or after
+    the chain head's horizon, among the newest AUDIT_CONSOLE_WAITING_EXAMINE_MAX of them
+    (`unsealed_exact` False: more were written since, and the count is a lower bound). A record
+    left unsealed behind the horizon was written behind the service's back: verify names it."""
 
     latest: Checkpoint | None
     latest_verified: bool | None
     sealed: int
     unsealed: int
+    unsealed_exact: bool = True
 
 
 def _unavailable(field: str, message: str) -> AuditTreeSizeUnavailable:
@@ -191,7 +197,11 @@ async def chain_state(session: AsyncSession, keys: Keyring) -> ChainState:
     checkpoint = rows[0] if rows else None
     head = await repo.chain_head(session)
     sealed = head.seq if head is not None else 0
-    unsealed = await repo.unsealed_count(session)
+    waiting = await repo.waiting_count(
+        session,
+        horizon_xid=await _waiting_horizon(session, head),
+        examine_max=limits.AUDIT_CONSOLE_WAITING_EXAMINE_MAX,
+    )
     verified: bool | None = None
     if checkpoint is not None:
         root = await root_at(session, checkpoint.tree_size)
@@ -200,4 +210,16 @@ async def chain_state(session: AsyncSession, keys: Keyring) -> ChainState:
             and root is not None
             and root.hex() == checkpoint.root_hash.lower()
         )
-    return ChainState(checkpoint, verified, sealed, unsealed)
+    return ChainState(checkpoint, verified, sealed, waiting.count, waiting.complete)
+
+
+async def _waiting_horizon(session: AsyncSession, head: repo.ChainHead | None) -> int:
+    """Where the sealer's next pass scans from at the latest: the chain head's horizon (see
+    ledger/audit/sealer.py); 0 (every record) when the chain has none yet, or when it lies
+    beyond this database's transaction ids (a chain restored from a dump: its sealer scans
+    everything once too)."""
+    if head is None or head.facts is None:
+        return 0
+    if head.facts.horizon_xid > (await repo.snapshot_bounds(session))[1]:
+        return 0
+    return head.facts.horizon_xid

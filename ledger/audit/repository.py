@@ -243,8 +243,53 @@ def seal_facts(row: sa.Row[Any]) -> PassFacts | None:
 
 
 async def unsealed_count(ex: Executor) -> int:
+    """Every unsealed record, exactly: an anti-join of the whole trail with the whole chain (for
+    verify, which reads both anyway)."""
     query = sa.select(sa.func.count()).select_from(records_t).where(_not_sealed())
     return int((await ex.execute(query)).scalar_one())
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """Unsealed records among the newest `examined` records written at or after a horizon;
+    `complete`: those were all of them, so `count` is exact (else a lower bound)."""
+
+    count: int
+    examined: int
+    complete: bool
+
+
+async def waiting_count(ex: Executor, *, horizon_xid: int, examine_max: int) -> Waiting:
+    """The records waiting for the sealer, for the console: unsealed records whose transaction
+    is at or after `horizon_xid` (the chain head's: every older record was visible to a pass
+    that finished its scan, so it is sealed, or was inserted behind the service's back, which
+    verify names). The newest `examine_max` such records at most (`ix_audit_records_xact_id`
+    backwards), each tested by one probe of the seals' `record_id` index: the cost follows
+    the sealer's window, never the trail's size."""
+    candidates = (
+        sa.select(records_t.c.id)
+        .where(records_t.c.xact_id >= horizon_xid)
+        .order_by(records_t.c.xact_id.desc())
+        .limit(examine_max + 1)
+        .subquery("candidates")
+    )
+    sealed = (  # the record_id index alone answers it (an index-only scan)
+        sa.select(seals_t.c.record_id)
+        .where(seals_t.c.record_id == candidates.c.id)
+        .limit(1)
+        .scalar_subquery()
+    )
+    # One candidate past the bound tells a complete count from a partial one (counted too: it
+    # is a record waiting as much as the others, so the count stays a lower bound).
+    query = sa.select(
+        sa.func.count().filter(sealed.is_(None)).label("waiting"),
+        sa.func.count().label("examined"),
+    ).select_from(candidates)
+    row = (await ex.execute(query)).one()
+    examined = int(row.examined)
+    if examined <= examine_max:
+        return Waiting(int(row.waiting), examined, True)
+    return Waiting(int(row.waiting), examine_max, False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -116,6 +116,8 @@ class AuditSealer:
         self._grace_seconds = grace_seconds
         self._conn: AsyncConnection | None = None
         self._leading = False
+        # Set by `stop_soon` (the worker is shutting down): a pass ends after the batch it is in.
+        self._stopping = False
         # None until this sealer leads: it then starts from the chain head's horizon.
         self._horizon: int | None = None
         # The Merkle tree's right edge and checkpoints (ledger/audit/tree.py); no signer: leaves
@@ -150,13 +152,20 @@ class AuditSealer:
             log.info("audit.sealed", count=done.sealed, head_seq=done.head_seq)
         return done.sealed
 
+    def stop_soon(self) -> None:
+        """The worker is stopping: end the pass (and the tree's walk) at the next transaction's
+        end, so that a backlog of any size holds the shutdown for one batch at most. What is
+        committed stays; the next start resumes from the chain head, as after any cut pass."""
+        self._stopping = True
+        self.tree.stopping = True
+
     async def paced_step(self) -> int:
         """The worker loop's step. A pass leaves no known backlog (it seals until a batch comes
         back short), so it reports none and the loop waits its interval: the next pass then seals
         what committed meanwhile in one go, rather than one busy pass per commit. While the tree
         is being recomputed from the records it reports work, so the walk goes on at once."""
         await self.step()
-        return 1 if self._leading and self.tree.building else 0
+        return 1 if self._leading and self.tree.building and not self._stopping else 0
 
     async def close(self) -> None:
         await self._drop_connection()
@@ -233,6 +242,9 @@ class AuditSealer:
                 after_seq = rows[-1].seq
             if len(rows) < self._batch_size:
                 break
+            if self._stopping:
+                log.info("audit.sealer_pass_cut", sealed=done.sealed, reason="stopping")
+                return done
         # Only a pass that scanned to the end may move the horizon: a pass cut short leaves it,
         # and the next one (or the chain head's, after a reconnect) covers what it did not reach.
         self._horizon = horizon_next

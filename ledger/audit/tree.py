@@ -80,6 +80,8 @@ class SealerTree:
         self._signed_size = 0  # the newest genuine checkpoint's size, as far as this one knows
         self._last_checkpoint_at = 0.0
         self._alarmed: set[tuple[int, str]] = set()
+        # The worker is stopping: a walk ends its step at the next page (it resumes at start).
+        self.stopping = False
 
     @property
     def size(self) -> int | None:
@@ -105,7 +107,11 @@ class SealerTree:
         if self._walk is None:
             self._walk = TreeWalk(self.keys, start=self._edge, repair=True)
         walk, done = self._walk, 0
-        while not walk.state.done and done < limits.AUDIT_TREE_BUILD_LEAVES_PER_STEP:
+        while (
+            not walk.state.done
+            and done < limits.AUDIT_TREE_BUILD_LEAVES_PER_STEP
+            and not self.stopping
+        ):
             async with conn.begin():
                 page = await walk.page(conn, limits.AUDIT_TREE_LEAVES_PER_TX_MAX)
             walk.accept(page)

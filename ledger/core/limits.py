@@ -64,6 +64,8 @@ VERIFY_SORT_MEMORY_MB = 256
 # Verifiable audit (issue 14): signed checkpoints of the Merkle tree over sealed records. The
 # contract asks for one at least every 10 s while records are sealed; a pass runs every 0.5 s.
 AUDIT_CHECKPOINT_INTERVAL_SECONDS = 5.0
+# Records the console's "unsealed" looks at, at most (the newest since the sealer's horizon).
+AUDIT_CONSOLE_WAITING_EXAMINE_MAX = 10_000
 AUDIT_TREE_LEAVES_PER_TX_MAX = 5_000  # leaves added per transaction when catching up old seals
 AUDIT_CHECKPOINT_DELIVERY_BATCH_MAX = 500  # checkpoints one delivery step sends to Kafka or file
 AUDIT_CHECKPOINT_DELIVERY_INTERVAL_SECONDS = 1.0  # idle wait between delivery steps

@@ -41,6 +41,9 @@ class Job:
     close: Callable[[], Awaitable[None]] | None = None
     # Set by the job's own listener (the relay's LISTEN) to run the next step before the interval.
     wake: asyncio.Event | None = None
+    # Called once when the worker is told to stop, while a step may be running: a job whose step
+    # can run long (the sealer through a backlog) ends it at its next transaction's end.
+    stop_soon: Callable[[], None] | None = None
 
 
 async def idempotency_retention_step(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
@@ -244,7 +247,11 @@ def audit_sealer_job(
     keys = None if settings is None or signer is None else keyring(settings, signer)
     sealer = AuditSealer(database, signer=signer, keys=keys)
     return Job(
-        "audit-sealer", sealer.paced_step, limits.AUDIT_SEAL_INTERVAL_SECONDS, close=sealer.close
+        "audit-sealer",
+        sealer.paced_step,
+        limits.AUDIT_SEAL_INTERVAL_SECONDS,
+        close=sealer.close,
+        stop_soon=sealer.stop_soon,
     )
 
 
@@ -309,12 +316,24 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     if settings.kafka_bootstrap_servers is None:
         log.info("worker.kafka_disabled", detail="events stay in the outbox and the HTTP feed")
     log.info("worker.started", jobs=[j.name for j in jobs])
+    stopping = asyncio.ensure_future(_tell_jobs_to_stop(jobs, stop))
     try:
         await asyncio.gather(*(run_job(job, stop) for job in jobs))
     finally:
+        stopping.cancel()
         for job in jobs:
             if job.close is not None:
                 with contextlib.suppress(Exception):
                     await job.close()
         await engine.dispose()
         log.info("worker.stopped")
+
+
+async def _tell_jobs_to_stop(jobs: list[Job], stop: asyncio.Event) -> None:
+    """Once `stop` is set: say so, and ask each job that can run a long step to end it soon
+    (the loop checks `stop` only between steps)."""
+    await stop.wait()
+    log.info("worker.stopping")
+    for job in jobs:
+        if job.stop_soon is not None:
+            job.stop_soon()
