@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from ledger.bench.check import CheckResult
     from ledger.bench.load import Tally
 
-__all__ = ["BenchOptions", "run_bench"]
+__all__ = ["BenchOptions", "require_bench_extra", "run_async", "run_bench"]
 
 T = TypeVar("T")
 
@@ -46,7 +46,7 @@ def run_async(main: Coroutine[Any, Any, T]) -> T:
 def run_bench(options: BenchOptions) -> tuple[dict[str, Any], list[str]]:
     """The report and the problems the check found (for stderr)."""
     options.check()
-    _require_bench_extra()
+    require_bench_extra()
     if options.seed is None:  # report the seed actually used, so any run can be repeated
         options = dataclasses.replace(options, seed=random.SystemRandom().randrange(2**32))
     report, problems = run_async(_measure(options))
@@ -67,7 +67,7 @@ def run_bench(options: BenchOptions) -> tuple[dict[str, Any], list[str]]:
     return report, problems
 
 
-def _require_bench_extra() -> None:
+def require_bench_extra() -> None:
     """Refuse before any request is sent, naming the extra, rather than with an ImportError."""
     for package in BENCH_PACKAGES:
         if importlib.util.find_spec(package) is None:
