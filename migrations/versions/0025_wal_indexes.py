@@ -13,12 +13,16 @@ Create Date: 2026-12-07 06:20:00.000000
   and rewrote the index's meta page, even for `{}` (about 166 bytes of WAL per transfer), and a
   later cleanup moved the entries again. With it off an insert goes straight into the tree.
   The filter reads the same index either way (no pending list to scan now).
+- `outbox_events.traceparent` repeated the envelope's `traceparent` (about 56 bytes in each of
+  a transfer's three events): the relay reads it from the envelope now. The downgrade fills the
+  column back from the envelopes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0025_wal_indexes"
@@ -43,9 +47,12 @@ def upgrade() -> None:
     # Later inserts go into the tree; what the pending list holds is flushed into it now.
     op.execute(f"ALTER INDEX {METADATA_INDEX} SET (fastupdate = off)")
     op.execute(f"SELECT gin_clean_pending_list('{METADATA_INDEX}'::regclass)")
+    op.drop_column("outbox_events", "traceparent")
 
 
 def downgrade() -> None:
+    op.add_column("outbox_events", sa.Column("traceparent", sa.Text(), nullable=True))
+    op.execute("UPDATE outbox_events SET traceparent = envelope ->> 'traceparent'")
     op.execute(f"ALTER INDEX {METADATA_INDEX} RESET (fastupdate)")
     with op.get_context().autocommit_block():
         op.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {BUILDING} ON transfers (reversal_of)")
