@@ -14,8 +14,9 @@ Create Date: 2026-12-07 06:20:00.000000
   later cleanup moved the entries again. With it off an insert goes straight into the tree.
   The filter reads the same index either way (no pending list to scan now).
 - `outbox_events.traceparent` repeated the envelope's `traceparent` (about 56 bytes in each of
-  a transfer's three events): the relay reads it from the envelope now. The downgrade fills the
-  column back from the envelopes.
+  a transfer's three events): the relay reads it from the envelope now. The code that no longer
+  writes it runs on the schema before this migration too: deploy it first, then migrate. The
+  downgrade fills the column back from the envelopes.
 """
 
 from __future__ import annotations
