@@ -26,8 +26,9 @@ class OutboxEvent(Base):
     sequence: Mapped[int | None]
     # `json`, not `jsonb`: the exact text the writer encoded, which the relay and the feed send
     # unparsed (jsonb would reprint metadata numbers: `1e23` as `1e+23`).
+    # Its `traceparent` (the relay's record header) is read from here: no column repeats it
+    # (migration 0025_wal_indexes).
     envelope: Mapped[dict[str, Any]] = mapped_column(JSON())
-    traceparent: Mapped[str | None]
     created_at: Mapped[dt.datetime]
     # The writing transaction's id: how the relay finds the events that committed since its last
     # window (outbox/repository.py).

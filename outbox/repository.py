@@ -129,7 +129,8 @@ IN_WINDOW = f"""
 # through that index and sort it at every step). The cursor starts at the window's first id, so
 # what is read beside the window is what committed after it.
 FETCH_WINDOW = f"""
-SELECT e.id, e.subject, CAST(e.envelope AS text) AS envelope, e.traceparent, e.created_at
+SELECT e.id, e.subject, CAST(e.envelope AS text) AS envelope,
+       e.envelope ->> 'traceparent' AS traceparent, e.created_at
 FROM outbox_events AS e
 WHERE e.id > :after_id AND {_VISIBLE}
 ORDER BY e.id

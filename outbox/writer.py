@@ -85,7 +85,6 @@ async def add_events(writer: BulkWriter, events: list[PendingEvent], ctx: WriteC
                 "subject": str(event.subject),
                 "sequence": event.sequence,
                 "envelope": envelope(event, event_id, event_ctx),
-                "traceparent": event_ctx.traceparent,
                 "created_at": event_ctx.now,
             }
         )

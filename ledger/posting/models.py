@@ -128,12 +128,19 @@ class Transfer(Base):
             "timeout_at",
             postgresql_where=sa.text("state = 'pending' AND timeout_at IS NOT NULL"),
         ),
-        sa.Index("ix_transfers_reversal_of", "reversal_of"),
+        # Only reversals: every lookup asks `reversal_of = <id>` (migration 0025_wal_indexes).
+        sa.Index(
+            "ix_transfers_reversal_of",
+            "reversal_of",
+            postgresql_where=sa.text("reversal_of IS NOT NULL"),
+        ),
+        # No pending list (migration 0025_wal_indexes): its meta page was rewritten per insert.
         sa.Index(
             "ix_transfers_metadata",
             "metadata",
             postgresql_using="gin",
             postgresql_ops={"metadata": "jsonb_path_ops"},
+            postgresql_with={"fastupdate": "off"},
         ),
         sa.CheckConstraint(
             "amount_ceiling IS NULL OR amount <= amount_ceiling", name="amount_within_ceiling"
