@@ -41,6 +41,7 @@ from ledger.audit import checkpoint_store as checkpoints
 from ledger.audit import tree_store as store
 from ledger.audit.keys import Keyring
 from ledger.audit.leaf import row_leaf_hash
+from ledger.audit.refusals import ReportedOnce
 from ledger.audit.signing import Checkpoint, Signer
 from ledger.audit.tree_walk import CHECKPOINT_ROOT, CHECKPOINT_SIGNATURE, Problem, TreeWalk
 from ledger.core import limits
@@ -49,7 +50,6 @@ from observability import metrics
 log = structlog.get_logger("ledger.audit.tree")
 
 FORK_BACKOFF_MAX_SECONDS = 3_600.0
-ALARMED_MAX = 10_000  # checkpoint rows whose refusal this process already reported
 
 
 class SealerTree:
@@ -79,7 +79,7 @@ class SealerTree:
         self._backoff = limits.AUDIT_TREE_FORK_RETRY_SECONDS
         self._signed_size = 0  # the newest genuine checkpoint's size, as far as this one knows
         self._last_checkpoint_at = 0.0
-        self._alarmed: set[tuple[int, str]] = set()
+        self._alarmed = ReportedOnce()  # refused checkpoint rows already reported
         # The worker is stopping: a walk ends its step at the next page (it resumes at start).
         self.stopping = False
 
@@ -204,12 +204,9 @@ class SealerTree:
     def _report(self, problems: Sequence[Problem], *, healed: bool) -> None:
         for problem in problems:
             if problem.checkpoint is not None and problem.code == CHECKPOINT_SIGNATURE:
-                key = (problem.checkpoint.tree_size, problem.checkpoint.signature)
-                if key in self._alarmed:
+                checkpoint = problem.checkpoint
+                if not self._alarmed.first(checkpoint.tree_size, checkpoint.signature):
                     continue
-                if len(self._alarmed) >= ALARMED_MAX:
-                    self._alarmed.clear()
-                self._alarmed.add(key)
             metrics.AUDIT_TREE_DISAGREEMENTS.labels(problem=problem.code).inc()
             log.error(
                 "audit.tree_disagreement",

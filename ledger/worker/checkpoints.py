@@ -41,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from ledger.audit import checkpoint_store as store
 from ledger.audit import repository as repo
 from ledger.audit.keys import Keyring
+from ledger.audit.refusals import ReportedOnce
 from ledger.audit.signing import Checkpoint, checkpoint_from
 from ledger.core import limits
 from ledger.core.db import run_in_transaction
@@ -52,7 +53,6 @@ from outbox.kafka import KafkaOptions, start_producer
 log = structlog.get_logger("ledger.worker.checkpoints")
 
 CHECKPOINT_RECORD_KEY = b"ledger.audit.checkpoint"  # one key: one partition, in order
-REPORTED_MAX = 10_000  # refused rows one target remembers having reported
 
 Send = Callable[[Sequence[Checkpoint]], Awaitable[None]]
 
@@ -68,7 +68,7 @@ class Target:
     # (position, size): from that position, the rows up to that size were read and refused
     # (never past the chain's head, where a later genuine checkpoint could land).
     skipped: tuple[int, int] = (0, 0)
-    reported: set[tuple[int, str]] = field(default_factory=set)
+    reported: ReportedOnce = field(default_factory=ReportedOnce)
 
     @property
     def name(self) -> str:
@@ -158,12 +158,8 @@ async def _genuine_after(
 
 
 def _report(target: Target, row: Checkpoint, why: str) -> None:
-    seen = (row.tree_size, row.signature)
-    if seen in target.reported:
+    if not target.reported.first(row.tree_size, row.signature):
         return
-    if len(target.reported) >= REPORTED_MAX:
-        target.reported.clear()
-    target.reported.add(seen)
     metrics.AUDIT_CHECKPOINTS_REFUSED.labels(where=target.kind).inc()
     log.error(
         "audit.checkpoint_refused",
