@@ -24,11 +24,15 @@ class OutboxEvent(Base):
     type: Mapped[str] = mapped_column(sa.String(64))
     subject: Mapped[str]
     sequence: Mapped[int | None]
-    # `json`, not `jsonb`: the exact text the writer encoded, which the relay and the feed send
-    # unparsed (jsonb would reprint metadata numbers: `1e23` as `1e+23`).
-    # Its `traceparent` (the relay's record header) is read from here: no column repeats it
+    # The envelope as the writer encoded it, which the relay and the feed send unparsed, in one
+    # of two columns (exactly one is set). `envelope_packed`: that text packed
+    # (ledger/core/packed.py), what the writer stores since migration 0026_outbox_packed, a
+    # quarter of the bytes. `envelope`: the text itself, in rows written before it; `json`, not
+    # `jsonb`, which would reprint metadata numbers (`1e23` as `1e+23`).
+    # Its `traceparent` (the relay's record header) is read from it: no column repeats it
     # (migration 0025_wal_indexes).
-    envelope: Mapped[dict[str, Any]] = mapped_column(JSON())
+    envelope: Mapped[dict[str, Any] | None] = mapped_column(JSON())
+    envelope_packed: Mapped[bytes | None] = mapped_column(sa.LargeBinary())
     created_at: Mapped[dt.datetime]
     # The writing transaction's id: how the relay finds the events that committed since its last
     # window (outbox/repository.py).
@@ -36,7 +40,10 @@ class OutboxEvent(Base):
         sa.BigInteger, server_default=sa.text("(pg_current_xact_id()::text)::bigint")
     )
 
-    __table_args__ = (sa.Index("ix_outbox_events_xact_id", "xact_id"),)
+    __table_args__ = (
+        sa.Index("ix_outbox_events_xact_id", "xact_id"),
+        sa.CheckConstraint("num_nonnulls(envelope, envelope_packed) = 1", name="one_envelope"),
+    )
 
 
 class OutboxBatch(Base):

@@ -24,12 +24,14 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, cast
 
+import msgspec
 import psycopg
 import sqlalchemy as sa
 from psycopg import sql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ledger.core.locks import SINGLETON_KEY, LockClass
+from ledger.core.packed import PackedValueError, unpack
 from outbox.models import OutboxEvent
 
 # The single active relay's session lock (ledger/core/locks.py).
@@ -38,9 +40,24 @@ RELAY_LOCK = (int(LockClass.OUTBOX_RELAY), SINGLETON_KEY)
 Executor = AsyncConnection | AsyncSession
 
 events_t = cast(sa.Table, OutboxEvent.__table__)
-# The envelope's stored text (a `json` column keeps it): read as text, never through a JSON
-# parser, which would reprint numbers in the metadata it carries.
-envelope_text = sa.cast(events_t.c.envelope, sa.Text).label("envelope")
+
+
+class _TraceOnly(msgspec.Struct):
+    traceparent: str | None = None
+
+
+_read_trace = msgspec.json.Decoder(_TraceOnly).decode
+
+
+def stored_envelope(text: str | None, packed: bytes | None) -> bytes:
+    """An event's envelope as the writer encoded it, from its row's two columns: the text of
+    `envelope` (read as text, never through a JSON parser, which would reprint numbers in the
+    metadata it carries) or `envelope_packed` unpacked (outbox/models.py)."""
+    if packed is not None:
+        return unpack(packed)
+    if text is None:
+        raise PackedValueError("an outbox row with neither envelope column")
+    return text.encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,8 +146,7 @@ IN_WINDOW = f"""
 # through that index and sort it at every step). The cursor starts at the window's first id, so
 # what is read beside the window is what committed after it.
 FETCH_WINDOW = f"""
-SELECT e.id, e.subject, CAST(e.envelope AS text) AS envelope,
-       e.envelope ->> 'traceparent' AS traceparent, e.created_at
+SELECT e.id, e.subject, CAST(e.envelope AS text) AS envelope, e.envelope_packed, e.created_at
 FROM outbox_events AS e
 WHERE e.id > :after_id AND {_VISIBLE}
 ORDER BY e.id
@@ -164,10 +180,13 @@ async def relay_place(db: Executor) -> tuple[Window, int]:
 
 async def _window_rows(db: Executor, window: Window, limit: int) -> list[UnpublishedEvent]:
     result = await db.execute(sa.text(FETCH_WINDOW), {**window.bounds(), "limit": limit})
-    return [
-        UnpublishedEvent(r.id, r.subject, r.envelope.encode(), r.traceparent, r.created_at)
-        for r in result
-    ]
+    events = []
+    for r in result:
+        body = stored_envelope(r.envelope, r.envelope_packed)
+        events.append(
+            UnpublishedEvent(r.id, r.subject, body, _read_trace(body).traceparent, r.created_at)
+        )
+    return events
 
 
 async def fetch_unpublished(db: Executor, limit: int) -> tuple[Window, list[UnpublishedEvent]]:
@@ -235,7 +254,7 @@ WITH start AS (
         0
     ) AS first_position
 )
-SELECT f.position, CAST(e.envelope AS text) AS envelope
+SELECT f.position, CAST(e.envelope AS text) AS envelope, e.envelope_packed
 FROM (
     SELECT b.first_position + o.ord - 1 AS position, o.id
     FROM start, first_batch, outbox_batches AS b
@@ -255,7 +274,7 @@ async def feed_page(db: Executor, after: int, limit: int) -> list[tuple[int, byt
     batches that hold positions after+1..after+limit (a primary-key range), their ids, and
     those events by primary key. A cursor before the oldest retained batch starts there."""
     result = await db.execute(sa.text(FEED_PAGE), {"after": after, "limit": limit})
-    return [(int(r.position), r.envelope.encode()) for r in result]
+    return [(int(r.position), stored_envelope(r.envelope, r.envelope_packed)) for r in result]
 
 
 async def last_feed_position(db: Executor) -> int:

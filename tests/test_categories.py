@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from tests.helpers import app_client, create_account, funded_pair, transfer
+from tests.stored_events import ENVELOPE_COLUMNS, envelope
 from tests.test_api_accounts import assert_problem
 
 
@@ -169,10 +170,14 @@ async def test_every_change_has_its_event_and_audit_record(
     await add(client, category, account)
     await add(client, category, account)  # no change: no event, no record
     await client.delete(f"/v1/categories/{category['id']}/accounts/{account['id']}")
-    events = sync_db.execute(
-        "SELECT type, sequence, envelope->'data' FROM outbox_events WHERE subject = %s ORDER BY id",
-        (category["id"],),
-    ).fetchall()
+    events = [
+        (t, s, envelope(text, packed)["data"])
+        for t, s, text, packed in sync_db.execute(
+            f"SELECT type, sequence, {ENVELOPE_COLUMNS} FROM outbox_events e"
+            " WHERE subject = %s ORDER BY id",
+            (category["id"],),
+        )
+    ]
     assert [(t, s) for t, s, _ in events] == [
         ("ledger.category.created", 1),
         ("ledger.category.updated", 2),

@@ -29,6 +29,7 @@ from outbox.consumer.kit import Event, EventConsumer
 from outbox.kafka import header_value
 from outbox.relay import Relay
 from tests.helpers import funded_pair
+from tests.stored_events import ENVELOPE_COLUMNS, envelope
 from tests.test_events import QUICK_JOIN, drain, kafka_settings, read_topic
 
 DEADLINE_SECONDS = 60.0  # a bound on waiting for the broker, never a timing assert
@@ -92,11 +93,15 @@ async def test_one_trace_from_http_request_to_consumer(
 
     # The outbox rows of the request store its traceparent in the envelope (the relay reads it
     # from there, and the consumer kit falls back on it without the record header).
-    rows = sync_db.execute(
-        "SELECT envelope->>'traceparent' FROM outbox_events "
-        "WHERE envelope->'data'->>'transfer_id' = %s OR subject = %s",
-        (transfer_id, transfer_id),
-    ).fetchall()
+    events = [
+        envelope(text, packed)
+        for text, packed in sync_db.execute(f"SELECT {ENVELOPE_COLUMNS} FROM outbox_events e")
+    ]
+    rows = [
+        (e.get("traceparent"),)
+        for e in events
+        if e["data"].get("transfer_id") == transfer_id or e["subject"] == transfer_id
+    ]
     assert len(rows) == 3  # the transfer and both accounts' balance changes
     expected_traceparent = f"00-{trace_hex}-{server_span_hex}-01"
     assert all(row == (expected_traceparent,) for row in rows)

@@ -24,6 +24,7 @@ from ledger.core.db import create_engine, create_sessionmaker
 from ledger.core.settings import Settings
 from ledger.worker.jobs import expire_step
 from tests.helpers import app_client, create_account, transfer, violations
+from tests.stored_events import ENVELOPE_COLUMNS, envelope
 
 DEADLINE_SECONDS = 30.0  # for waiting on real requests and backends; never an assertion
 
@@ -63,9 +64,9 @@ def entry_times(db: psycopg.Connection[Any], account: str) -> list[tuple[int, dt
 
 def event_times(db: psycopg.Connection[Any], account: str) -> list[tuple[int, dt.datetime]]:
     return [
-        (row[0], row[1])
+        (row[0], dt.datetime.fromisoformat(envelope(row[1], row[2])["time"]))
         for row in db.execute(
-            "SELECT sequence, (envelope->>'time')::timestamptz FROM outbox_events"
+            f"SELECT sequence, {ENVELOPE_COLUMNS} FROM outbox_events e"
             " WHERE subject = %s AND sequence IS NOT NULL ORDER BY sequence",
             (account,),
         )

@@ -253,8 +253,10 @@ async def test_a_run_waits_for_the_transactions_open_when_it_began(
             f" FROM accounts WHERE id = '{a['id']}'"
         )
         open_tx.execute(
-            "INSERT INTO outbox_events (event_id, type, subject, sequence, envelope, created_at)"
-            f" SELECT gen_random_uuid(), type, '{late}', 1, envelope, now() FROM outbox_events"
+            "INSERT INTO outbox_events (event_id, type, subject, sequence, envelope,"
+            " envelope_packed, created_at)"
+            f" SELECT gen_random_uuid(), type, '{late}', 1, envelope, envelope_packed, now()"
+            " FROM outbox_events"
             f" WHERE subject = '{a['id']}' AND sequence = 1"
         )
         env = {

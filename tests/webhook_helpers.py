@@ -19,6 +19,7 @@ from ledger.webhooks.delivery.lane import LaneBounds
 from ledger.webhooks.secrets import SecretBox
 from outbox.relay import Relay
 from tests.helpers import AUDIT_KEY_ENV
+from tests.stored_events import ENVELOPE_COLUMNS, envelope_text
 
 DEADLINE_SECONDS = 60.0  # an upper bound for waits, never a timing assert
 STEP_SECONDS = 0.05
@@ -80,11 +81,11 @@ async def wait_for(
 def feed_envelopes(db: psycopg.Connection[Any], after: int = 0) -> list[tuple[int, str]]:
     """(position, envelope text) of every fed event after `after`, in feed order."""
     rows = db.execute(
-        "SELECT f.position, e.envelope::text FROM outbox_feed f "
+        f"SELECT f.position, {ENVELOPE_COLUMNS} FROM outbox_feed f "
         "JOIN outbox_events e ON e.id = f.id WHERE f.position > %s ORDER BY f.position",
         (after,),
     ).fetchall()
-    return [(int(r[0]), str(r[1])) for r in rows]
+    return [(int(r[0]), envelope_text(r[1], r[2])) for r in rows]
 
 
 def unfed(db: psycopg.Connection[Any]) -> int:

@@ -31,6 +31,16 @@ def _is_json(column: sa.Column[Any]) -> bool:
     return isinstance(column.type, sa.JSON)
 
 
+def _is_binary(column: sa.Column[Any]) -> bool:
+    return isinstance(column.type, sa.LargeBinary)
+
+
+def _bytea_text(value: bytes | None) -> str | None:
+    """bytea's hex input text: json_populate_recordset casts a JSON string to the column's type
+    by its input function (msgspec alone would write base64, which bytea reads as text)."""
+    return None if value is None else "\\x" + value.hex()
+
+
 # `json`, not `jsonb`: the rows document is then never parsed into jsonb, so a `json` column (the
 # outbox envelope) receives its value's exact text, numbers as msgspec wrote them; a jsonb
 # column still parses its own value, as before.
@@ -79,6 +89,9 @@ class BulkWriter:
             return
         columns = tuple(rows[0].keys())
         if len(rows) < COPY_THRESHOLD_ROWS:
+            binary = [name for name in columns if _is_binary(table.c[name])]
+            if binary:
+                rows = [{**row, **{n: _bytea_text(row[n]) for n in binary}} for row in rows]
             self.add(Statement(_json_insert(table.name, columns), (json_rows(rows),)))
             return
         await self.flush()
