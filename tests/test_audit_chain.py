@@ -114,10 +114,13 @@ async def test_an_edited_record_is_named(
     await _some_history(client)
     await seal_all(settings)
     victim = _middle_record(superuser)
-    superuser.execute(
-        "UPDATE audit_records SET data = jsonb_set(data, '{result,amount}', '1') WHERE id = %s",
+    # Its one copy (0027): the text the trail answers, which the chain hashes parsed.
+    edited = superuser.execute(
+        "UPDATE audit_records SET data_text = jsonb_set(data_text::jsonb, '{result,amount}', '1')"
+        "::json WHERE id = %s AND data IS NULL",
         (victim["id"],),
     )
+    assert edited.rowcount == 1
     report = await _verify(client)
     assert report["ok"] is False
     assert report["first_invalid_id"] == str(victim["id"])
@@ -131,12 +134,19 @@ async def test_an_edited_record_is_named(
 async def test_an_edited_answer_text_is_named(
     client: AsyncTestClient[Any], settings: Settings, superuser: psycopg.Connection[Any]
 ) -> None:
-    """`data_text` (what GET /v1/audit answers, exactly as written) is outside the hash: an edit
-    of it alone must still be caught, by comparing it with the sealed jsonb."""
+    """A record written from 0009 until 0027 keeps its data twice, and the chain hashes the
+    jsonb: an edit of `data_text` (what GET /v1/audit answers, exactly as written) alone must
+    still be caught, by comparing it with the sealed jsonb."""
     await _some_history(client)
     await seal_all(settings)
     assert (await _verify(client))["ok"] is True
     victim = _middle_record(superuser)
+    # The record as such a release wrote it: the same value in both columns (the chain hashes
+    # the same jsonb, so it still verifies).
+    superuser.execute(
+        "UPDATE audit_records SET data = data_text::jsonb WHERE id = %s", (victim["id"],)
+    )
+    assert (await _verify(client))["ok"] is True
     superuser.execute(
         "UPDATE audit_records SET data_text = jsonb_set(data, '{result,amount}', '1')::json "
         "WHERE id = %s",
@@ -203,10 +213,10 @@ def _forge(db: psycopg.Connection[Any], *, seq: int | None, hours_ago: int) -> u
     forged = uuid.uuid4()
     db.execute(
         "INSERT INTO audit_records (id, seq, at, actor_id, actor_name, action, object_type, "
-        "object_id, request_id, trace_id, client_addr, data) "
+        "object_id, request_id, trace_id, client_addr, data, data_text) "
         "SELECT %s, coalesce(%s, nextval(pg_get_serial_sequence('audit_records', 'seq'))), "
         "       now() - make_interval(hours => %s), actor_id, actor_name, 'transfer.create', "
-        "       'transfer', %s, request_id, trace_id, client_addr, data "
+        "       'transfer', %s, request_id, trace_id, client_addr, data, data_text "
         "  FROM audit_records ORDER BY seq LIMIT 1",
         (forged, seq, hours_ago, str(uuid.uuid4())),
     )

@@ -102,12 +102,14 @@ def _rewrite_record(conn: psycopg.Connection[Any], record_id: str) -> None:
     """Change one record's answer and redo every later seal so the chain verifies again."""
     conn.execute(
         "UPDATE audit_records SET data = jsonb_set(data, '{result,amount}', '999'), "
-        "data_text = jsonb_set(data, '{result,amount}', '999')::json WHERE id = %s",
+        "data_text = jsonb_set(coalesce(data, data_text::jsonb), '{result,amount}', '999')::json"
+        " WHERE id = %s",
         (record_id,),
     )
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
-            "SELECT s.seq, s.sealed_at, s.horizon_xid, s.next_xid, r.* FROM audit_seals s "
+            "SELECT s.seq, s.sealed_at, s.horizon_xid, s.next_xid, r.*,"
+            " coalesce(r.data, r.data_text::jsonb) AS data_hashed FROM audit_seals s "
             "JOIN audit_records r ON r.id = s.record_id ORDER BY s.seq"
         )
         rows = cur.fetchall()
@@ -115,6 +117,7 @@ def _rewrite_record(conn: psycopg.Connection[Any], record_id: str) -> None:
     for row in rows:
         facts = chain.PassFacts(row["horizon_xid"], row["next_xid"])
         record = {name: chain._plain(row[name]) for name in chain.RECORD_COLUMNS}
+        record["data"] = row["data_hashed"]  # what the chain hashes (one copy since 0027)
         digest = chain.seal_hash(row["seq"], prev, row["sealed_at"], record, facts)
         conn.execute(
             "UPDATE audit_seals SET prev_hash = %s, hash = %s WHERE seq = %s",

@@ -349,9 +349,9 @@ async def test_a_record_claiming_an_old_transaction_is_named_and_never_sealed(
         forged = uuid.uuid4()
         superuser.execute(
             "INSERT INTO audit_records (id, seq, xact_id, at, actor_id, actor_name, action, "
-            "object_type, object_id, request_id, trace_id, client_addr, data) "
+            "object_type, object_id, request_id, trace_id, client_addr, data, data_text) "
             "SELECT %s, seq, xact_id, now(), actor_id, actor_name, 'transfer.create', "
-            "       'transfer', %s, request_id, trace_id, client_addr, data "
+            "       'transfer', %s, request_id, trace_id, client_addr, data, data_text "
             "  FROM audit_records WHERE seq = %s",
             (forged, str(uuid.uuid4()), first[0]),
         )

@@ -59,8 +59,8 @@ async def test_keys_create_prints_only_a_working_secret(
     ).fetchone()
     assert row == ("ops bot", "operator", True)
     audit = sync_db.execute(
-        "SELECT actor_name, data::text FROM audit_records WHERE action = 'api_key.create'"
-        " AND data -> 'request' ->> 'name' = 'ops bot'"
+        "SELECT actor_name, data_text::text FROM audit_records"
+        " WHERE action = 'api_key.create' AND data_text -> 'request' ->> 'name' = 'ops bot'"
     ).fetchall()
     assert [r[0] for r in audit] == ["cli"]
     assert secret not in audit[0][1]

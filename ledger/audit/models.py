@@ -30,9 +30,12 @@ class AuditRecord(Base):
     request_id: Mapped[str | None]
     trace_id: Mapped[str | None]
     client_addr: Mapped[str | None]
-    data: Mapped[dict[str, Any]]
-    # `data` as the writer encoded it (migration 0009; NULL on older records): what the trail
-    # answers, numbers as sent. `json` keeps text; the seal chain hashes the jsonb `data`.
+    # The record's data, in one of two forms or both (never neither). `data_text`: as the
+    # writer encoded it (since migration 0009), what the trail answers, numbers as sent (`json`
+    # keeps text). `data` (jsonb): the only form of records older than 0009, and a second copy
+    # in those written from 0009 until 0027_audit_one_copy. The seal chain hashes the jsonb
+    # value, `data` or else `data_text` parsed (repository.record_data): the same value.
+    data: Mapped[dict[str, Any] | None]
     data_text: Mapped[dict[str, Any] | None] = mapped_column(JSON())
     # The writing transaction's id (migration 0003): lets the sealer find late commits exactly.
     xact_id: Mapped[int] = mapped_column(
@@ -48,6 +51,7 @@ class AuditRecord(Base):
         sa.Index("ix_audit_records_request_id_seq", "request_id", "seq"),
         # The search by action, in seq order (migration 0021_growth_reads).
         sa.Index("ix_audit_records_action_seq", "action", "seq"),
+        sa.CheckConstraint("data IS NOT NULL OR data_text IS NOT NULL", name="has_data"),
     )
 
 

@@ -51,9 +51,9 @@ async def add_audit(writer: BulkWriter, entries: list[AuditEntry], ctx: WriteCon
                 "request_id": entry_ctx.request_id,
                 "trace_id": entry_ctx.trace_id,
                 "client_addr": entry_ctx.client_addr,
-                # Encoded once by msgspec; the jsonb column parses it (the seal chain hashes
-                # that), the json one keeps its text (what the trail answers).
-                "data": data,
+                # Encoded once by msgspec and kept once, as text (what the trail answers); the
+                # seal chain hashes it parsed as jsonb. `data` (jsonb) stays NULL: it held the
+                # same value a second time (migration 0027_audit_one_copy).
                 "data_text": data,
             }
         )

@@ -106,7 +106,11 @@ def _previous_data() -> sa.ScalarSelect[Any]:
     (object_id, seq)): what a change is measured against."""
     earlier = records_t.alias("earlier")
     return (
-        sa.select(sa.cast(earlier.c.data, sa.Text))
+        sa.select(
+            sa.func.coalesce(
+                sa.cast(earlier.c.data_text, sa.Text), sa.cast(earlier.c.data, sa.Text)
+            )
+        )
         .where(earlier.c.object_id == records_t.c.object_id, earlier.c.seq < records_t.c.seq)
         .order_by(earlier.c.seq.desc())
         .limit(1)
