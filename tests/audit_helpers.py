@@ -20,9 +20,18 @@ CLI_TIMEOUT_SECONDS = 60
 
 
 def records(conn: psycopg.Connection[Any], after_seq: int = 0) -> list[dict[str, Any]]:
+    """Every column of the records after `after_seq`; `data` is the record's data whichever
+    column keeps it (`data_text` alone since migration 0027)."""
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute("SELECT * FROM audit_records WHERE seq > %s ORDER BY seq", (after_seq,))
-        return cur.fetchall()
+        cur.execute(
+            "SELECT *, coalesce(data, data_text::jsonb) AS data_either FROM audit_records"
+            " WHERE seq > %s ORDER BY seq",
+            (after_seq,),
+        )
+        rows = cur.fetchall()
+    for row in rows:
+        row["data"] = row.pop("data_either")
+    return rows
 
 
 def last_seq(conn: psycopg.Connection[Any]) -> int:

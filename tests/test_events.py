@@ -105,6 +105,8 @@ async def read_topic(settings: Settings) -> list[Any]:
         await consumer.topics()  # metadata for every topic
         partitions = consumer.partitions_for_topic(settings.kafka_topic) or set()
         tps = [TopicPartition(settings.kafka_topic, p) for p in sorted(partitions)]
+        if not tps:  # the topic is not there yet: nothing on it (seeking none would raise)
+            return []
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
