@@ -263,6 +263,10 @@ FROM (
       AND b.first_position <= start.after + :limit
       AND b.first_position + o.ord - 1 > start.after
       AND b.first_position + o.ord - 1 <= start.after + :limit
+    -- At most `limit` positions match anyway; said here, it is what the planner counts on. Its
+    -- guess for the unnested ids (hundreds per batch) once made a merge join over the whole
+    -- primary key look cheaper than a probe per id, once rows were narrow (packed envelopes).
+    LIMIT :limit
 ) AS f
 JOIN outbox_events AS e ON e.id = f.id
 ORDER BY f.position
