@@ -77,10 +77,9 @@ def _cmd_growth(args: argparse.Namespace) -> int:
         progress=sys.stderr.isatty(),
     )
     report = run_growth(options)
-    if args.json:
-        print(json.dumps(report), flush=True)
-    else:
+    if not args.json:
         print(render(report), flush=True)
+    print(json.dumps(report), flush=True)  # the last line, as the load bench's
     return 0
 
 
@@ -104,7 +103,7 @@ def add_bench_parser(sub: Any) -> None:
     bench.add_argument(
         "--deep-page", type=int, default=30, help="--growth: the metadata filter's deep page"
     )
-    bench.add_argument("--json", action="store_true", help="--growth: one JSON object, no table")
+    bench.add_argument("--json", action="store_true", help="--growth: only the JSON line, no table")
     bench.add_argument("--seed", type=int, default=None)
     bench.add_argument("--idempotency", action="store_true", help="Idempotency-Key per request")
     bench.add_argument("--currency", default="USD")

@@ -221,6 +221,8 @@ async def _time_reads(
     for read in reads:
         timing = await time_read(read, repeat)
         entry: dict[str, Any] = {
+            "p50_ms": timing.median_ms,
+            "p99_ms": timing.p99_ms,
             "median_ms": timing.median_ms,
             "p90_ms": timing.p90_ms,
             "status": timing.status,

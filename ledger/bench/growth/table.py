@@ -33,9 +33,7 @@ def add_ratios(steps: list[dict[str, Any]]) -> list[str]:
 def _cell(read: dict[str, Any]) -> str:
     mark = " !" if (read.get("ratio") or 0) > GROWTH_FLAG_RATIO else ""
     bad = " ERR" if read.get("problem") else ""
-    return (
-        f"{read['median_ms']:.1f} / {read['p90_ms']:.1f} ({read.get('ratio') or 0:.1f}x){mark}{bad}"
-    )
+    return f"{read['p50_ms']:.1f} / {read['p99_ms']:.1f} ({read.get('ratio') or 0:.1f}x){mark}{bad}"
 
 
 def _row(label: str, cells: list[str], width: int) -> str:
@@ -46,7 +44,7 @@ def render(report: dict[str, Any]) -> str:
     steps: list[dict[str, Any]] = report["steps"]
     width = 30
     lines = [
-        "ledger bench --growth: median / p90 ms per read (ratio of the median to the first size);"
+        "ledger bench --growth: p50 / p99 ms per read (ratio of the p50 to the first size);"
         f" ! beyond {GROWTH_FLAG_RATIO:g}x",
         _row("transfers", [f"{step['size']:,}" for step in steps], width),
     ]
