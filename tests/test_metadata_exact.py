@@ -201,17 +201,28 @@ async def test_transfer_metadata_comes_back_as_sent(client: httpx.AsyncClient) -
     assert [bytes(r.transfer.metadata) for r in results if r.transfer] == [EXACT, EXACT]
 
 
-async def test_a_copied_batch_keeps_metadata_text(client: httpx.AsyncClient) -> None:
-    """From 500 rows a batch is written with COPY, a different path to the same columns."""
-    _source, a, b = await funded_pair(client, 10_000)
-    texts = [b'{"n":%d,"x":1e%d,"y":%d.50}' % (n, n % 300, n) for n in range(500)]
-    items = [transfer_fields(a["id"], b["id"], 1) + b',"metadata":' + t + b"}" for t in texts]
+# 500 metadata texts, each a number text a parser would reprint: a batch this large is written
+# with COPY (ledger/core/bulk.py), a different path to the same columns.
+COPIED_TEXTS = [b'{"n":%d,"x":1e%d,"y":%d.50}' % (n, n % 300, n) for n in range(500)]
+
+
+async def copied_batch(client: httpx.AsyncClient, debit: str, credit: str) -> httpx.Response:
+    """One atomic batch of a transfer of 1 per text of COPIED_TEXTS, accepted."""
+    items = [transfer_fields(debit, credit, 1) + b',"metadata":' + t + b"}" for t in COPIED_TEXTS]
     response = await client.post(
         "/v1/transfers/batch",
         content=b'{"atomic":true,"transfers":[' + b",".join(items) + b"]}",
         headers=JSON,
     )
     assert response.status_code == 200, response.text
+    return response
+
+
+async def test_a_copied_batch_keeps_metadata_text(client: httpx.AsyncClient) -> None:
+    """From 500 rows a batch is written with COPY, a different path to the same columns."""
+    _source, a, b = await funded_pair(client, 10_000)
+    texts = COPIED_TEXTS
+    response = await copied_batch(client, a["id"], b["id"])
     results = msgspec.json.decode(response.content, type=Batch).results
     assert [bytes(r.transfer.metadata) for r in results if r.transfer] == texts
     page = await client.get("/v1/transfers", params={"account_id": b["id"], "limit": 1000})

@@ -17,7 +17,7 @@ from ledger.core.settings import Settings
 from tests.audit_helpers import seal_all
 from tests.helpers import funded_pair
 from tests.stored_events import ENVELOPE_COLUMNS, envelope_text
-from tests.test_metadata_exact import JSON, transfer_fields
+from tests.test_metadata_exact import COPIED_TEXTS, copied_batch
 
 
 @given(st.binary(max_size=4096))
@@ -66,14 +66,7 @@ async def test_a_transfer_stores_each_envelope_packed_and_its_audit_data_once(
     assert row is not None
     events_before, records_before = row
     _source, a, b = await funded_pair(client, 10_000)
-    texts = [b'{"n":%d,"x":1e%d,"y":%d.50}' % (n, n % 300, n) for n in range(500)]
-    items = [transfer_fields(a["id"], b["id"], 1) + b',"metadata":' + t + b"}" for t in texts]
-    response = await client.post(
-        "/v1/transfers/batch",
-        content=b'{"atomic":true,"transfers":[' + b",".join(items) + b"]}",
-        headers=JSON,
-    )
-    assert response.status_code == 200, response.text
+    await copied_batch(client, a["id"], b["id"])
 
     rows = sync_db.execute(
         f"SELECT {ENVELOPE_COLUMNS}, octet_length(e.envelope_packed) FROM outbox_events e"
@@ -88,7 +81,7 @@ async def test_a_transfer_stores_each_envelope_packed_and_its_audit_data_once(
     envelopes = [json.loads(e) for e in unpacked]
     assert {e["specversion"] for e in envelopes} == {"1.0"}
     posted = [e for e in unpacked if '"type":"ledger.transfer.posted"' in e]
-    for text in texts:
+    for text in COPIED_TEXTS:
         assert sum(('"metadata":' + text.decode() + ",") in e for e in posted) == 1, text
 
     records = sync_db.execute(
