@@ -30,7 +30,7 @@ _DICTIONARY_1 = b"".join(
         b'"state":"pending","state":"voided","state":"expired","timeout_at":"',
         b'"previous_attributes":{"metadata":{},"reference":"',
         b'"type":"ledger.account.created","data":{"id":"',
-        b'"currency":"EUR","currency":"USD","metadata":{"bench":true},"version":1,',
+        b'"currency":"EUR","currency":"USD","metadata":{},"version":1,',
         b'"balances":{"posted":0,"available":0,"posted_debits":0,"posted_credits":0,',
         b'"pending_debits":0,"pending_credits":0}}}',
         b'"type":"ledger.transfer.posted","subject":"',
