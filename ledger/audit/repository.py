@@ -33,11 +33,14 @@ record_data_value = sa.func.coalesce(
 record_data = record_data_value.label("data")
 
 
-def record_columns() -> list[Any]:
+def record_columns(*, parsed: bool = True) -> list[Any]:
     """The audit_records columns, `data` as `record_data`, without `data_text` (its text is
-    `data_as_stored`, selected where wanted)."""
+    `data_as_stored`, selected where wanted). `parsed=False`: `data` is NULL, for readers that
+    answer or hash the text as stored and never look at the parsed value (a jsonb parse in
+    PostgreSQL and a JSON parse here per record saved)."""
+    data = record_data if parsed else sa.null().label("data")
     return [
-        record_data if column.name == "data" else column
+        data if column.name == "data" else column
         for column in records_t.c
         if column.name != "data_text"
     ]
@@ -363,18 +366,27 @@ class RecordFilter:
     end: dt.datetime | None = None
 
 
-# `data` as stored, unparsed: the writer's text, or jsonb's for records from before 0009.
-data_as_stored = sa.func.coalesce(
-    sa.cast(records_t.c.data_text, sa.Text), sa.cast(records_t.c.data, sa.Text)
-).label("data_as_stored")
+def stored_text(table: Any) -> Any:
+    """The `data` of audit_records (or of an alias of it) as stored, unparsed: the writer's text,
+    or jsonb's for records from before 0009."""
+    return sa.func.coalesce(sa.cast(table.c.data_text, sa.Text), sa.cast(table.c.data, sa.Text))
+
+
+data_as_stored = stored_text(records_t).label("data_as_stored")
 
 
 async def list_records(
-    ex: Executor, where: RecordFilter, *, after_seq: int | None, limit: int
+    ex: Executor,
+    where: RecordFilter,
+    *,
+    after_seq: int | None,
+    limit: int,
+    parsed: bool = True,
 ) -> Sequence[sa.Row[Any]]:
     """Records oldest first (by seq), filtered; keyset pagination on seq. Each row also has
-    `data_as_stored`, the text of its `data` as kept."""
-    query = sa.select(*record_columns(), data_as_stored).order_by(records_t.c.seq).limit(limit)
+    `data_as_stored`, the text of its `data` as kept; `data` is NULL unless `parsed`."""
+    columns = record_columns(parsed=parsed)
+    query = sa.select(*columns, data_as_stored).order_by(records_t.c.seq).limit(limit)
     if after_seq is not None:
         query = query.where(records_t.c.seq > after_seq)
     if where.actor_id is not None:

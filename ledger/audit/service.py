@@ -83,7 +83,7 @@ async def list_records_as_stored(
 ) -> list[tuple[AuditRecordOut, bytes]]:
     """`list_records`, each record with its `data` as stored: the text the trail answers, so
     that metadata numbers keep the text they were sent with."""
-    rows = await repo.list_records(session, where, after_seq=after_seq, limit=limit)
+    rows = await repo.list_records(session, where, after_seq=after_seq, limit=limit, parsed=False)
     return [(record_out(r), r.data_as_stored.encode()) for r in rows]
 
 

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from ledger.audit import merkle
 from ledger.audit.models import AuditRecord, AuditSeal
-from ledger.audit.repository import Executor, data_as_stored
+from ledger.audit.repository import Executor, data_as_stored, record_columns
 from ledger.audit.tree_models import AuditTreeNode
 
 Node = tuple[int, int, bytes]  # (level, index, hash)
@@ -178,20 +178,15 @@ async def delete_beyond(ex: Executor, size: int) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def _record_columns() -> list[Any]:
-    # `data` parsed is not needed: the leaf covers the text as stored (`data_as_stored`), and
-    # parsing it too cost more than the rest of the read.
-    return [c for c in records_t.c if c.name not in ("data_text", "data")]
-
-
 async def sealed_records(ex: Executor, *, after_seq: int, limit: int) -> Sequence[sa.Row[Any]]:
     """Seals after `after_seq` in order, each with its record's columns and `data_as_stored`
     (NULL columns when the record is gone): what the tree's leaves are made of."""
     query = (
         sa.select(
             seals_t.c.seq.label("seal_seq"),
-            *_record_columns(),
-            sa.null().label("data"),
+            # `data` parsed is not needed: the leaf covers the text as stored, and parsing it
+            # too cost more than the rest of the read.
+            *record_columns(parsed=False),
             data_as_stored,
         )
         .select_from(seals_t.outerjoin(records_t, records_t.c.id == seals_t.c.record_id))

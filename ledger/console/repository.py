@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.apikeys.models import ApiKey
 from ledger.audit.models import AuditRecord, AuditSeal
+from ledger.audit.repository import data_as_stored, stored_text
 from ledger.console.models import ConsoleSecret, ConsoleSession
 from ledger.posting.models import Entry, Transfer
 
@@ -96,21 +97,13 @@ async def live_key(session: AsyncSession, key_id: uuid.UUID) -> Any:
 
 # -- reads ----------------------------------------------------------------------------------------
 
-data_as_stored = sa.func.coalesce(
-    sa.cast(records_t.c.data_text, sa.Text), sa.cast(records_t.c.data, sa.Text)
-)
-
 
 def _previous_data() -> sa.ScalarSelect[Any]:
     """The `data` of the record just before this one about the same object (one index probe on
     (object_id, seq)): what a change is measured against."""
     earlier = records_t.alias("earlier")
     return (
-        sa.select(
-            sa.func.coalesce(
-                sa.cast(earlier.c.data_text, sa.Text), sa.cast(earlier.c.data, sa.Text)
-            )
-        )
+        sa.select(stored_text(earlier))
         .where(earlier.c.object_id == records_t.c.object_id, earlier.c.seq < records_t.c.seq)
         .order_by(earlier.c.seq.desc())
         .limit(1)
@@ -122,7 +115,7 @@ def _record_columns() -> list[Any]:
     columns = [c for c in records_t.c if c.name not in ("data_text", "data", "xact_id")]
     return [
         *columns,
-        data_as_stored.label("data_as_stored"),
+        data_as_stored,
         _previous_data().label("previous_data"),
     ]
 
